@@ -4,9 +4,11 @@
 //! keeps them in memory, refreshes them in the background, and serves them over an IMDSv2-compatible
 //! endpoint and the ECS container-credentials endpoint. See `ARCHITECTURE.md` for the map.
 //!
-//! Pure core (no IO, property-tested and fuzzed): [`sigv4`], [`sts::wire`], [`sts::endpoint`].
+//! Pure core (no IO, property-tested and fuzzed): [`sigv4`], [`sts::wire`], [`sts::endpoint`],
+//! [`profile`] (the shared config/credentials file parser and the credentials-file editor).
 //! IO edges: [`sts::client`].
 
 pub mod creds;
+pub mod profile;
 pub mod sigv4;
 pub mod sts;
