@@ -12,8 +12,10 @@
 //! - A profile's `[name]` line is kept even when no property is left under it, so comments below
 //!   it stay in place and the profile still exists for the SDKs (e.g. with `region` set in the
 //!   config file).
-//! - If the file has no final newline and its last line is removed, the line ending before that
-//!   line goes with it, so the result still has no final newline.
+//! - Seen as lines separated by line endings, each removed line takes one separator with it:
+//!   normally its own line ending, but for a last line without one, the line ending before it. So
+//!   a file without a final newline still has none afterwards (unless a blank line preceded the
+//!   removed last line: that blank line then becomes the empty remainder after the final newline).
 //! - Only profiles with both an access key id and a secret (both non-empty) are found or touched;
 //!   naming a profile that lacks either is not an error here: it is simply absent from the result,
 //!   and the caller reports it.
@@ -80,7 +82,7 @@ fn credentials_set(text: &str) -> Result<(file::ParsedFile, ProfileSet), ParseEr
 }
 
 /// Keys of `profiles` (all profiles with both keys when empty) found in credentials-file text.
-/// Uses the same parsing rules as [`file`] (case-insensitive keys, inline comments, etc.).
+/// Uses the same parsing rules as [`super::file`] (case-insensitive keys, inline comments, etc.).
 /// Profiles named but lacking a complete, non-empty pair are left out of the result.
 pub fn find_keys(text: &str, profiles: &[String]) -> Result<Vec<FoundKey>, ParseError> {
     let (_, set) = credentials_set(text)?;
@@ -136,4 +138,277 @@ pub fn remove_keys(text: &str, profiles: &[String]) -> Result<String, ParseError
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use secrecy::ExposeSecret;
+
+    const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn acceptance_comments_profiles_unrelated_keys() {
+        let input = format!(
+            "# my credentials\n\
+             [default]\n\
+             aws_access_key_id = AKIADEFAULT\n\
+             ; old key below\n\
+             aws_secret_access_key = {SECRET} # inline comment\n\
+             region = eu-west-1\n\
+             \n\
+             [dev]\n\
+             output = json\n\
+             AWS_Access_Key_ID=AKIADEV\n\
+             AWS_SECRET_ACCESS_KEY=dev/secret=with=equals\n\
+             aws_session_token = TOKEN\n\
+             \tcontinued-token\n\
+             s3 =\n  max_concurrent_requests = 10\n\
+             \n\
+             [only-id]\n\
+             aws_access_key_id = AKIALONELY\n"
+        );
+        let found = find_keys(&input, &[]).unwrap();
+        let summary: Vec<_> = found
+            .iter()
+            .map(|k| {
+                (
+                    k.profile.as_str(),
+                    k.access_key_id.as_str(),
+                    k.secret_access_key.expose_secret(),
+                    k.has_session_token,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("default", "AKIADEFAULT", SECRET, false),
+                ("dev", "AKIADEV", "dev/secret=with=equals", true),
+            ]
+        );
+        let out = remove_keys(&input, &[]).unwrap();
+        assert_eq!(
+            out,
+            "# my credentials\n\
+             [default]\n\
+             ; old key below\n\
+             region = eu-west-1\n\
+             \n\
+             [dev]\n\
+             output = json\n\
+             s3 =\n  max_concurrent_requests = 10\n\
+             \n\
+             [only-id]\n\
+             aws_access_key_id = AKIALONELY\n"
+        );
+    }
+
+    #[test]
+    fn selected_profiles_only_and_order_kept() {
+        let input = "[a]\naws_access_key_id=A\naws_secret_access_key=SA\n[b]\naws_access_key_id=B\naws_secret_access_key=SB\n";
+        let found = find_keys(input, &names(&["b", "missing", "b"])).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].profile, "b");
+        assert_eq!(
+            remove_keys(input, &names(&["b"])).unwrap(),
+            "[a]\naws_access_key_id=A\naws_secret_access_key=SA\n[b]\n"
+        );
+        // Profile names are case-sensitive.
+        assert!(find_keys(input, &names(&["B"])).unwrap().is_empty());
+        assert_eq!(remove_keys(input, &names(&["B"])).unwrap(), input);
+    }
+
+    #[test]
+    fn crlf_and_missing_final_newline() {
+        let input = "[a]\r\nregion = x\r\naws_access_key_id = A\r\naws_secret_access_key = S";
+        assert_eq!(remove_keys(input, &[]).unwrap(), "[a]\r\nregion = x");
+        let input = "[a]\r\naws_access_key_id = A\r\naws_secret_access_key = S\r\nregion = x";
+        assert_eq!(remove_keys(input, &[]).unwrap(), "[a]\r\nregion = x");
+        let input = "[a]\naws_access_key_id = A\naws_secret_access_key = S";
+        assert_eq!(remove_keys(input, &[]).unwrap(), "[a]");
+    }
+
+    #[test]
+    fn duplicate_sections_and_keys_all_removed_last_wins() {
+        let input = "[a]\naws_access_key_id = OLD\n[b]\nx = 1\n[a]\naws_access_key_id = NEW\naws_secret_access_key = S\naws_access_key_id = NEWEST\n";
+        let found = find_keys(input, &[]).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].access_key_id, "NEWEST");
+        assert_eq!(remove_keys(input, &[]).unwrap(), "[a]\n[b]\nx = 1\n[a]\n");
+    }
+
+    #[test]
+    fn ignored_sections_are_not_touched() {
+        // `[profile a]` is not a profile in the credentials file, so an SDK would not use it.
+        let input = "[profile a]\naws_access_key_id = A\naws_secret_access_key = S\n";
+        assert!(find_keys(input, &[]).unwrap().is_empty());
+        assert_eq!(remove_keys(input, &[]).unwrap(), input);
+        // Empty values do not make a pair.
+        let input = "[a]\naws_access_key_id =\naws_secret_access_key = S\n";
+        assert!(find_keys(input, &[]).unwrap().is_empty());
+        assert_eq!(remove_keys(input, &[]).unwrap(), input);
+    }
+
+    #[test]
+    fn unchanged_when_nothing_matches_and_bom_kept() {
+        for input in ["", "\n", "# only\r\n", "\u{feff}[a]\nx = 1"] {
+            assert_eq!(remove_keys(input, &[]).unwrap(), input);
+        }
+        let input = "\u{feff}[a]\naws_access_key_id = A\naws_secret_access_key = S\n";
+        assert_eq!(remove_keys(input, &[]).unwrap(), "\u{feff}[a]\n");
+    }
+
+    #[test]
+    fn secret_never_in_debug_or_errors() {
+        let input = format!("[a]\naws_access_key_id = A\naws_secret_access_key = {SECRET}\n");
+        let found = find_keys(&input, &[]).unwrap();
+        let shown = format!("{found:?} {found:#?}");
+        assert!(!shown.contains("wJalr"), "{shown}");
+        assert!(shown.contains("REDACTED"));
+
+        // A malformed line holding the secret: the error names the line, not its text.
+        let broken = format!("[a]\naws_access_key_id = A\n{SECRET}\n");
+        for err in [
+            find_keys(&broken, &[]).unwrap_err(),
+            remove_keys(&broken, &[]).unwrap_err(),
+        ] {
+            let shown = format!("{err} {err:?}");
+            assert!(shown.starts_with("line 3: Expected an '=' sign"), "{shown}");
+            assert!(!shown.contains("wJalr"), "{shown}");
+        }
+    }
+
+    /// One line of a generated credentials file.
+    #[derive(Debug, Clone)]
+    enum Item {
+        /// One of the three removable keys (index into `REMOVED`), its spelling, a value and
+        /// whether a continuation line follows.
+        Key(usize, bool, String, bool),
+        Other(&'static str, String),
+        Comment,
+        Blank,
+    }
+
+    fn item() -> impl Strategy<Value = Item> {
+        let value = "[A-Za-z0-9/+=]{0,6}";
+        prop_oneof![
+            4 => (0..3usize, any::<bool>(), value, prop::bool::weighted(0.1))
+                .prop_map(|(k, upper, v, cont)| Item::Key(k, upper, v, cont)),
+            2 => (prop::sample::select(vec!["region", "output", "Region"]), value)
+                .prop_map(|(k, v)| Item::Other(k, v)),
+            1 => Just(Item::Comment),
+            1 => Just(Item::Blank),
+        ]
+    }
+
+    fn credentials_file() -> impl Strategy<Value = String> {
+        let section = (
+            prop::sample::select(vec!["default", "dev", "Dev", "profile dev", "x y"]),
+            prop::collection::vec(item(), 0..7),
+        );
+        (
+            prop::collection::vec(section, 0..6),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(sections, crlf, final_newline)| {
+                let mut lines = vec!["# header comment".to_owned()];
+                for (name, items) in sections {
+                    lines.push(format!("[{name}]"));
+                    for item in items {
+                        match item {
+                            Item::Key(k, upper, v, cont) => {
+                                let key = if upper {
+                                    REMOVED[k].to_ascii_uppercase()
+                                } else {
+                                    REMOVED[k].to_owned()
+                                };
+                                lines.push(format!("{key} = {v}"));
+                                if cont {
+                                    lines.push("  more = x".to_owned());
+                                }
+                            }
+                            Item::Other(k, v) => lines.push(format!("{k}={v} ; note")),
+                            Item::Comment => lines.push("; aws_secret_access_key = no".into()),
+                            Item::Blank => lines.push(String::new()),
+                        }
+                    }
+                }
+                let eol = if crlf { "\r\n" } else { "\n" };
+                let mut text = lines.join(eol);
+                if final_newline {
+                    text.push_str(eol);
+                }
+                text
+            })
+    }
+
+    /// The lines of `text`, seen as separated (not terminated) by line endings, so a text
+    /// ending with a newline ends with an empty line. In this view [`remove_keys`] deletes whole
+    /// lines together with one line separator each.
+    fn separated_lines(text: &str) -> Vec<&str> {
+        text.split('\n').map(|l| l.trim_end_matches('\r')).collect()
+    }
+
+    /// Whether `small` is `big` with some whole lines deleted.
+    fn is_line_subsequence(small: &str, big: &str) -> bool {
+        let trim = separated_lines;
+        let (small, big) = (trim(small), trim(big));
+        let mut big = big.iter();
+        small.iter().all(|line| big.any(|b| b == line))
+    }
+
+    proptest! {
+        #[test]
+        fn remove_keys_removes_exactly_the_keys(
+            text in credentials_file(),
+            only_dev in any::<bool>(),
+        ) {
+            let profiles = if only_dev { names(&["dev"]) } else { Vec::new() };
+            let targets: Vec<String> = find_keys(&text, &profiles)
+                .unwrap()
+                .into_iter()
+                .map(|k| k.profile)
+                .collect();
+            let out = remove_keys(&text, &profiles).unwrap();
+
+            let before = file::merge(None, Some(file::parse(&text, FileKind::Credentials).unwrap()));
+            let after = file::merge(None, Some(file::parse(&out, FileKind::Credentials).unwrap()));
+            let mut expected = before.profiles.clone();
+            for name in &targets {
+                let section = expected.get_mut(name).unwrap();
+                for key in REMOVED {
+                    section.properties.remove(key);
+                }
+            }
+            prop_assert_eq!(&after.profiles, &expected);
+            prop_assert!(find_keys(&out, &profiles).unwrap().is_empty());
+
+            // Only whole lines went away, with one separator each.
+            prop_assert!(is_line_subsequence(&out, &text));
+            if text.ends_with('\n') {
+                prop_assert!(out.is_empty() || out.ends_with('\n'));
+            }
+            prop_assert_eq!(out.contains("\r\n"), text.contains("\r\n") && out.contains('\n'));
+            if targets.is_empty() {
+                prop_assert_eq!(&out, &text);
+            }
+            // No more lines went away than there are key and continuation lines.
+            let removed_lines = separated_lines(&text).len() - separated_lines(&out).len();
+            let key_lines = separated_lines(&text)
+                .into_iter()
+                .filter(|l| {
+                    let l = l.to_ascii_lowercase();
+                    REMOVED.iter().any(|k| l.starts_with(k)) || l.starts_with("  more")
+                })
+                .count();
+            prop_assert!(removed_lines <= key_lines);
+        }
+    }
 }
