@@ -7,3 +7,4 @@
 
 pub mod edit;
 pub mod file;
+pub mod resolve;

@@ -1,0 +1,401 @@
+//! Key management: `add`, `import`, `list`, `remove`. Secrets are read without echo (or from
+//! stdin / the environment), kept in `SecretString`, checked with STS, and written only to the
+//! keyring. Nothing here prints a secret.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::Context;
+use crate::creds::LongTermKey;
+use crate::daemon::server::load_profiles;
+use crate::profile::edit;
+use crate::profile::file::ProfileSet;
+use crate::profile::resolve::{self, Env, StsTarget};
+use crate::sts::{ClientOptions, StsClient};
+
+/// `credvend add`.
+#[derive(Debug, clap::Args)]
+pub struct AddArgs {
+    /// Profile name (as in the AWS config)
+    profile: String,
+    /// The access key id (prompted for when absent)
+    #[arg(long, value_name = "ID", conflicts_with = "from_env")]
+    access_key_id: Option<String>,
+    /// Read the secret access key from the first line of stdin
+    #[arg(long, requires = "access_key_id", conflicts_with = "from_env")]
+    secret_stdin: bool,
+    /// Take the key from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
+    #[arg(long)]
+    from_env: bool,
+    /// Store without checking the key with STS GetCallerIdentity
+    #[arg(long)]
+    no_verify: bool,
+    /// Replace keys already stored for the profile
+    #[arg(long)]
+    force: bool,
+}
+
+/// `credvend import`.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// Profiles to import (default: every profile with keys in the file)
+    profiles: Vec<String>,
+    /// Delete the imported keys from the credentials file afterwards
+    #[arg(long)]
+    remove: bool,
+    /// Replace keys already stored in the keyring for those profiles
+    #[arg(long)]
+    force: bool,
+}
+
+/// `credvend list`.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Machine-readable output
+    #[arg(long)]
+    json: bool,
+}
+
+/// `credvend remove`.
+#[derive(Debug, clap::Args)]
+pub struct RemoveArgs {
+    /// Profile whose keys to delete
+    profile: String,
+}
+
+fn prompt_line(label: &str) -> anyhow::Result<String> {
+    eprint!("{label}");
+    std::io::stderr().flush().ok();
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim().to_owned())
+}
+
+fn check_key(key: &LongTermKey) -> anyhow::Result<()> {
+    let id = &key.access_key_id;
+    if id.is_empty() || id.chars().any(|c| c.is_whitespace()) {
+        bail!("the access key id is empty or contains spaces");
+    }
+    if id.starts_with("ASIA") {
+        bail!("{id} is a temporary access key (ASIA…); credvend stores long-term keys (AKIA…) and mints temporary ones itself");
+    }
+    let secret = key.secret_access_key.expose_secret();
+    if secret.is_empty() || secret.chars().any(|c| c.is_whitespace()) {
+        bail!("the secret access key is empty or contains spaces");
+    }
+    Ok(())
+}
+
+fn read_key(args: &AddArgs) -> anyhow::Result<LongTermKey> {
+    if args.from_env {
+        let id = std::env::var("AWS_ACCESS_KEY_ID")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .context("--from-env: AWS_ACCESS_KEY_ID is not set")?;
+        let secret = std::env::var("AWS_SECRET_ACCESS_KEY")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .context("--from-env: AWS_SECRET_ACCESS_KEY is not set")?;
+        return Ok(LongTermKey {
+            access_key_id: id,
+            secret_access_key: SecretString::from(secret),
+        });
+    }
+    let interactive = std::io::stdin().is_terminal();
+    let id = match &args.access_key_id {
+        Some(id) => id.trim().to_owned(),
+        None if interactive => prompt_line("Access key ID: ")?,
+        None => bail!("no terminal to prompt on: pass --access-key-id ID --secret-stdin, or --from-env"),
+    };
+    let secret = if args.secret_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).context("reading the secret from stdin")?;
+        SecretString::from(line.trim_end_matches(['\n', '\r']).to_owned())
+    } else if interactive {
+        SecretString::from(rpassword::prompt_password("Secret access key (not shown): ")?.trim().to_owned())
+    } else {
+        bail!("no terminal to prompt on: pass --secret-stdin and write the secret to stdin");
+    };
+    Ok(LongTermKey {
+        access_key_id: id,
+        secret_access_key: secret,
+    })
+}
+
+/// Where to check a key of `profile`: the STS endpoint a `GetSessionToken` with that profile's
+/// own settings (region, endpoint_url, `[services]`, ca_bundle, environment) would use — the
+/// profile stripped of everything that would make it a role or process profile.
+fn verify_target(set: &ProfileSet, profile: &str) -> anyhow::Result<StsTarget> {
+    const NOT_ENDPOINT: &[&str] = &[
+        "role_arn", "source_profile", "credential_process", "web_identity_token_file", "mfa_serial",
+        "credvend_federation_name", "credential_source", "sso_session", "sso_start_url", "duration_seconds",
+    ];
+    let mut set = set.clone();
+    let mut section = set.profiles.remove(profile).unwrap_or_else(|| crate::profile::file::Section {
+        name: profile.to_owned(),
+        properties: Default::default(),
+    });
+    section.properties.retain(|k, _| !NOT_ENDPOINT.contains(&k.as_str()));
+    set.profiles.insert(profile.to_owned(), section);
+    let chain = resolve::resolve(&set, profile, &Env::from_process(), &resolve::read_file)?;
+    Ok(chain.session.map(|s| s.target).expect("a plain keys profile resolves to GetSessionToken"))
+}
+
+fn profiles() -> anyhow::Result<ProfileSet> {
+    load_profiles(&crate::paths::aws_config_file(), &crate::paths::aws_credentials_file())
+        .map_err(anyhow::Error::msg)
+}
+
+/// `credvend add PROFILE`.
+pub async fn add(ctx: &Context, args: AddArgs) -> anyhow::Result<ExitCode> {
+    let key = read_key(&args)?;
+    check_key(&key)?;
+    let store = ctx.open_keystore(true).await?;
+    if !args.force && store.has_key(&args.profile).await? {
+        bail!(
+            "profile `{}` already has keys in the {}; pass --force to replace them",
+            args.profile,
+            store.backend()
+        );
+    }
+    if !args.no_verify {
+        let set = profiles()?;
+        let target = verify_target(&set, &args.profile)?;
+        let client = StsClient::new(ClientOptions {
+            ca_bundle: target.ca_bundle.clone(),
+            ..ClientOptions::default()
+        })?;
+        let id = client
+            .caller_identity(&target.endpoint, key.signing_key())
+            .await
+            .with_context(|| {
+                format!(
+                    "the key was not stored: STS at {} did not accept it (check the key, or pass --no-verify to store it unchecked)",
+                    target.endpoint
+                )
+            })?;
+        eprintln!("credvend: verified {} (account {})", id.arn, id.account);
+    }
+    store.put_key(&args.profile, &key).await?;
+    eprintln!(
+        "credvend: stored {} for profile `{}` in the {}",
+        key.access_key_id,
+        args.profile,
+        store.backend()
+    );
+    if let Some(note) = store.backend().persistence_note() {
+        eprintln!("credvend: note: {note}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `credvend import [PROFILE...]`.
+pub async fn import(ctx: &Context, args: ImportArgs) -> anyhow::Result<ExitCode> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = crate::paths::aws_credentials_file();
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the credentials file {}", path.display()))?;
+    let found = edit::find_keys(&text, &args.profiles).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    for wanted in &args.profiles {
+        if !found.iter().any(|f| &f.profile == wanted) {
+            bail!("{} has no aws_access_key_id / aws_secret_access_key for profile `{wanted}`", path.display());
+        }
+    }
+    let store = ctx.open_keystore(true).await?;
+    let mut imported = Vec::new();
+    for f in &found {
+        if f.has_session_token {
+            eprintln!("credvend: skipped `{}`: it holds temporary credentials (aws_session_token), not a long-term key", f.profile);
+            continue;
+        }
+        let key = LongTermKey {
+            access_key_id: f.access_key_id.clone(),
+            secret_access_key: f.secret_access_key.clone(),
+        };
+        if let Err(e) = check_key(&key) {
+            eprintln!("credvend: skipped `{}`: {e}", f.profile);
+            continue;
+        }
+        match store.get_key(&f.profile).await {
+            Ok(existing) if existing.access_key_id == key.access_key_id
+                && existing.secret_access_key.expose_secret() == key.secret_access_key.expose_secret() => {}
+            Ok(_) if !args.force => bail!(
+                "profile `{}` already has different keys in the {}; pass --force to replace them",
+                f.profile,
+                store.backend()
+            ),
+            _ => store.put_key(&f.profile, &key).await?,
+        }
+        // Read back before the file loses its copy.
+        let back = store.get_key(&f.profile).await?;
+        if back.secret_access_key.expose_secret() != key.secret_access_key.expose_secret() {
+            bail!("the keyring did not return the key just stored for `{}`; the credentials file was not changed", f.profile);
+        }
+        eprintln!("credvend: imported {} for profile `{}` into the {}", key.access_key_id, f.profile, store.backend());
+        imported.push(f.profile.clone());
+    }
+    if imported.is_empty() {
+        bail!("no long-term keys to import in {}", path.display());
+    }
+    if args.remove {
+        // The backup keeps every line but blanks the moved secrets: the keys now live only in
+        // the keyring, and a plaintext copy next to the original would defeat the import.
+        let blanked = blank_secrets(&text, &imported);
+        let backup = path.with_file_name(format!(
+            "{}.credvend-backup",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("credentials")
+        ));
+        crate::paths::write_private_file(&backup, blanked.as_bytes())
+            .with_context(|| format!("cannot write the backup {}", backup.display()))?;
+        let new = edit::remove_keys(&text, &imported).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777).unwrap_or(0o600);
+        crate::paths::write_private_file(&path, new.as_bytes())
+            .with_context(|| format!("cannot rewrite {}", path.display()))?;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o600 | 0o600));
+        eprintln!(
+            "credvend: removed the imported keys from {} (backup with secrets blanked: {})",
+            path.display(),
+            backup.display()
+        );
+    } else {
+        eprintln!(
+            "credvend: {} still holds the keys; run `credvend import --remove` to delete them from it",
+            path.display()
+        );
+    }
+    if let Some(note) = store.backend().persistence_note() {
+        eprintln!("credvend: note: {note}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The credentials file with the secret values of `profiles` replaced by a marker.
+fn blank_secrets(text: &str, profiles: &[String]) -> String {
+    let Ok(found) = edit::find_keys(text, profiles) else {
+        return String::new();
+    };
+    let mut out = text.to_owned();
+    for f in found {
+        let secret = f.secret_access_key.expose_secret();
+        if !secret.is_empty() {
+            out = out.replace(secret, "(moved to the keyring by credvend)");
+        }
+    }
+    out
+}
+
+/// `credvend list`.
+pub async fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<ExitCode> {
+    let set = profiles()?;
+    let store = ctx.open_keystore(false).await;
+    let (stored, store_error): (Vec<String>, Option<String>) = match &store {
+        Ok(s) => match s.list_profiles().await {
+            Ok(v) => (v, None),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        },
+        Err(e) => (Vec::new(), Some(format!("{e:#}"))),
+    };
+    let env = Env::from_process();
+    let mut names: Vec<String> = set.profiles.keys().cloned().collect();
+    names.extend(stored.iter().cloned());
+    names.sort();
+    names.dedup();
+    let rows: Vec<serde_json::Value> = names
+        .iter()
+        .map(|name| {
+            let in_config = set.profiles.contains_key(name);
+            let source = if in_config {
+                match resolve::resolve(&set, name, &env, &resolve::read_file) {
+                    Ok(c) => serde_json::json!({ "source": c.describe() }),
+                    Err(e) => serde_json::json!({ "error": e.message }),
+                }
+            } else {
+                serde_json::json!({})
+            };
+            let mut row = serde_json::json!({
+                "profile": name,
+                "in_config": in_config,
+                "has_keys": stored.contains(name),
+            });
+            if let serde_json::Value::Object(extra) = source {
+                row.as_object_mut().expect("object").extend(extra);
+            }
+            row
+        })
+        .collect();
+    let backend = store.as_ref().ok().map(|s| s.backend().to_string());
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "keystore": backend,
+                "keystore_error": store_error,
+                "profiles": rows,
+            }))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(e) = &store_error {
+        eprintln!("credvend: cannot read the keyring: {e}");
+    }
+    if rows.is_empty() {
+        println!("no profiles: the AWS config is empty and the keyring holds no keys (add one with `credvend add NAME`)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let width = names.iter().map(|n| n.len()).max().unwrap_or(7).max(7);
+    println!("{:width$}  {:4}  SOURCE", "PROFILE", "KEYS");
+    for row in &rows {
+        let keys = if row["has_keys"] == true { "yes" } else { "-" };
+        let source = row["source"]
+            .as_str()
+            .map(str::to_owned)
+            .or_else(|| row["error"].as_str().map(|e| format!("error: {e}")))
+            .unwrap_or_else(|| "(not in the AWS config)".into());
+        println!("{:width$}  {:4}  {source}", row["profile"].as_str().unwrap_or_default(), keys);
+    }
+    if let Some(b) = backend {
+        println!("\nkeys are read from the {b}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `credvend remove PROFILE`.
+pub async fn remove(ctx: &Context, args: RemoveArgs) -> anyhow::Result<ExitCode> {
+    let store = ctx.open_keystore(true).await?;
+    let had_key = store.delete_key(&args.profile).await?;
+    let had_session = store.delete_session(&args.profile).await?;
+    if !had_key && !had_session {
+        bail!("nothing is stored for profile `{}` in the {}", args.profile, store.backend());
+    }
+    eprintln!("credvend: removed the stored keys of `{}` from the {}", args.profile, store.backend());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_and_malformed_keys_are_refused() {
+        let k = |id: &str, s: &str| LongTermKey {
+            access_key_id: id.into(),
+            secret_access_key: SecretString::from(s.to_owned()),
+        };
+        assert!(check_key(&k("AKIAIOSFODNN7EXAMPLE", "abc")).is_ok());
+        assert!(check_key(&k("ASIAIOSFODNN7EXAMPLE", "abc")).unwrap_err().to_string().contains("temporary"));
+        assert!(check_key(&k("", "abc")).is_err());
+        assert!(check_key(&k("AKIA", "a b")).is_err());
+    }
+
+    #[test]
+    fn backup_blanks_only_moved_secrets() {
+        let text = "# keep\n[a]\naws_access_key_id = AKIAA\naws_secret_access_key = SECRETA\n[b]\naws_access_key_id = AKIAB\naws_secret_access_key = SECRETB\n";
+        let out = blank_secrets(text, &["a".into()]);
+        assert!(!out.contains("SECRETA"));
+        assert!(out.contains("SECRETB"));
+        assert!(out.contains("# keep"));
+    }
+}

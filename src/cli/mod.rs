@@ -1,0 +1,231 @@
+//! The `credvend` command line: flags (clap) turned into one validated [`Context`], then one
+//! function per command. Errors are `anyhow` here and only here; every message is one line that
+//! names the fix. Exit codes: 0 success, 1 operational error, 2 usage error.
+
+mod client;
+mod keys;
+mod serve;
+mod service;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::keystore::{self, Choice, KeyStore, OpenOptions};
+use crate::logging::LogFormat;
+
+const ABOUT: &str = "Vend short-lived AWS credentials from keys kept in the OS keyring.";
+
+const LONG_ABOUT: &str = "\
+Vend short-lived AWS credentials from keys kept in the OS keyring.
+
+Long-term keys live only in the keyring (`credvend add`, `credvend import`). The daemon
+(`credvend serve`, normally run by systemd or launchd) mints temporary credentials with STS for the
+profiles of your AWS config, refreshes them in the background, and serves them over an
+IMDSv2-compatible endpoint and the ECS container-credentials endpoint, where every AWS SDK and the
+AWS CLI find them by themselves (`credvend env`, `credvend exec`).
+
+Files:
+  AWS profiles     AWS_CONFIG_FILE (default ~/.aws/config), AWS_SHARED_CREDENTIALS_FILE
+  daemon settings  --config (default $XDG_CONFIG_HOME/credvend/config.toml; missing = defaults)
+  state            --state-dir (default $XDG_RUNTIME_DIR/credvend): control.sock, ECS token files
+
+Exit codes: 0 success, 1 operational error (the message names the fix), 2 usage error.";
+
+/// Global options and the command.
+#[derive(Debug, Parser)]
+#[command(name = "credvend", version, about = ABOUT, long_about = LONG_ABOUT, propagate_version = true)]
+pub struct Cli {
+    /// Daemon settings file (TOML) [default: $XDG_CONFIG_HOME/credvend/config.toml]
+    #[arg(long, global = true, value_name = "FILE", env = "CREDVEND_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// Where long-term keys are stored: auto picks the platform's keyring (on Linux the Secret
+    /// Service, or the kernel keyring when no Secret Service answers)
+    #[arg(long, global = true, value_name = "STORE", env = "CREDVEND_KEYSTORE", default_value = "auto")]
+    keystore: Choice,
+
+    /// Directory for the control socket and token files [default: $XDG_RUNTIME_DIR/credvend]
+    #[arg(long, global = true, value_name = "DIR", env = "CREDVEND_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+
+    /// Log format on stderr
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Store a long-term access key pair for PROFILE in the keyring
+    #[command(long_about = "Store a long-term access key pair for PROFILE in the keyring.\n\n\
+        Without flags, prompts for the access key id and (without echo) the secret. The key is checked \
+        with STS GetCallerIdentity before it is stored, against the profile's STS endpoint \
+        (endpoint_url / region of the AWS config), unless --no-verify is given. Existing keys are \
+        replaced only with --force.")]
+    Add(keys::AddArgs),
+    /// Move keys from the plaintext shared credentials file into the keyring
+    #[command(long_about = "Move keys from the plaintext shared credentials file (AWS_SHARED_CREDENTIALS_FILE, \
+        default ~/.aws/credentials) into the keyring: all profiles with keys, or the PROFILEs named.\n\n\
+        Without --remove the file is left as it is. With --remove the key lines of the imported profiles \
+        are deleted from the file and every other line, comment and byte is kept; a copy of the original \
+        with the secrets blanked is written next to it (mode 0600) first. Temporary credentials \
+        (profiles with aws_session_token) are skipped.")]
+    Import(keys::ImportArgs),
+    /// List profiles of the AWS config and whether the keyring holds keys for them
+    List(keys::ListArgs),
+    /// Delete the stored keys (and any cached MFA session) of PROFILE
+    Remove(keys::RemoveArgs),
+    /// Run the daemon in the foreground (systemd and launchd run exactly this)
+    #[command(long_about = "Run the daemon in the foreground (systemd and launchd run exactly this).\n\n\
+        Mints credentials for every served profile at start-up, then prints one line when every \
+        listener is bound:\n\n  credvend ready imds=ADDR ecs=ADDR control=PATH\n\n\
+        and tells systemd READY=1 when run under it. SIGTERM/SIGINT: stop accepting, finish in-flight \
+        requests, exit. SIGHUP: reload both config files; a broken file is reported and the running \
+        configuration keeps serving.")]
+    Serve,
+    /// Show what the running daemon is doing
+    Status(client::StatusArgs),
+    /// Give the daemon an MFA code for PROFILE
+    #[command(long_about = "Give the daemon an MFA code for PROFILE. Prompts when --code is absent.\n\n\
+        The daemon mints one MFA-authenticated session (GetSessionToken) and assumes the profile's roles \
+        from it until the session expires (12 h by default); the session is cached in the keyring, so it \
+        survives daemon restarts. Without a running daemon the session is minted and cached directly.")]
+    Login(client::LoginArgs),
+    /// Mint new credentials for PROFILE now
+    Refresh(client::ProfileArg),
+    /// Forget temporary credentials (of PROFILE, or of every profile)
+    Lock(client::LockArgs),
+    /// Print shell `export` lines that point SDKs at the daemon
+    #[command(long_about = "Print shell lines that point AWS SDKs at the daemon for PROFILE; use as \
+        `eval \"$(credvend env dev)\"`.\n\n\
+        Default: the IMDS endpoint serving PROFILE (AWS_EC2_METADATA_SERVICE_ENDPOINT).\n\
+        --container: the ECS endpoint and PROFILE's token file (AWS_CONTAINER_CREDENTIALS_FULL_URI, \
+        AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE).\n\
+        --static: the current temporary credentials themselves, for tools that read only the environment; \
+        they do not refresh. Long-term keys are never printed.")]
+    Env(client::EnvArgs),
+    /// Run CMD with the container endpoint of PROFILE in its environment
+    #[command(long_about = "Run CMD with the environment of `credvend env PROFILE --container`, so it \
+        keeps getting fresh credentials however long it runs. credvend replaces itself with CMD: exit \
+        status and signals are CMD's own.")]
+    Exec(client::ExecArgs),
+    /// Print credential_process Version 1 JSON for PROFILE
+    #[command(long_about = "Print credential_process Version 1 JSON for PROFILE, for \
+        `credential_process = credvend credential-process NAME` in an AWS config. Asks the daemon when \
+        it runs and serves PROFILE, else mints directly.")]
+    CredentialProcess(client::ProfileArg),
+    /// Install and start the systemd user service (or launchd agent)
+    InstallService(service::InstallArgs),
+}
+
+/// Validated settings every command shares.
+pub struct Context {
+    /// `--config`.
+    pub config: Option<PathBuf>,
+    /// `--keystore`.
+    pub keystore: Choice,
+    /// State directory (resolved).
+    pub state_dir: PathBuf,
+}
+
+impl Context {
+    /// Opens the key store for an interactive command (a desktop keyring may prompt to unlock).
+    pub async fn open_keystore(&self, interactive: bool) -> anyhow::Result<KeyStore> {
+        let opts = OpenOptions {
+            choice: self.keystore,
+            prompt_timeout: if interactive {
+                keystore::cli_prompt_timeout()
+            } else {
+                std::time::Duration::ZERO
+            },
+            ..OpenOptions::default()
+        };
+        Ok(KeyStore::open(opts).await?)
+    }
+
+    /// `STATE_DIR/control.sock`.
+    pub fn control_socket(&self) -> PathBuf {
+        self.state_dir.join(crate::paths::CONTROL_SOCKET)
+    }
+}
+
+/// Entry point: parses, runs, maps errors to exit codes.
+pub fn main() -> ExitCode {
+    crate::sys::harden_process();
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Serve => "info",
+        _ => "warn",
+    };
+    crate::logging::init(cli.log_format, default_level);
+    let ctx = Context {
+        config: cli.config,
+        keystore: cli.keystore,
+        state_dir: cli.state_dir.unwrap_or_else(crate::paths::default_state_dir),
+    };
+    let result = match cli.command {
+        Command::Serve => serve::run(ctx),
+        Command::Exec(args) => client::exec(ctx, args),
+        other => runtime().and_then(|rt| rt.block_on(dispatch(ctx, other))),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            eprintln!("credvend: {}", msg.replace('\n', " "));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
+async fn dispatch(ctx: Context, command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Add(a) => keys::add(&ctx, a).await,
+        Command::Import(a) => keys::import(&ctx, a).await,
+        Command::List(a) => keys::list(&ctx, a).await,
+        Command::Remove(a) => keys::remove(&ctx, a).await,
+        Command::Status(a) => client::status(&ctx, a).await,
+        Command::Login(a) => client::login(&ctx, a).await,
+        Command::Refresh(a) => client::refresh(&ctx, a).await,
+        Command::Lock(a) => client::lock(&ctx, a).await,
+        Command::Env(a) => client::env(&ctx, a).await,
+        Command::CredentialProcess(a) => client::credential_process(&ctx, a).await,
+        Command::InstallService(a) => service::install(&ctx, a).await,
+        Command::Serve | Command::Exec(_) => unreachable!("handled in main"),
+    }
+}
+
+/// Quotes `s` for a POSIX shell.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:=@,+%".contains(&b)) {
+        return s.to_owned();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("abc/def"), "abc/def");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}

@@ -1,0 +1,90 @@
+//! `credvend serve`: start-up order, the ready line, signals (TERM/INT drain and exit, HUP
+//! reloads).
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use super::Context;
+use crate::daemon::control;
+use crate::daemon::server::{Daemon, Sources};
+use crate::daemon::token::TokenKey;
+use crate::mint::Minter;
+use crate::paths;
+use crate::sts::ClientOptions;
+
+/// How long in-flight requests get to finish after SIGTERM (the design promises exit within 5 s).
+const DRAIN: Duration = Duration::from_secs(4);
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(ctx: Context) -> anyhow::Result<ExitCode> {
+    crate::sys::raise_nofile_limit();
+    // Taken before any thread exists: socket activation variables are removed from the
+    // environment so children never see them.
+    let inherited = crate::sys::inherited_sockets();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("credvend")
+        .build()?;
+    rt.block_on(serve(ctx, inherited))
+}
+
+async fn serve(ctx: Context, inherited: Vec<crate::daemon::server::Inherited>) -> anyhow::Result<ExitCode> {
+    paths::ensure_state_dir(&ctx.state_dir)?;
+    let sources = Sources::new(ctx.config.clone());
+    let loaded = sources.load().map_err(anyhow::Error::msg)?;
+    let key = TokenKey::load_or_create(&ctx.state_dir.join(paths::TOKEN_KEY))
+        .with_context(|| format!("cannot create the IMDS token key in {}", ctx.state_dir.display()))?;
+    let keystore = ctx.open_keystore(false).await?;
+    tracing::info!(keystore = %keystore.backend(), "long-term keys are read from the keyring");
+    let minter = Arc::new(Minter::new(keystore, ClientOptions::default()));
+    let daemon = Daemon::new(ctx.state_dir.clone(), key, minter, inherited);
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+
+    daemon.apply(loaded).await.map_err(anyhow::Error::msg)?;
+    let socket = ctx.control_socket();
+    let control_listener = control::bind(&socket).with_context(|| format!("cannot bind the control socket {}", socket.display()))?;
+    let (control_stop, control_stop_rx) = watch::channel(false);
+    let control_task = tokio::spawn(control::serve(control_listener, daemon.clone(), control_stop_rx));
+
+    let ready = daemon.ready_line(&socket).await;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{ready}")?;
+        out.flush()?;
+    }
+    tracing::info!("{ready}");
+    crate::sys::notify("READY=1\nSTATUS=serving");
+
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+            _ = hup.recv() => {
+                crate::sys::notify("RELOADING=1");
+                match sources.load() {
+                    Ok(loaded) => match daemon.apply(loaded).await {
+                        Ok(()) => tracing::info!("configuration reloaded"),
+                        Err(e) => tracing::error!("reload failed, the previous configuration keeps serving: {e}"),
+                    },
+                    Err(e) => tracing::error!("reload failed, the previous configuration keeps serving: {e}"),
+                }
+                crate::sys::notify("READY=1\nSTATUS=serving");
+            }
+        }
+    }
+    crate::sys::notify("STOPPING=1");
+    let _ = control_stop.send(true);
+    daemon.shutdown(DRAIN).await;
+    control_task.abort();
+    let _ = std::fs::remove_file(&socket);
+    Ok(ExitCode::SUCCESS)
+}

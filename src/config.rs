@@ -1,0 +1,419 @@
+//! The daemon's own settings (`config.toml`): listeners and refresh margins. Pure: parses and
+//! validates text; [`crate::paths`] decides where the file lives.
+//!
+//! A missing file means [`DaemonConfig::default`]: one IMDS listener on `127.0.0.1:9254` serving
+//! the `default` profile and the ECS endpoint on `127.0.0.1:9255` serving every profile.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// Default IMDS listen address.
+pub const DEFAULT_IMDS_LISTEN: &str = "127.0.0.1:9254";
+/// Default ECS listen address.
+pub const DEFAULT_ECS_LISTEN: &str = "127.0.0.1:9255";
+
+/// The whole daemon configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DaemonConfig {
+    /// IMDS listeners; each serves one profile.
+    pub imds: Vec<ImdsListener>,
+    /// The ECS container-credentials listener, serving many profiles.
+    pub ecs: Option<EcsListener>,
+    /// When to rotate credentials.
+    pub refresh: RefreshSettings,
+    /// Connection and request limits shared by every listener.
+    pub limits: Limits,
+}
+
+/// One `[[imds]]` listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImdsListener {
+    /// Address to bind; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The profile whose credentials this "instance" has.
+    pub profile: String,
+    /// Serve tokenless (IMDSv1) requests too.
+    pub imds_v1: bool,
+    /// Peers allowed besides loopback; required for a non-loopback `listen`.
+    pub allow: Vec<IpNet>,
+    /// Extra names accepted in the `Host` header (e.g. `host.docker.internal`).
+    pub hosts: Vec<String>,
+    /// IP TTL of responses (EC2 uses 1 so that only the instance itself gets tokens).
+    pub hop_limit: u8,
+    /// Role name shown in the listing; defaults to the profile name.
+    pub role_name: Option<String>,
+}
+
+/// The `[ecs]` listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EcsListener {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// Profiles served under `/credentials/PROFILE`; `None` means every profile of the AWS config
+    /// that credvend can mint for.
+    pub profiles: Option<Vec<String>>,
+    /// Peers allowed besides loopback.
+    pub allow: Vec<IpNet>,
+    /// Extra names accepted in the `Host` header.
+    pub hosts: Vec<String>,
+}
+
+/// `[refresh]`: rotation margins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefreshSettings {
+    /// Served credentials keep at least this long whenever the session length allows.
+    pub margin: Duration,
+    /// Never rotate one profile more often than this.
+    pub min_interval: Duration,
+}
+
+impl Default for RefreshSettings {
+    fn default() -> Self {
+        RefreshSettings {
+            margin: Duration::from_secs(35 * 60),
+            min_interval: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+/// `[limits]`: bounded resources.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Open connections per listener; more wait in the kernel backlog.
+    pub max_connections: usize,
+    /// Largest request head (request line + headers), bytes; larger gets 431.
+    pub max_header_bytes: usize,
+    /// Time a client has to send its request head.
+    pub header_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            max_header_bytes: 8 * 1024,
+            header_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            imds: vec![ImdsListener {
+                listen: DEFAULT_IMDS_LISTEN.parse().expect("constant"),
+                profile: "default".into(),
+                imds_v1: false,
+                allow: Vec::new(),
+                hosts: Vec::new(),
+                hop_limit: 1,
+                role_name: None,
+            }],
+            ecs: Some(EcsListener {
+                listen: DEFAULT_ECS_LISTEN.parse().expect("constant"),
+                profiles: None,
+                allow: Vec::new(),
+                hosts: Vec::new(),
+            }),
+            refresh: RefreshSettings::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// A config file that cannot be used, with what to change.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    imds: Option<Vec<RawImds>>,
+    #[serde(default)]
+    ecs: Option<RawEcs>,
+    #[serde(default)]
+    refresh: Option<RawRefresh>,
+    #[serde(default)]
+    limits: Option<RawLimits>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImds {
+    listen: Option<String>,
+    profile: Option<String>,
+    #[serde(default)]
+    imds_v1: bool,
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    hosts: Vec<String>,
+    hop_limit: Option<u8>,
+    role_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEcs {
+    listen: Option<String>,
+    profiles: Option<Vec<String>>,
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    hosts: Vec<String>,
+    #[serde(default = "yes")]
+    enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRefresh {
+    margin_seconds: Option<u64>,
+    min_interval_seconds: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_connections: Option<usize>,
+    max_header_bytes: Option<usize>,
+    header_timeout_ms: Option<u64>,
+}
+
+fn parse_listen(value: Option<String>, default: &str, what: &str) -> Result<SocketAddr, ConfigError> {
+    let text = value.unwrap_or_else(|| default.to_owned());
+    text.parse().map_err(|_| {
+        ConfigError(format!(
+            "{what}: listen = {text:?} is not an IP:PORT address (e.g. \"127.0.0.1:9254\"; port 0 picks a free port)"
+        ))
+    })
+}
+
+fn parse_allow(values: Vec<String>, what: &str) -> Result<Vec<IpNet>, ConfigError> {
+    values
+        .into_iter()
+        .map(|v| {
+            v.parse::<IpNet>()
+                .or_else(|_| v.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    ConfigError(format!(
+                        "{what}: allow entry {v:?} is not a CIDR (e.g. \"172.17.0.0/16\") or IP address"
+                    ))
+                })
+        })
+        .collect()
+}
+
+fn check_exposure(listen: SocketAddr, allow: &[IpNet], what: &str) -> Result<(), ConfigError> {
+    if !listen.ip().is_loopback() && allow.is_empty() {
+        return Err(ConfigError(format!(
+            "{what}: listen = \"{listen}\" is not a loopback address, so it needs an `allow` list of the \
+             peers that may connect (e.g. allow = [\"172.17.0.0/16\"] for Docker's default bridge), or use \
+             a 127.0.0.1 address"
+        )));
+    }
+    Ok(())
+}
+
+impl DaemonConfig {
+    /// Parses and validates `config.toml` text. `source` names the file in messages.
+    pub fn parse(text: &str, source: &str) -> Result<DaemonConfig, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            ConfigError(format!("{source}: {}", e.to_string().trim_end().replace('\n', " ")))
+        })?;
+        let defaults = DaemonConfig::default();
+        let imds = match raw.imds {
+            None => defaults.imds.clone(),
+            Some(list) => list
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let what = format!("{source}: [[imds]] #{}", i + 1);
+                    let listen = parse_listen(r.listen, DEFAULT_IMDS_LISTEN, &what)?;
+                    let allow = parse_allow(r.allow, &what)?;
+                    check_exposure(listen, &allow, &what)?;
+                    let profile = r.profile.unwrap_or_else(|| "default".into());
+                    if profile.trim().is_empty() {
+                        return Err(ConfigError(format!("{what}: profile must not be empty")));
+                    }
+                    let hop_limit = r.hop_limit.unwrap_or(1);
+                    if hop_limit == 0 {
+                        return Err(ConfigError(format!(
+                            "{what}: hop_limit must be 1..=255 (1 = only directly attached peers)"
+                        )));
+                    }
+                    if let Some(name) = &r.role_name
+                        && (name.is_empty() || name.contains(['/', '\n', '\r', ' ']))
+                    {
+                        return Err(ConfigError(format!(
+                            "{what}: role_name {name:?} must be a non-empty name without '/', spaces or newlines"
+                        )));
+                    }
+                    Ok(ImdsListener {
+                        listen,
+                        profile,
+                        imds_v1: r.imds_v1,
+                        allow,
+                        hosts: r.hosts,
+                        hop_limit,
+                        role_name: r.role_name,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        let ecs = match raw.ecs {
+            None => defaults.ecs.clone(),
+            Some(r) if !r.enabled => None,
+            Some(r) => {
+                let what = format!("{source}: [ecs]");
+                let listen = parse_listen(r.listen, DEFAULT_ECS_LISTEN, &what)?;
+                let allow = parse_allow(r.allow, &what)?;
+                check_exposure(listen, &allow, &what)?;
+                Some(EcsListener {
+                    listen,
+                    profiles: r.profiles,
+                    allow,
+                    hosts: r.hosts,
+                })
+            }
+        };
+        let mut seen = std::collections::HashSet::new();
+        for addr in imds.iter().map(|l| l.listen).chain(ecs.iter().map(|e| e.listen)) {
+            if addr.port() != 0 && !seen.insert(addr) {
+                return Err(ConfigError(format!(
+                    "{source}: two listeners use {addr}; give each its own port"
+                )));
+            }
+        }
+        let mut refresh = defaults.refresh;
+        if let Some(r) = raw.refresh {
+            if let Some(m) = r.margin_seconds {
+                refresh.margin = Duration::from_secs(m);
+            }
+            if let Some(m) = r.min_interval_seconds {
+                if m == 0 {
+                    return Err(ConfigError(format!(
+                        "{source}: [refresh] min_interval_seconds must be at least 1"
+                    )));
+                }
+                refresh.min_interval = Duration::from_secs(m);
+            }
+        }
+        let mut limits = defaults.limits;
+        if let Some(l) = raw.limits {
+            if let Some(v) = l.max_connections {
+                limits.max_connections = v.max(1);
+            }
+            if let Some(v) = l.max_header_bytes {
+                limits.max_header_bytes = v.clamp(1024, 1024 * 1024);
+            }
+            if let Some(v) = l.header_timeout_ms {
+                limits.header_timeout = Duration::from_millis(v.max(1));
+            }
+        }
+        Ok(DaemonConfig {
+            imds,
+            ecs,
+            refresh,
+            limits,
+        })
+    }
+
+    /// Every profile named by an IMDS listener or an explicit ECS list.
+    pub fn named_profiles(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.imds.iter().map(|l| l.profile.clone()).collect();
+        if let Some(list) = self.ecs.as_ref().and_then(|e| e.profiles.as_ref()) {
+            out.extend(list.iter().cloned());
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_means_defaults() {
+        assert_eq!(DaemonConfig::parse("", "c").unwrap(), DaemonConfig::default());
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = DaemonConfig::parse(
+            r#"
+[[imds]]
+listen = "127.0.0.1:0"
+profile = "dev"
+imds_v1 = true
+
+[[imds]]
+listen = "172.17.0.1:9254"
+profile = "prod"
+allow = ["172.17.0.0/16", "10.0.0.5"]
+hosts = ["host.docker.internal"]
+hop_limit = 2
+
+[ecs]
+listen = "127.0.0.1:0"
+profiles = ["dev", "prod"]
+
+[refresh]
+margin_seconds = 600
+min_interval_seconds = 5
+"#,
+            "c",
+        )
+        .unwrap();
+        assert_eq!(c.imds.len(), 2);
+        assert!(c.imds[0].imds_v1);
+        assert_eq!(c.imds[1].allow.len(), 2);
+        assert_eq!(c.imds[1].hop_limit, 2);
+        assert_eq!(c.ecs.as_ref().unwrap().profiles.as_ref().unwrap().len(), 2);
+        assert_eq!(c.refresh.margin, Duration::from_secs(600));
+        assert_eq!(c.named_profiles(), ["dev", "prod"]);
+    }
+
+    #[test]
+    fn non_loopback_without_allow_is_rejected_naming_the_fix() {
+        let e = DaemonConfig::parse("[[imds]]\nlisten = \"0.0.0.0:9254\"\n", "cfg.toml").unwrap_err();
+        assert!(e.0.contains("cfg.toml: [[imds]] #1"), "{e}");
+        assert!(e.0.contains("allow"), "{e}");
+        let e = DaemonConfig::parse("[ecs]\nlisten = \"192.168.1.2:9255\"\n", "c").unwrap_err();
+        assert!(e.0.contains("[ecs]"), "{e}");
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        for (text, want) in [
+            ("[[imds]]\nlisten = \"localhost:80\"\n", "not an IP:PORT"),
+            ("[[imds]]\nallow = [\"nonsense\"]\n", "not a CIDR"),
+            ("[[imds]]\nprofil = \"x\"\n", "unknown field"),
+            ("[[imds]]\nhop_limit = 0\n", "hop_limit"),
+            ("[[imds]]\nlisten = \"127.0.0.1:9\"\n[ecs]\nlisten = \"127.0.0.1:9\"\n", "two listeners"),
+            ("imds = 3", "invalid type"),
+            ("[[imds]\n", "c:"),
+        ] {
+            let e = DaemonConfig::parse(text, "c").unwrap_err();
+            assert!(e.0.contains(want), "{text:?}: {e}");
+            assert!(!e.0.contains('\n'), "one line: {e:?}");
+        }
+    }
+
+    #[test]
+    fn ecs_can_be_disabled() {
+        let c = DaemonConfig::parse("[ecs]\nenabled = false\n", "c").unwrap();
+        assert_eq!(c.ecs, None);
+    }
+}

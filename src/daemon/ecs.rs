@@ -1,0 +1,183 @@
+//! The ECS container-credentials endpoint: every served profile under `/credentials/PROFILE`, each
+//! guarded by its own random token (sent raw in `Authorization`, as the SDKs do).
+//!
+//! Status codes follow sdk-contract.md section 7: 200 with the credentials; 401 without a token,
+//! 403 with a wrong one (including another profile's), both before anything about the profile is
+//! revealed; 404 for other paths; 503 only for transient states (first mint in progress, STS
+//! unreachable with nothing valid left), because the Rust, Go and Java SDKs retry 5xx; 403 for
+//! states only the user can fix (MFA code needed, broken configuration). Error bodies are
+//! `application/json` `{"code","message"}` (Go and Java read these) with `Code`/`Message` copies
+//! (the JS SDK reads those).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::header::{ALLOW, HeaderValue};
+use hyper::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+
+use super::http::{Handler, Head, Refusal, Reply};
+use super::imds::unavailable;
+use super::policy::Policy;
+use super::state::{Phase, ProfileCell};
+
+/// Path prefix of the credentials resources.
+pub const PATH_PREFIX: &str = "/credentials/";
+
+const COLD_START_WAIT: Duration = Duration::from_millis(400);
+
+/// One served profile: its state and its token.
+pub struct EcsProfile {
+    /// The profile's state.
+    pub cell: Arc<ProfileCell>,
+    /// The token the container must present.
+    pub token: SecretString,
+}
+
+/// The ECS endpoint's handler.
+pub struct EcsHandler {
+    /// Bound address, for logs.
+    pub listener_id: String,
+    /// Served profiles by name.
+    pub profiles: HashMap<String, EcsProfile>,
+}
+
+fn json_error(status: StatusCode, code: &str, message: &str) -> Reply {
+    let body = serde_json::json!({
+        "code": code,
+        "message": message,
+        "Code": code,
+        "Message": message,
+    });
+    Reply::new(status, "application/json", serde_json::to_vec(&body).expect("JSON values serialize"))
+}
+
+/// Decodes `%XX` escapes of a path segment; `None` when the result is not UTF-8.
+fn decode_segment(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The profile a path names, if it is a credentials path.
+pub fn profile_of(path: &str) -> Option<String> {
+    let rest = path.strip_prefix(PATH_PREFIX)?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() || rest.contains('/') {
+        return None;
+    }
+    decode_segment(rest)
+}
+
+/// The URL path serving `profile`.
+pub fn path_for(profile: &str) -> String {
+    let mut out = String::from(PATH_PREFIX);
+    crate::sigv4::uri_encode(profile, &mut out);
+    out
+}
+
+impl EcsHandler {
+    fn authorized(&self, profile: Option<&EcsProfile>, presented: &[u8]) -> bool {
+        // Compare against a dummy for unknown profiles so timing does not tell names apart.
+        const DUMMY: &[u8] = b"credvend-no-such-profile-token-credvend-no-such-profile-token";
+        let expected = profile.map(|p| p.token.expose_secret().as_bytes()).unwrap_or(DUMMY);
+        let equal: bool = expected.ct_eq(presented).into();
+        equal && profile.is_some()
+    }
+}
+
+impl Handler for EcsHandler {
+    async fn handle(&self, head: Head) -> Reply {
+        let Some(name) = profile_of(&head.path) else {
+            return json_error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "unknown path; credentials are served under /credentials/PROFILE (see `credvend env PROFILE --container`)",
+            );
+        };
+        if !matches!(head.method, Method::GET | Method::HEAD) {
+            return json_error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "use GET")
+                .with_header(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        }
+        let Some(presented) = head.headers.get(hyper::header::AUTHORIZATION) else {
+            return json_error(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "no Authorization header; set AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE to the profile's token file (`credvend env PROFILE --container` prints it)",
+            );
+        };
+        let profile = self.profiles.get(&name);
+        if !self.authorized(profile, presented.as_bytes()) {
+            tracing::warn!(peer = %head.peer, path = %head.path, "refused an ECS request with a wrong token");
+            return json_error(
+                StatusCode::FORBIDDEN,
+                "AccessDenied",
+                "the Authorization token does not match this profile's token file",
+            );
+        }
+        let profile = profile.expect("authorized implies known");
+        let cell = &profile.cell;
+        let now = OffsetDateTime::now_utc();
+        let mut current = cell.current();
+        if current.is_none() && cell.status().phase == Phase::Starting {
+            current = cell.wait_first(COLD_START_WAIT).await;
+        }
+        if let Some(v) = current.filter(|v| Policy::servable(v.creds.expiration, now)) {
+            cell.count_request();
+            tracing::info!(
+                target: "credvend::audit",
+                listener = %self.listener_id,
+                profile = %cell.name,
+                peer = %head.peer,
+                user_agent = head.header("user-agent").unwrap_or("-"),
+                access_key_id = %v.creds.access_key_id,
+                "vended credentials over ECS"
+            );
+            return Reply::new(StatusCode::OK, "application/json", v.ecs_json.clone());
+        }
+        let (code, message) = unavailable(cell);
+        let status = match cell.status().phase {
+            Phase::NeedsMfa | Phase::Locked => StatusCode::FORBIDDEN,
+            Phase::Error if code == "InvalidConfiguration" || code == "MissingKeys" => StatusCode::FORBIDDEN,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        json_error(status, &code, &message)
+    }
+
+    fn refuse(&self, refusal: Refusal) -> Reply {
+        json_error(StatusCode::FORBIDDEN, "Forbidden", refusal.message())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_round_trip() {
+        for name in ["dev", "my profile", "a/b", "ünï"] {
+            assert_eq!(profile_of(&path_for(name)).as_deref(), Some(name), "{name}");
+        }
+        assert_eq!(profile_of("/credentials/dev/").as_deref(), Some("dev"));
+        assert_eq!(profile_of("/credentials/"), None);
+        assert_eq!(profile_of("/credentials/a/b"), None);
+        assert_eq!(profile_of("/other/dev"), None);
+        assert_eq!(profile_of("/credentials/%ff"), None);
+        assert_eq!(profile_of("/credentials/%zz"), None);
+        assert_eq!(profile_of("/credentials/%4"), Some("%4".into()));
+    }
+}

@@ -1,0 +1,324 @@
+//! The HTTP edge shared by the IMDS and ECS endpoints: accept loop with a connection cap and a
+//! peer allowlist, hyper HTTP/1.1 with header size and header-read-time limits, the request guards
+//! of the security invariants (Host allowlist, browser headers), graceful shutdown.
+//!
+//! Architecture invariant: nothing here (or in the handlers) calls STS or the keyring. Handlers
+//! read pre-rendered bodies from [`super::state::ProfileCell`].
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use ipnet::IpNet;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use crate::config::Limits;
+
+/// The parts of a request the handlers look at.
+#[derive(Debug)]
+pub struct Head {
+    /// Method.
+    pub method: Method,
+    /// Path (no query).
+    pub path: String,
+    /// Raw query (may be empty).
+    pub query: String,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Peer address.
+    pub peer: SocketAddr,
+}
+
+impl Head {
+    /// A header as text, if present and valid UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A response before the common headers are added.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status.
+    pub status: StatusCode,
+    /// `Content-Type`.
+    pub content_type: &'static str,
+    /// Body (omitted on the wire for HEAD).
+    pub body: Bytes,
+    /// Extra headers.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Reply {
+    /// A reply with a body and content type.
+    pub fn new(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
+        Reply {
+            status,
+            content_type,
+            body: body.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Reply {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+/// Why a request was refused before routing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The `Host` header names something other than this listener (DNS rebinding).
+    ForeignHost,
+    /// The request carries browser headers (`Origin`, `Referer`, `Sec-Fetch-*`).
+    BrowserRequest,
+}
+
+impl Refusal {
+    /// Text for the response and the log.
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::ForeignHost => "the Host header does not name this endpoint; requests through other names are refused (DNS rebinding protection)",
+            Refusal::BrowserRequest => "requests from web browsers are refused",
+        }
+    }
+}
+
+/// Which `Host` header values a listener accepts.
+#[derive(Clone, Debug)]
+pub struct HostPolicy {
+    names: Vec<String>,
+}
+
+impl HostPolicy {
+    /// Accepts the listener's own address, `localhost`, the AWS link-local metadata names, and the
+    /// configured `extra` names; each with or without the listener's port.
+    pub fn new(listen: SocketAddr, extra: &[String]) -> HostPolicy {
+        let mut names: Vec<String> = vec![
+            "localhost".into(),
+            "169.254.169.254".into(),
+            "169.254.170.2".into(),
+            "169.254.170.23".into(),
+            "[fd00:ec2::254]".into(),
+            "[fd00:ec2::23]".into(),
+        ];
+        match listen.ip() {
+            IpAddr::V4(ip) => names.push(ip.to_string()),
+            IpAddr::V6(ip) => names.push(format!("[{ip}]")),
+        }
+        if listen.ip().is_loopback() || listen.ip().is_unspecified() {
+            names.push("127.0.0.1".into());
+            names.push("[::1]".into());
+        }
+        names.extend(extra.iter().map(|n| n.to_ascii_lowercase()));
+        HostPolicy { names }
+    }
+
+    /// Whether `host` (a `Host` header value) is acceptable. `port` is the listener's port.
+    pub fn allows(&self, host: &str, port: u16) -> bool {
+        let host = host.trim().to_ascii_lowercase();
+        let host = host.strip_suffix('.').unwrap_or(&host);
+        let (name, host_port) = split_host_port(host);
+        if let Some(p) = host_port
+            && p != port
+            && !(p == 80 && matches!(name, "169.254.169.254" | "[fd00:ec2::254]" | "169.254.170.2" | "169.254.170.23" | "[fd00:ec2::23]"))
+        {
+            // A port other than ours only makes sense through DNAT of the well-known addresses.
+            return false;
+        }
+        self.names.iter().any(|n| n == name)
+    }
+}
+
+fn split_host_port(host: &str) -> (&str, Option<u16>) {
+    if host.starts_with('[') {
+        return match host.find("]:") {
+            Some(i) => (&host[..=i], host[i + 2..].parse().ok().or(Some(0))),
+            None => (host, None),
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) => (name, Some(port.parse().unwrap_or(0))),
+        None => (host, None),
+    }
+}
+
+/// The guards every request passes before routing.
+pub fn check_request(head: &Head, hosts: &HostPolicy, port: u16) -> Result<(), Refusal> {
+    for name in ["origin", "referer"] {
+        if head.headers.contains_key(name) {
+            return Err(Refusal::BrowserRequest);
+        }
+    }
+    if head.headers.keys().any(|k| k.as_str().starts_with("sec-fetch-")) {
+        return Err(Refusal::BrowserRequest);
+    }
+    let mut host_headers = head.headers.get_all(hyper::header::HOST).iter();
+    if let Some(host) = host_headers.next() {
+        let ok = host.to_str().map(|h| hosts.allows(h, port)).unwrap_or(false);
+        if !ok || host_headers.next().is_some() {
+            return Err(Refusal::ForeignHost);
+        }
+    }
+    Ok(())
+}
+
+/// Whether `peer` may connect to a listener with allowlist `allow` (loopback always may).
+pub fn peer_allowed(peer: IpAddr, allow: &[IpNet]) -> bool {
+    let peer = peer.to_canonical();
+    peer.is_loopback() || allow.iter().any(|net| net.contains(&peer))
+}
+
+/// What a listener does with a request that passed the guards.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one request. May wait briefly on a cold start, never on STS.
+    fn handle(&self, head: Head) -> impl std::future::Future<Output = Reply> + Send;
+    /// Turns a refusal into this endpoint's error shape.
+    fn refuse(&self, refusal: Refusal) -> Reply;
+}
+
+/// Settings of one accept loop.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Peers allowed besides loopback.
+    pub allow: Vec<IpNet>,
+    /// Accepted `Host` names.
+    pub hosts: HostPolicy,
+    /// Limits.
+    pub limits: Limits,
+    /// IP TTL / hop limit for responses, when set.
+    pub hop_limit: Option<u8>,
+    /// Headers added to every response (e.g. `Server: EC2ws`).
+    pub common_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// Serves `listener` until `shutdown` turns true, then stops accepting, lets in-flight requests
+/// finish, and returns once every connection has closed. The handler is read from `handler` per
+/// connection, so a reload can swap it without rebinding.
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    handler: watch::Receiver<Arc<H>>,
+    options: watch::Receiver<Arc<ServeOptions>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let max = options.borrow().limits.max_connections;
+    let slots = Arc::new(Semaphore::new(max));
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    // Every connection task holds a clone; when all are gone the drain below completes.
+    let (alive_tx, mut alive_rx) = tokio::sync::mpsc::channel::<()>(1);
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
+            _ = stopped(&mut shutdown) => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning; the listener stays up.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut shutdown) => break,
+        };
+        let opts = options.borrow().clone();
+        if !peer_allowed(peer.ip(), &opts.allow) {
+            tracing::warn!(%peer, "refused a connection from a peer outside the allow list");
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        if let Some(ttl) = opts.hop_limit {
+            set_hop_limit(&stream, peer, ttl);
+        }
+        let handler = handler.borrow().clone();
+        let limits = opts.limits;
+        let mut shutdown = shutdown.clone();
+        let alive = alive_tx.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _alive = alive;
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let handler = handler.clone();
+                let opts = opts.clone();
+                async move {
+                    let (parts, _body) = req.into_parts();
+                    let head = Head {
+                        method: parts.method,
+                        path: parts.uri.path().to_owned(),
+                        query: parts.uri.query().unwrap_or("").to_owned(),
+                        headers: parts.headers,
+                        peer,
+                    };
+                    let reply = match check_request(&head, &opts.hosts, port) {
+                        Ok(()) => handler.handle(head).await,
+                        Err(refusal) => {
+                            tracing::warn!(%peer, ?refusal, path = %head.path, "refused a request");
+                            handler.refuse(refusal)
+                        }
+                    };
+                    Ok::<_, Infallible>(into_response(reply, &opts.common_headers))
+                }
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .max_header_size(limits.max_header_bytes)
+                .keep_alive(true);
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stopped(&mut shutdown) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    drop(alive_tx);
+    let _ = alive_rx.recv().await;
+}
+
+/// Resolves once `shutdown` is true (or its sender is gone).
+pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+fn into_response(reply: Reply, common: &[(HeaderName, HeaderValue)]) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(reply.body));
+    *resp.status_mut() = reply.status;
+    let h = resp.headers_mut();
+    h.insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static(reply.content_type));
+    for (k, v) in common {
+        h.insert(k.clone(), v.clone());
+    }
+    for (k, v) in reply.headers {
+        h.insert(k, v);
+    }
+    resp
+}
+
+fn set_hop_limit(stream: &tokio::net::TcpStream, peer: SocketAddr, ttl: u8) {
+    let sock = socket2::SockRef::from(stream);
+    let result = if peer.is_ipv4() || peer.ip().to_canonical().is_ipv4() {
+        sock.set_ttl_v4(u32::from(ttl))
+    } else {
+        sock.set_unicast_hops_v6(u32::from(ttl))
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "could not set the response hop limit");
+    }
+}

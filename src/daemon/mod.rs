@@ -1,0 +1,9 @@
+//! The daemon: per-profile credential cells, the refresher that fills them, and the IMDS and ECS
+//! endpoints that serve them.
+
+pub mod ecs;
+pub mod http;
+pub mod imds;
+pub mod policy;
+pub mod state;
+pub mod token;

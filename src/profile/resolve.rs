@@ -1,0 +1,977 @@
+//! Turns a profile of the AWS config into a [`Chain`]: where its credentials start (keyring keys,
+//! `credential_process`, a web identity token) and which STS calls lead from there to the
+//! credentials served. Pure: the environment is passed in as [`Env`], and files (`file://`
+//! policies, token files) are read through a reader the caller supplies, so every rule is unit
+//! tested and every mistake is reported at load time with the profile and key named.
+//!
+//! Rules (the AWS SDKs' where they exist):
+//! - `role_arn` + `source_profile` chains to any depth; a cycle is an error naming the profiles.
+//!   `source_profile` naming the profile itself means "this profile's own keys".
+//! - `role_arn` + `web_identity_token_file` starts a chain with `AssumeRoleWithWebIdentity`.
+//! - `credential_process` starts a chain with that command's output.
+//! - Otherwise the chain starts with long-term keys stored in the keyring under the profile name.
+//! - `mfa_serial` anywhere in a chain that starts with keyring keys means one MFA-authenticated
+//!   `GetSessionToken` at the start, and roles assumed from that session: the code is needed once
+//!   per session (12 h by default) instead of once per role refresh.
+//! - A profile with keyring keys and no role is served through `GetSessionToken` (long-term keys
+//!   are never served); `credvend_federation_name` serves `GetFederationToken` instead.
+//! - Durations: `GetSessionToken` 900..=129600 (default 43200), `AssumeRole` 900..=43200 (default
+//!   3600, and at most 3600 when chained from role credentials), `GetFederationToken`
+//!   900..=129600 (default 43200).
+//! - Endpoints, in the SDKs' order: `AWS_ENDPOINT_URL_STS`, `AWS_ENDPOINT_URL`, the profile's
+//!   `[services]` section `sts = endpoint_url = …`, the profile's `endpoint_url`, else
+//!   `sts.REGION.amazonaws.com` (or the global endpoint with `sts_regional_endpoints = legacy`).
+//!   Each STS call uses the settings of the profile that defines it, falling back to the served
+//!   profile's.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::file::{ProfileSet, Section};
+use crate::sts::{RegionalEndpoints, StsEndpoint};
+
+/// Environment variables that affect resolution, captured once.
+#[derive(Clone, Debug, Default)]
+pub struct Env {
+    vars: BTreeMap<String, String>,
+}
+
+const ENV_KEYS: &[&str] = &[
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_STS",
+    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+    "AWS_STS_REGIONAL_ENDPOINTS",
+    "AWS_CA_BUNDLE",
+    "HOME",
+];
+
+impl Env {
+    /// The relevant variables of this process.
+    pub fn from_process() -> Env {
+        Env {
+            vars: ENV_KEYS
+                .iter()
+                .filter_map(|k| Some((k.to_string(), std::env::var(k).ok()?)))
+                .collect(),
+        }
+    }
+
+    /// An environment with exactly these variables (tests).
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Env {
+        Env {
+            vars: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.vars.get(key).map(String::as_str).filter(|v| !v.trim().is_empty())
+    }
+
+    fn expand(&self, path: &str) -> PathBuf {
+        match (path.strip_prefix("~/"), self.get("HOME")) {
+            (Some(rest), Some(home)) => Path::new(home).join(rest),
+            _ if path == "~" => self.get("HOME").map(PathBuf::from).unwrap_or_else(|| path.into()),
+            _ => PathBuf::from(path),
+        }
+    }
+}
+
+/// Where one STS call goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StsTarget {
+    /// Endpoint and signing region.
+    pub endpoint: StsEndpoint,
+    /// PEM bundle replacing the system trust store.
+    pub ca_bundle: Option<PathBuf>,
+}
+
+/// The start of a chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Base {
+    /// Long-term keys in the keyring, stored under `profile`.
+    Keyring {
+        /// Profile whose keys are used.
+        profile: String,
+    },
+    /// The output of `credential_process` of `profile`.
+    Process {
+        /// Profile defining it.
+        profile: String,
+        /// Program and arguments (split like a POSIX shell, run without one).
+        command: Vec<String>,
+    },
+    /// `AssumeRoleWithWebIdentity` with a token file (re-read at every refresh).
+    WebIdentity {
+        /// Profile defining it.
+        profile: String,
+        /// Role to assume.
+        role_arn: String,
+        /// Token file.
+        token_file: PathBuf,
+        /// Session name.
+        session_name: String,
+        /// Requested duration.
+        duration: u32,
+        /// Inline session policy.
+        policy: Option<String>,
+        /// Managed session policies.
+        policy_arns: Vec<String>,
+        /// Where to send it.
+        target: StsTarget,
+    },
+}
+
+/// `GetSessionToken` on the long-term keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionStep {
+    /// Profile the keys belong to.
+    pub profile: String,
+    /// Requested duration.
+    pub duration: u32,
+    /// MFA device, when the session must be MFA-authenticated.
+    pub mfa_serial: Option<String>,
+    /// Command printing an MFA code (`credvend_mfa_process`), when configured.
+    pub mfa_process: Option<Vec<String>>,
+    /// Where to send it.
+    pub target: StsTarget,
+}
+
+/// `GetFederationToken` on the long-term keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FederationStep {
+    /// Profile defining it.
+    pub profile: String,
+    /// Federated user name.
+    pub name: String,
+    /// Requested duration.
+    pub duration: u32,
+    /// Inline session policy.
+    pub policy: Option<String>,
+    /// Managed session policies.
+    pub policy_arns: Vec<String>,
+    /// Where to send it.
+    pub target: StsTarget,
+}
+
+/// One `AssumeRole`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleStep {
+    /// Profile defining it.
+    pub profile: String,
+    /// Role to assume.
+    pub role_arn: String,
+    /// Session name.
+    pub session_name: String,
+    /// Requested duration.
+    pub duration: u32,
+    /// `external_id`.
+    pub external_id: Option<String>,
+    /// Inline session policy.
+    pub policy: Option<String>,
+    /// Managed session policies.
+    pub policy_arns: Vec<String>,
+    /// Where to send it.
+    pub target: StsTarget,
+}
+
+/// Everything needed to mint one profile's credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chain {
+    /// The served profile.
+    pub profile: String,
+    /// Its region (for `placement/region` and the identity document).
+    pub region: String,
+    /// Where the chain starts.
+    pub base: Base,
+    /// `GetSessionToken`, when the chain uses one.
+    pub session: Option<SessionStep>,
+    /// `GetFederationToken`, for federation profiles.
+    pub federation: Option<FederationStep>,
+    /// Roles, assumed in order (the first with the base credentials).
+    pub roles: Vec<RoleStep>,
+}
+
+impl Chain {
+    /// The MFA device this chain needs a code for, if any.
+    pub fn mfa_serial(&self) -> Option<&str> {
+        self.session.as_ref()?.mfa_serial.as_deref()
+    }
+
+    /// The configured role ARN of the served credentials, if they are a role's.
+    pub fn leaf_role_arn(&self) -> Option<&str> {
+        match (&self.roles.last(), &self.base) {
+            (Some(r), _) => Some(&r.role_arn),
+            (None, Base::WebIdentity { role_arn, .. }) => Some(role_arn),
+            _ => None,
+        }
+    }
+
+    /// A one-line description for `status`, e.g.
+    /// `keyring:base -> GetSessionToken(MFA) -> AssumeRole(a) -> AssumeRole(b)`.
+    pub fn describe(&self) -> String {
+        let mut parts = vec![match &self.base {
+            Base::Keyring { profile } => format!("keyring:{profile}"),
+            Base::Process { profile, .. } => format!("credential_process:{profile}"),
+            Base::WebIdentity { profile, .. } => format!("AssumeRoleWithWebIdentity:{profile}"),
+        }];
+        if let Some(s) = &self.session {
+            parts.push(if s.mfa_serial.is_some() {
+                "GetSessionToken(MFA)".into()
+            } else {
+                "GetSessionToken".into()
+            });
+        }
+        if let Some(f) = &self.federation {
+            parts.push(format!("GetFederationToken({})", f.name));
+        }
+        parts.extend(self.roles.iter().map(|r| format!("AssumeRole({})", r.profile)));
+        parts.join(" -> ")
+    }
+
+    /// Every profile the chain reads, served profile first (for reload change detection).
+    pub fn profiles(&self) -> Vec<&str> {
+        let mut out = vec![self.profile.as_str()];
+        for r in self.roles.iter().rev() {
+            out.push(&r.profile);
+        }
+        out.push(match &self.base {
+            Base::Keyring { profile } | Base::Process { profile, .. } | Base::WebIdentity { profile, .. } => profile,
+        });
+        out.dedup();
+        out
+    }
+}
+
+/// What kind of configuration mistake (for tests and status codes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A named profile does not exist.
+    UnknownProfile,
+    /// `source_profile` loops.
+    Cycle,
+    /// A key is missing (`role_arn` for web identity, `source_profile` for a role).
+    Missing,
+    /// A value is out of range or malformed.
+    BadValue,
+    /// A feature credvend does not support (SSO, `credential_source`).
+    Unsupported,
+    /// A referenced file cannot be read.
+    File,
+}
+
+/// A profile that cannot be used, with a one-line message naming the profile and key.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ResolveError {
+    /// Kind.
+    pub kind: ErrorKind,
+    /// One line, naming the profile, the key and the fix.
+    pub message: String,
+}
+
+fn err(kind: ErrorKind, message: String) -> ResolveError {
+    ResolveError { kind, message }
+}
+
+/// Reads a file named in the config (`file://` policies, token files).
+pub type FileReader<'a> = &'a dyn Fn(&Path) -> std::io::Result<String>;
+
+/// Splits a `credential_process` value like a POSIX shell would (quotes and backslashes), without
+/// expanding anything.
+pub fn split_command(s: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if in_word {
+                    out.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => cur.push(c),
+                        None => return Err("unterminated single quote".into()),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\' | '$' | '`')) => cur.push(c),
+                            Some('\n') => {}
+                            Some(c) => {
+                                cur.push('\\');
+                                cur.push(c);
+                            }
+                            None => return Err("unterminated double quote".into()),
+                        },
+                        Some(c) => cur.push(c),
+                        None => return Err("unterminated double quote".into()),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                match chars.next() {
+                    Some('\n') => {}
+                    Some(c) => cur.push(c),
+                    None => return Err("trailing backslash".into()),
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+struct Resolver<'a> {
+    set: &'a ProfileSet,
+    env: &'a Env,
+    read: FileReader<'a>,
+    /// The served profile, whose settings are the fallback for every step.
+    leaf: &'a Section,
+}
+
+impl<'a> Resolver<'a> {
+    fn source(&self, name: &str, from: &str) -> Result<&'a Section, ResolveError> {
+        self.set.profiles.get(name).ok_or_else(|| {
+            err(
+                ErrorKind::UnknownProfile,
+                format!("profile `{from}`: source_profile = {name} names a profile that is not defined in the AWS config"),
+            )
+        })
+    }
+
+    /// A setting of `p`, falling back to the served profile.
+    fn setting(&self, p: &'a Section, key: &str) -> Option<&'a str> {
+        p.get(key)
+            .or_else(|| self.leaf.get(key))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    }
+
+    fn region(&self, p: &Section) -> String {
+        self.env
+            .get("AWS_REGION")
+            .or_else(|| self.env.get("AWS_DEFAULT_REGION"))
+            .map(str::to_owned)
+            .or_else(|| p.get("region").map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()))
+            .or_else(|| self.leaf.get("region").map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()))
+            .unwrap_or_else(|| "us-east-1".into())
+    }
+
+    fn target(&self, p: &'a Section) -> Result<StsTarget, ResolveError> {
+        let region = self.region(p);
+        let ignore = self
+            .env
+            .get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+            .or_else(|| self.setting(p, "ignore_configured_endpoint_urls"))
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let services_url = || {
+            let services = self.setting(p, "services")?;
+            self.set.services.get(services)?.sub("sts", "endpoint_url")
+        };
+        let custom = if ignore {
+            None
+        } else {
+            self.env
+                .get("AWS_ENDPOINT_URL_STS")
+                .map(|u| (u, "AWS_ENDPOINT_URL_STS".to_owned()))
+                .or_else(|| self.env.get("AWS_ENDPOINT_URL").map(|u| (u, "AWS_ENDPOINT_URL".to_owned())))
+                .or_else(|| services_url().map(|u| (u, format!("profile `{}`: [services] sts endpoint_url", p.name))))
+                .or_else(|| self.setting(p, "endpoint_url").map(|u| (u, format!("profile `{}`: endpoint_url", p.name))))
+        };
+        let endpoint = match custom {
+            Some((url, from)) => {
+                let parsed = reqwest::Url::parse(url.trim())
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                    .ok_or_else(|| {
+                        err(ErrorKind::BadValue, format!("{from} = {url:?} is not an http(s) URL"))
+                    })?;
+                StsEndpoint::custom(parsed, &region)
+            }
+            None => {
+                let mode = match self
+                    .env
+                    .get("AWS_STS_REGIONAL_ENDPOINTS")
+                    .or_else(|| self.setting(p, "sts_regional_endpoints"))
+                {
+                    None => RegionalEndpoints::default(),
+                    Some(v) => v.parse().map_err(|e: String| {
+                        err(ErrorKind::BadValue, format!("profile `{}`: {e}", p.name))
+                    })?,
+                };
+                StsEndpoint::aws(&region, mode)
+            }
+        };
+        let ca_bundle = self
+            .env
+            .get("AWS_CA_BUNDLE")
+            .or_else(|| self.setting(p, "ca_bundle"))
+            .map(|b| self.env.expand(b));
+        Ok(StsTarget { endpoint, ca_bundle })
+    }
+
+    fn duration(&self, p: &Section, key: &str, default: u32, range: (u32, u32), why: &str) -> Result<u32, ResolveError> {
+        match p.get(key).map(str::trim).filter(|v| !v.is_empty()) {
+            None => Ok(default.clamp(range.0, range.1)),
+            Some(v) => {
+                let n: u32 = v.parse().map_err(|_| {
+                    err(ErrorKind::BadValue, format!("profile `{}`: {key} = {v:?} is not a number of seconds", p.name))
+                })?;
+                if n < range.0 || n > range.1 {
+                    return Err(err(
+                        ErrorKind::BadValue,
+                        format!("profile `{}`: {key} = {n} is outside {}..={} seconds {why}", p.name, range.0, range.1),
+                    ));
+                }
+                Ok(n)
+            }
+        }
+    }
+
+    fn policy(&self, p: &Section) -> Result<(Option<String>, Vec<String>), ResolveError> {
+        let policy = match p.get("credvend_policy").map(str::trim).filter(|v| !v.is_empty()) {
+            None => None,
+            Some(v) => {
+                let text = match v.strip_prefix("file://") {
+                    Some(path) => {
+                        let path = self.env.expand(path);
+                        (self.read)(&path).map_err(|e| {
+                            err(
+                                ErrorKind::File,
+                                format!("profile `{}`: credvend_policy file {} cannot be read: {e}", p.name, path.display()),
+                            )
+                        })?
+                    }
+                    None => v.to_owned(),
+                };
+                if serde_json::from_str::<serde_json::Value>(&text).is_err() {
+                    return Err(err(
+                        ErrorKind::BadValue,
+                        format!("profile `{}`: credvend_policy is not a JSON policy document", p.name),
+                    ));
+                }
+                Some(text)
+            }
+        };
+        let arns = p
+            .get("credvend_policy_arns")
+            .map(|v| {
+                v.split(|c: char| c == ',' || c.is_whitespace())
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        for arn in &arns {
+            if !arn.starts_with("arn:") {
+                return Err(err(
+                    ErrorKind::BadValue,
+                    format!("profile `{}`: credvend_policy_arns entry {arn:?} is not an ARN", p.name),
+                ));
+            }
+        }
+        Ok((policy, arns))
+    }
+
+    fn session_name(&self, p: &Section) -> Result<String, ResolveError> {
+        match p.get("role_session_name").map(str::trim).filter(|v| !v.is_empty()) {
+            Some(v) => {
+                let ok = (2..=64).contains(&v.len())
+                    && v.chars().all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c));
+                if !ok {
+                    return Err(err(
+                        ErrorKind::BadValue,
+                        format!("profile `{}`: role_session_name {v:?} must be 2-64 characters of letters, digits and _+=,.@-", p.name),
+                    ));
+                }
+                Ok(v.to_owned())
+            }
+            None => {
+                let mut name: String = format!("credvend-{}", p.name)
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) { c } else { '-' })
+                    .collect();
+                name.truncate(64);
+                Ok(name)
+            }
+        }
+    }
+
+    fn role_step(&self, p: &'a Section, chained: bool) -> Result<RoleStep, ResolveError> {
+        let (policy, policy_arns) = self.policy(p)?;
+        let max = if chained { 3600 } else { 43200 };
+        let why = if chained {
+            "(role chaining: this role is assumed with another role's credentials, which STS caps at 1 hour)"
+        } else {
+            "(AssumeRole limits)"
+        };
+        Ok(RoleStep {
+            profile: p.name.clone(),
+            role_arn: self.arn(p, "role_arn")?,
+            session_name: self.session_name(p)?,
+            duration: self.duration(p, "duration_seconds", 3600, (900, max), why)?,
+            external_id: p.get("external_id").map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()),
+            policy,
+            policy_arns,
+            target: self.target(p)?,
+        })
+    }
+
+    fn arn(&self, p: &Section, key: &str) -> Result<String, ResolveError> {
+        let v = p.get(key).map(str::trim).unwrap_or_default();
+        if !v.starts_with("arn:") || v.split(':').count() < 6 {
+            return Err(err(
+                ErrorKind::BadValue,
+                format!("profile `{}`: {key} = {v:?} is not an ARN (e.g. arn:aws:iam::123456789012:role/Name)", p.name),
+            ));
+        }
+        Ok(v.to_owned())
+    }
+
+    fn reject_unsupported(&self, p: &Section) -> Result<(), ResolveError> {
+        if p.get("credential_source").is_some() {
+            return Err(err(
+                ErrorKind::Unsupported,
+                format!("profile `{}`: credential_source is not supported by credvend; use source_profile (keys in the keyring) instead", p.name),
+            ));
+        }
+        if p.get("sso_session").is_some() || p.get("sso_start_url").is_some() {
+            return Err(err(
+                ErrorKind::Unsupported,
+                format!("profile `{}`: IAM Identity Center (SSO) profiles are not supported by credvend; use `aws sso login` for them", p.name),
+            ));
+        }
+        Ok(())
+    }
+
+    fn command(&self, p: &Section, key: &str) -> Result<Vec<String>, ResolveError> {
+        let v = p.get(key).unwrap_or_default();
+        let argv = split_command(v)
+            .map_err(|e| err(ErrorKind::BadValue, format!("profile `{}`: {key} cannot be split into a command: {e}", p.name)))?;
+        if argv.is_empty() {
+            return Err(err(ErrorKind::BadValue, format!("profile `{}`: {key} is empty", p.name)));
+        }
+        Ok(argv)
+    }
+
+    fn resolve(&self, name: &str) -> Result<Chain, ResolveError> {
+        let leaf = self.leaf;
+        let mut visited: Vec<&str> = vec![name];
+        let mut role_profiles: Vec<&'a Section> = Vec::new();
+        let mut cur = leaf;
+        let base_section;
+        let mut base_kind = BaseKind::Keyring;
+        loop {
+            self.reject_unsupported(cur)?;
+            let has_role = cur.get("role_arn").is_some_and(|v| !v.trim().is_empty());
+            let web = cur.get("web_identity_token_file").is_some_and(|v| !v.trim().is_empty());
+            if has_role {
+                if web {
+                    base_section = cur;
+                    base_kind = BaseKind::WebIdentity;
+                    break;
+                }
+                role_profiles.push(cur);
+                let Some(source) = cur.get("source_profile").map(str::trim).filter(|v| !v.is_empty()) else {
+                    return Err(err(
+                        ErrorKind::Missing,
+                        format!(
+                            "profile `{}`: role_arn needs source_profile (the profile whose credentials assume the role), or web_identity_token_file",
+                            cur.name
+                        ),
+                    ));
+                };
+                if source == cur.name {
+                    base_section = cur;
+                    break;
+                }
+                if let Some(pos) = visited.iter().position(|v| *v == source) {
+                    let mut cycle: Vec<&str> = visited[pos..].to_vec();
+                    cycle.push(source);
+                    return Err(err(
+                        ErrorKind::Cycle,
+                        format!("source_profile loop: {} (break the cycle in the AWS config)", cycle.join(" -> ")),
+                    ));
+                }
+                let next = self.source(source, &cur.name)?;
+                visited.push(source);
+                cur = next;
+                continue;
+            }
+            if web {
+                return Err(err(
+                    ErrorKind::Missing,
+                    format!("profile `{}`: web_identity_token_file needs role_arn (the role to assume with the token)", cur.name),
+                ));
+            }
+            if cur.get("credential_process").is_some_and(|v| !v.trim().is_empty()) {
+                base_kind = BaseKind::Process;
+            }
+            base_section = cur;
+            break;
+        }
+        role_profiles.reverse();
+
+        let base = match base_kind {
+            BaseKind::Keyring => Base::Keyring {
+                profile: base_section.name.clone(),
+            },
+            BaseKind::Process => Base::Process {
+                profile: base_section.name.clone(),
+                command: self.command(base_section, "credential_process")?,
+            },
+            BaseKind::WebIdentity => {
+                let file = base_section.get("web_identity_token_file").unwrap_or_default().trim();
+                let token_file = self.env.expand(file);
+                (self.read)(&token_file).map_err(|e| {
+                    err(
+                        ErrorKind::File,
+                        format!(
+                            "profile `{}`: web_identity_token_file {} cannot be read: {e}",
+                            base_section.name,
+                            token_file.display()
+                        ),
+                    )
+                })?;
+                let (policy, policy_arns) = self.policy(base_section)?;
+                Base::WebIdentity {
+                    profile: base_section.name.clone(),
+                    role_arn: self.arn(base_section, "role_arn")?,
+                    token_file,
+                    session_name: self.session_name(base_section)?,
+                    duration: self.duration(base_section, "duration_seconds", 3600, (900, 43200), "(AssumeRoleWithWebIdentity limits)")?,
+                    policy,
+                    policy_arns,
+                    target: self.target(base_section)?,
+                }
+            }
+        };
+
+        // Roles: the first is chained when the base already is a role session (web identity).
+        let mut roles = Vec::with_capacity(role_profiles.len());
+        for (i, p) in role_profiles.iter().enumerate() {
+            let chained = i > 0 || base_kind == BaseKind::WebIdentity;
+            roles.push(self.role_step(p, chained)?);
+        }
+
+        let federation_name = leaf.get("credvend_federation_name").map(str::trim).filter(|v| !v.is_empty());
+        let mfa_profile = std::iter::once(base_section)
+            .chain(role_profiles.iter().copied())
+            .find(|p| p.get("mfa_serial").is_some_and(|v| !v.trim().is_empty()));
+        if let Some(p) = mfa_profile
+            && base_kind != BaseKind::Keyring
+        {
+            return Err(err(
+                ErrorKind::Unsupported,
+                format!(
+                    "profile `{}`: mfa_serial is supported only in chains that start with keys in the keyring (here they start with {})",
+                    p.name,
+                    if base_kind == BaseKind::Process { "credential_process" } else { "a web identity token" }
+                ),
+            ));
+        }
+
+        let mut federation = None;
+        let mut session = None;
+        if let Some(fed) = federation_name {
+            if !roles.is_empty() || base_kind == BaseKind::WebIdentity {
+                return Err(err(
+                    ErrorKind::BadValue,
+                    format!("profile `{name}`: credvend_federation_name cannot be combined with role_arn (federated users cannot assume roles)"),
+                ));
+            }
+            if mfa_profile.is_some() {
+                return Err(err(
+                    ErrorKind::BadValue,
+                    format!("profile `{name}`: credvend_federation_name cannot be combined with mfa_serial (GetFederationToken takes no MFA)"),
+                ));
+            }
+            if !(2..=32).contains(&fed.len())
+                || !fed.chars().all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c))
+            {
+                return Err(err(
+                    ErrorKind::BadValue,
+                    format!("profile `{name}`: credvend_federation_name {fed:?} must be 2-32 characters of letters, digits and _+=,.@-"),
+                ));
+            }
+            let (policy, policy_arns) = self.policy(leaf)?;
+            federation = Some(FederationStep {
+                profile: name.to_owned(),
+                name: fed.to_owned(),
+                duration: self.duration(leaf, "duration_seconds", 43200, (900, 129_600), "(GetFederationToken limits)")?,
+                policy,
+                policy_arns,
+                target: self.target(leaf)?,
+            });
+        } else if base_kind == BaseKind::Keyring && (roles.is_empty() || mfa_profile.is_some()) {
+            let mfa_serial = mfa_profile.and_then(|p| p.get("mfa_serial")).map(|s| s.trim().to_owned());
+            let mfa_process = match mfa_profile.filter(|p| p.get("credvend_mfa_process").is_some()) {
+                Some(p) => Some(self.command(p, "credvend_mfa_process")?),
+                None => leaf.get("credvend_mfa_process").map(|_| self.command(leaf, "credvend_mfa_process")).transpose()?,
+            };
+            // A session that exists only to carry roles uses the default length; a profile served
+            // directly through GetSessionToken may set its own with duration_seconds.
+            let duration = if roles.is_empty() {
+                self.duration(base_section, "duration_seconds", 43200, (900, 129_600), "(GetSessionToken limits)")?
+            } else {
+                self.duration(base_section, "credvend_session_duration_seconds", 43200, (900, 129_600), "(GetSessionToken limits)")?
+            };
+            session = Some(SessionStep {
+                profile: base_section.name.clone(),
+                duration,
+                mfa_serial,
+                mfa_process,
+                target: self.target(base_section)?,
+            });
+        }
+
+        Ok(Chain {
+            profile: name.to_owned(),
+            region: self.region(leaf),
+            base,
+            session,
+            federation,
+            roles,
+        })
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BaseKind {
+    Keyring,
+    Process,
+    WebIdentity,
+}
+
+/// Resolves profile `name` of `set`.
+pub fn resolve(set: &ProfileSet, name: &str, env: &Env, read: FileReader<'_>) -> Result<Chain, ResolveError> {
+    let Some(leaf) = set.profiles.get(name) else {
+        return Err(unknown_profile(name));
+    };
+    Resolver { set, env, read, leaf }.resolve(name)
+}
+
+fn unknown_profile(name: &str) -> ResolveError {
+    err(
+        ErrorKind::UnknownProfile,
+        format!("profile `{name}` is not defined in the AWS config (add a [profile {name}] section, or check AWS_CONFIG_FILE)"),
+    )
+}
+
+/// Reads files from disk (the production [`FileReader`]).
+pub fn read_file(path: &Path) -> std::io::Result<String> {
+    std::fs::read_to_string(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::file::{FileKind, merge, parse};
+
+    fn set(config: &str) -> ProfileSet {
+        merge(Some(parse(config, FileKind::Config).unwrap()), None)
+    }
+
+    fn no_files(_: &Path) -> std::io::Result<String> {
+        Err(std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory"))
+    }
+
+    fn res(config: &str, name: &str) -> Result<Chain, ResolveError> {
+        resolve(&set(config), name, &Env::default(), &no_files)
+    }
+
+    #[test]
+    fn keyring_profile_is_served_through_get_session_token() {
+        let c = res("[profile base]\nregion = eu-west-1\n", "base").unwrap();
+        assert_eq!(c.base, Base::Keyring { profile: "base".into() });
+        let s = c.session.unwrap();
+        assert_eq!(s.duration, 43200);
+        assert_eq!(s.mfa_serial, None);
+        assert_eq!(s.target.endpoint.url.as_str(), "https://sts.eu-west-1.amazonaws.com/");
+        assert!(c.roles.is_empty());
+        assert_eq!(c.region, "eu-west-1");
+    }
+
+    #[test]
+    fn three_link_chain_in_order() {
+        let cfg = "[profile user]\n[profile a]\nrole_arn = arn:aws:iam::123456789012:role/a\nsource_profile = user\n\
+                   [profile b]\nrole_arn = arn:aws:iam::123456789012:role/b\nsource_profile = a\nexternal_id = ext\n";
+        let c = res(cfg, "b").unwrap();
+        assert_eq!(c.base, Base::Keyring { profile: "user".into() });
+        assert_eq!(c.session, None, "no MFA: roles are assumed with the keys directly");
+        let names: Vec<_> = c.roles.iter().map(|r| r.profile.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(c.roles[1].external_id.as_deref(), Some("ext"));
+        assert_eq!(c.roles[0].duration, 3600);
+        assert_eq!(c.describe(), "keyring:user -> AssumeRole(a) -> AssumeRole(b)");
+        assert_eq!(c.leaf_role_arn(), Some("arn:aws:iam::123456789012:role/b"));
+    }
+
+    #[test]
+    fn chained_role_duration_over_an_hour_is_rejected() {
+        let cfg = "[profile user]\n[profile a]\nrole_arn = arn:aws:iam::1:role/a\nsource_profile = user\nduration_seconds = 7200\n\
+                   [profile b]\nrole_arn = arn:aws:iam::1:role/b\nsource_profile = a\nduration_seconds = 7200\n";
+        assert!(res(cfg, "a").is_ok(), "the first role may last 2 h");
+        let e = res(cfg, "b").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::BadValue);
+        assert!(e.message.contains("profile `b`: duration_seconds = 7200"), "{e}");
+        assert!(e.message.contains("role chaining"), "{e}");
+    }
+
+    #[test]
+    fn cycles_name_every_profile() {
+        let cfg = "[profile a]\nrole_arn = arn:aws:iam::1:role/a\nsource_profile = b\n\
+                   [profile b]\nrole_arn = arn:aws:iam::1:role/b\nsource_profile = c\n\
+                   [profile c]\nrole_arn = arn:aws:iam::1:role/c\nsource_profile = a\n";
+        let e = res(cfg, "a").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Cycle);
+        assert!(e.message.contains("a -> b -> c -> a"), "{e}");
+    }
+
+    #[test]
+    fn self_reference_means_own_keys() {
+        let cfg = "[profile me]\nrole_arn = arn:aws:iam::1:role/r\nsource_profile = me\n";
+        let c = res(cfg, "me").unwrap();
+        assert_eq!(c.base, Base::Keyring { profile: "me".into() });
+        assert_eq!(c.roles.len(), 1);
+    }
+
+    #[test]
+    fn mfa_anywhere_means_one_mfa_session_at_the_base() {
+        let cfg = "[profile user]\n[profile a]\nrole_arn = arn:aws:iam::1:role/a\nsource_profile = user\nmfa_serial = arn:aws:iam::1:mfa/u\n";
+        let c = res(cfg, "a").unwrap();
+        let s = c.session.as_ref().unwrap();
+        assert_eq!(s.profile, "user");
+        assert_eq!(s.mfa_serial.as_deref(), Some("arn:aws:iam::1:mfa/u"));
+        assert_eq!(s.duration, 43200);
+        assert_eq!(c.mfa_serial(), Some("arn:aws:iam::1:mfa/u"));
+        assert_eq!(c.describe(), "keyring:user -> GetSessionToken(MFA) -> AssumeRole(a)");
+    }
+
+    #[test]
+    fn mistakes_have_one_clear_message_each() {
+        for (cfg, name, kind, needle) in [
+            ("[profile a]\nrole_arn = arn:aws:iam::1:role/a\nsource_profile = ghost\n", "a", ErrorKind::UnknownProfile, "source_profile = ghost"),
+            ("[profile a]\n", "nope", ErrorKind::UnknownProfile, "profile `nope` is not defined"),
+            ("[profile w]\nweb_identity_token_file = /t\n", "w", ErrorKind::Missing, "needs role_arn"),
+            ("[profile w]\nweb_identity_token_file = /nonexistent/token\nrole_arn = arn:aws:iam::1:role/w\n", "w", ErrorKind::File, "/nonexistent/token cannot be read"),
+            ("[profile a]\nrole_arn = arn:aws:iam::1:role/a\n", "a", ErrorKind::Missing, "needs source_profile"),
+            ("[profile a]\nduration_seconds = 100\n", "a", ErrorKind::BadValue, "duration_seconds = 100 is outside 900..=129600"),
+            ("[profile a]\nduration_seconds = soon\n", "a", ErrorKind::BadValue, "not a number"),
+            ("[profile a]\nrole_arn = nope\nsource_profile = a\n", "a", ErrorKind::BadValue, "not an ARN"),
+            ("[profile a]\ncredential_source = Environment\n", "a", ErrorKind::Unsupported, "credential_source"),
+            ("[profile a]\nsso_session = x\n", "a", ErrorKind::Unsupported, "SSO"),
+            ("[profile a]\ncredential_process = 'unterminated\n", "a", ErrorKind::BadValue, "unterminated"),
+            ("[profile a]\nendpoint_url = ftp://x\n", "a", ErrorKind::BadValue, "endpoint_url"),
+            ("[profile a]\nsts_regional_endpoints = global\n", "a", ErrorKind::BadValue, "regional"),
+            ("[profile a]\ncredvend_policy = {nope\n", "a", ErrorKind::BadValue, "credvend_policy"),
+            ("[profile a]\ncredvend_federation_name = x\n", "a", ErrorKind::BadValue, "2-32"),
+            ("[profile p]\ncredential_process = x\n[profile r]\nrole_arn = arn:aws:iam::1:role/r\nsource_profile = p\nmfa_serial = m\n", "r", ErrorKind::Unsupported, "mfa_serial"),
+        ] {
+            let e = res(cfg, name).unwrap_err();
+            assert_eq!(e.kind, kind, "{cfg:?}: {e}");
+            assert!(e.message.contains(needle), "{cfg:?}: {e}");
+            assert!(!e.message.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn endpoint_precedence() {
+        let cfg = "[profile a]\nregion = eu-west-2\nendpoint_url = http://profile:1\nservices = local\n\
+                   [services local]\nsts =\n  endpoint_url = http://services:2\n[profile b]\nendpoint_url = http://profile-b:3\n";
+        let s = set(cfg);
+        let url = |name: &str, env: &[(&str, &str)]| {
+            resolve(&s, name, &Env::from_pairs(env), &no_files)
+                .unwrap()
+                .session
+                .unwrap()
+                .target
+                .endpoint
+                .url
+                .to_string()
+        };
+        assert_eq!(url("a", &[]), "http://services:2/");
+        assert_eq!(url("b", &[]), "http://profile-b:3/");
+        assert_eq!(url("a", &[("AWS_ENDPOINT_URL", "http://env:4")]), "http://env:4/");
+        assert_eq!(
+            url("a", &[("AWS_ENDPOINT_URL", "http://env:4"), ("AWS_ENDPOINT_URL_STS", "http://env-sts:5")]),
+            "http://env-sts:5/"
+        );
+        assert_eq!(
+            url("a", &[("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")]),
+            "https://sts.eu-west-2.amazonaws.com/"
+        );
+        let c = resolve(&s, "a", &Env::from_pairs(&[("AWS_REGION", "ap-south-1")]), &no_files).unwrap();
+        assert_eq!(c.region, "ap-south-1");
+        assert_eq!(c.session.unwrap().target.endpoint.signing_region, "ap-south-1");
+    }
+
+    #[test]
+    fn legacy_global_endpoint_and_ca_bundle() {
+        let cfg = "[profile a]\nregion = eu-west-1\nsts_regional_endpoints = legacy\nca_bundle = ~/ca.pem\n";
+        let c = resolve(&set(cfg), "a", &Env::from_pairs(&[("HOME", "/home/u")]), &no_files).unwrap();
+        let t = c.session.unwrap().target;
+        assert_eq!(t.endpoint.url.as_str(), "https://sts.amazonaws.com/");
+        assert_eq!(t.ca_bundle.as_deref(), Some(Path::new("/home/u/ca.pem")));
+    }
+
+    #[test]
+    fn web_identity_process_and_federation() {
+        let cfg = "[profile w]\nrole_arn = arn:aws:iam::1:role/w\nweb_identity_token_file = ~/tok\n\
+                   [profile p]\ncredential_process = \"/opt/my tool\" --profile 'x y' a\\ b\n\
+                   [profile f]\ncredvend_federation_name = fed-user\ncredvend_policy = file://~/pol.json\ncredvend_policy_arns = arn:aws:iam::aws:policy/ReadOnlyAccess, arn:aws:iam::aws:policy/X\n";
+        let files = |p: &Path| -> std::io::Result<String> {
+            match p.to_str().unwrap() {
+                "/h/tok" => Ok("jwt".into()),
+                "/h/pol.json" => Ok("{\"Version\":\"2012-10-17\"}".into()),
+                _ => no_files(p),
+            }
+        };
+        let s = set(cfg);
+        let env = Env::from_pairs(&[("HOME", "/h")]);
+        let w = resolve(&s, "w", &env, &files).unwrap();
+        assert!(matches!(&w.base, Base::WebIdentity { token_file, duration: 3600, .. } if token_file == Path::new("/h/tok")));
+        assert_eq!(w.session, None);
+        let p = resolve(&s, "p", &env, &files).unwrap();
+        assert_eq!(
+            p.base,
+            Base::Process { profile: "p".into(), command: vec!["/opt/my tool".into(), "--profile".into(), "x y".into(), "a b".into()] }
+        );
+        let f = resolve(&s, "f", &env, &files).unwrap();
+        let fed = f.federation.unwrap();
+        assert_eq!(fed.name, "fed-user");
+        assert_eq!(fed.policy_arns.len(), 2);
+        assert!(fed.policy.unwrap().contains("2012-10-17"));
+        assert_eq!(f.session, None);
+    }
+
+    #[test]
+    fn command_splitting() {
+        assert_eq!(split_command("a 'b c' \"d \\\"e\\\"\" f\\ g").unwrap(), ["a", "b c", "d \"e\"", "f g"]);
+        assert_eq!(split_command("  ").unwrap(), Vec::<String>::new());
+        assert_eq!(split_command("''").unwrap(), [""]);
+        assert!(split_command("\"x").is_err());
+        assert!(split_command("x\\").is_err());
+    }
+}
