@@ -5,8 +5,9 @@
 //! endpoint and the ECS container-credentials endpoint. See `ARCHITECTURE.md` for the map.
 //!
 //! Pure core (no IO, property-tested and fuzzed): [`sigv4`], [`sts::wire`], [`sts::endpoint`].
-//! IO edges: [`sts::client`].
+//! IO edges: [`sts::client`], [`keystore`] (the OS keyring).
 
 pub mod creds;
+pub mod keystore;
 pub mod sigv4;
 pub mod sts;
