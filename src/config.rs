@@ -189,7 +189,11 @@ struct RawLimits {
     header_timeout_ms: Option<u64>,
 }
 
-fn parse_listen(value: Option<String>, default: &str, what: &str) -> Result<SocketAddr, ConfigError> {
+fn parse_listen(
+    value: Option<String>,
+    default: &str,
+    what: &str,
+) -> Result<SocketAddr, ConfigError> {
     let text = value.unwrap_or_else(|| default.to_owned());
     text.parse().map_err(|_| {
         ConfigError(format!(
@@ -228,7 +232,10 @@ impl DaemonConfig {
     /// Parses and validates `config.toml` text. `source` names the file in messages.
     pub fn parse(text: &str, source: &str) -> Result<DaemonConfig, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            ConfigError(format!("{source}: {}", e.to_string().trim_end().replace('\n', " ")))
+            ConfigError(format!(
+                "{source}: {}",
+                e.to_string().trim_end().replace('\n', " ")
+            ))
         })?;
         let defaults = DaemonConfig::default();
         let imds = match raw.imds {
@@ -287,7 +294,11 @@ impl DaemonConfig {
             }
         };
         let mut seen = std::collections::HashSet::new();
-        for addr in imds.iter().map(|l| l.listen).chain(ecs.iter().map(|e| e.listen)) {
+        for addr in imds
+            .iter()
+            .map(|l| l.listen)
+            .chain(ecs.iter().map(|e| e.listen))
+        {
             if addr.port() != 0 && !seen.insert(addr) {
                 return Err(ConfigError(format!(
                     "{source}: two listeners use {addr}; give each its own port"
@@ -346,7 +357,10 @@ mod tests {
 
     #[test]
     fn empty_file_means_defaults() {
-        assert_eq!(DaemonConfig::parse("", "c").unwrap(), DaemonConfig::default());
+        assert_eq!(
+            DaemonConfig::parse("", "c").unwrap(),
+            DaemonConfig::default()
+        );
     }
 
     #[test]
@@ -387,7 +401,8 @@ min_interval_seconds = 5
 
     #[test]
     fn non_loopback_without_allow_is_rejected_naming_the_fix() {
-        let e = DaemonConfig::parse("[[imds]]\nlisten = \"0.0.0.0:9254\"\n", "cfg.toml").unwrap_err();
+        let e =
+            DaemonConfig::parse("[[imds]]\nlisten = \"0.0.0.0:9254\"\n", "cfg.toml").unwrap_err();
         assert!(e.0.contains("cfg.toml: [[imds]] #1"), "{e}");
         assert!(e.0.contains("allow"), "{e}");
         let e = DaemonConfig::parse("[ecs]\nlisten = \"192.168.1.2:9255\"\n", "c").unwrap_err();
@@ -401,7 +416,10 @@ min_interval_seconds = 5
             ("[[imds]]\nallow = [\"nonsense\"]\n", "not a CIDR"),
             ("[[imds]]\nprofil = \"x\"\n", "unknown field"),
             ("[[imds]]\nhop_limit = 0\n", "hop_limit"),
-            ("[[imds]]\nlisten = \"127.0.0.1:9\"\n[ecs]\nlisten = \"127.0.0.1:9\"\n", "two listeners"),
+            (
+                "[[imds]]\nlisten = \"127.0.0.1:9\"\n[ecs]\nlisten = \"127.0.0.1:9\"\n",
+                "two listeners",
+            ),
             ("imds = 3", "invalid type"),
             ("[[imds]\n", "c:"),
         ] {

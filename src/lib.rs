@@ -4,18 +4,21 @@
 //! keeps them in memory, refreshes them in the background, and serves them over an IMDSv2-compatible
 //! endpoint and the ECS container-credentials endpoint. See `ARCHITECTURE.md` for the map.
 //!
-//! Pure core (no IO, property-tested and fuzzed): [`sigv4`], [`sts::wire`], [`sts::endpoint`],
-//! [`profile`] (the shared config/credentials file parser and the credentials-file editor).
-//! IO edges: [`sts::client`].
+//! Pure core (no IO; unit-, property- and fuzz-tested): [`sigv4`], [`sts::wire`],
+//! [`sts::endpoint`], [`profile`] (config parser, credentials-file editor, chain resolution),
+//! [`config`] (daemon TOML), [`daemon::policy`], [`daemon::imds::route`], [`daemon::token`].
+//! IO edges: [`sts::client`], [`keystore`], [`mint`], [`daemon`] (listeners, refresher, control
+//! socket), [`cli`], [`sys`].
 
+pub mod cli;
+pub mod config;
 pub mod creds;
+pub mod daemon;
+pub mod keystore;
+pub mod logging;
+pub mod mint;
+pub mod paths;
 pub mod profile;
 pub mod sigv4;
 pub mod sts;
-pub mod config;
-pub mod daemon;
-pub mod paths;
-pub mod mint;
-pub mod cli;
-pub mod logging;
 pub mod sys;

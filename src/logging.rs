@@ -44,10 +44,15 @@ pub fn init(format: LogFormat, default: &str) {
         && journal_is_stderr()
         && let Ok(journald) = tracing_journald::layer()
     {
-        let _ = registry.with(journald.with_syslog_identifier("credvend".into())).try_init();
+        let _ = registry
+            .with(journald.with_syslog_identifier("credvend".into()))
+            .try_init();
         return;
     }
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false);
     let _ = match format {
         LogFormat::Text => registry.with(fmt).try_init(),
         LogFormat::Json => registry.with(fmt.json().flatten_event(true)).try_init(),

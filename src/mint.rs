@@ -17,7 +17,7 @@ use secrecy::SecretString;
 use time::OffsetDateTime;
 
 use crate::creds::{LongTermKey, SigningKey, TemporaryCredentials, parse_aws_time};
-use crate::keystore::{KeyStore, KeystoreError};
+use crate::keystore::{KeyStore, KeystoreError, OpenOptions};
 use crate::profile::resolve::{Base, Chain, RoleStep, StsTarget};
 use crate::sts::{
     AssumeRole, AssumeRoleWithWebIdentity, ClientOptions, GetFederationToken, GetSessionToken,
@@ -69,7 +69,7 @@ pub enum MintError {
         /// Profile whose step failed.
         step: String,
         /// The failure.
-        source: StsError,
+        source: Box<StsError>,
         /// What to do about it.
         hint: Option<&'static str>,
     },
@@ -98,13 +98,18 @@ impl MintError {
     pub fn code(&self) -> &'static str {
         match self {
             MintError::NeedsMfa { .. } => "NeedsMfa",
-            MintError::Keystore { source: KeystoreError::NotFound { .. }, .. } => "MissingKeys",
+            MintError::Keystore {
+                source: KeystoreError::NotFound { .. },
+                ..
+            } => "MissingKeys",
             MintError::Keystore { .. } => "KeyringUnavailable",
-            MintError::Sts { source, .. } => match source {
+            MintError::Sts { source, .. } => match source.as_ref() {
                 StsError::Service(e) if e.action == "AssumeRole" && e.code == "AccessDenied" => {
                     "AssumeRoleUnauthorizedAccess"
                 }
-                StsError::Service(e) if e.code == "InvalidClientTokenId" || e.code == "SignatureDoesNotMatch" => {
+                StsError::Service(e)
+                    if e.code == "InvalidClientTokenId" || e.code == "SignatureDoesNotMatch" =>
+                {
                     "InvalidKeys"
                 }
                 StsError::Service(_) => "StsError",
@@ -129,9 +134,9 @@ impl MintError {
 
 fn sts_hint(e: &StsError, step_is_session_based: bool) -> Option<&'static str> {
     match e.code()? {
-        "InvalidClientTokenId" | "SignatureDoesNotMatch" if !step_is_session_based => {
-            Some("the stored keys are not valid: store new ones with `credvend add PROFILE --force`")
-        }
+        "InvalidClientTokenId" | "SignatureDoesNotMatch" if !step_is_session_based => Some(
+            "the stored keys are not valid: store new ones with `credvend add PROFILE --force`",
+        ),
         "ExpiredToken" => Some("the session expired; run `credvend login PROFILE` if it needs MFA"),
         "AccessDenied" => Some("check the role's trust policy, external_id and MFA requirements"),
         "RegionDisabledException" => Some("activate STS in that region or choose another region"),
@@ -139,9 +144,46 @@ fn sts_hint(e: &StsError, step_is_session_based: bool) -> Option<&'static str> {
     }
 }
 
+/// The key store, opened now or on first use. The daemon starts even when the keyring is locked
+/// or its bus is not up yet; every use retries opening until it works.
+pub struct Keys {
+    opts: OpenOptions,
+    store: tokio::sync::Mutex<Option<KeyStore>>,
+}
+
+impl Keys {
+    /// An already open store.
+    pub fn ready(store: KeyStore, opts: OpenOptions) -> Keys {
+        Keys {
+            opts,
+            store: tokio::sync::Mutex::new(Some(store)),
+        }
+    }
+
+    /// A store opened on first use.
+    pub fn lazy(opts: OpenOptions) -> Keys {
+        Keys {
+            opts,
+            store: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The store, opening it if needed.
+    pub async fn get(&self) -> Result<KeyStore, KeystoreError> {
+        let mut slot = self.store.lock().await;
+        if let Some(s) = slot.as_ref() {
+            return Ok(s.clone());
+        }
+        let store = KeyStore::open(self.opts.clone()).await?;
+        tracing::info!(keystore = %store.backend(), "keyring opened");
+        *slot = Some(store.clone());
+        Ok(store)
+    }
+}
+
 /// Runs chains. Cheap to share behind an `Arc`.
 pub struct Minter {
-    keystore: KeyStore,
+    keys: Keys,
     options: ClientOptions,
     clients: Mutex<HashMap<Option<PathBuf>, StsClient>>,
     /// MFA sessions and intermediate chain links, by cache key.
@@ -157,10 +199,10 @@ fn usable(c: &TemporaryCredentials, now: OffsetDateTime) -> bool {
 }
 
 impl Minter {
-    /// A minter reading keys from `keystore` and calling STS with `options`.
-    pub fn new(keystore: KeyStore, options: ClientOptions) -> Minter {
+    /// A minter reading keys from `keys` and calling STS with `options`.
+    pub fn new(keys: Keys, options: ClientOptions) -> Minter {
         Minter {
-            keystore,
+            keys,
             options,
             clients: Mutex::new(HashMap::new()),
             links: Mutex::new(HashMap::new()),
@@ -169,9 +211,16 @@ impl Minter {
         }
     }
 
-    /// The key store.
-    pub fn keystore(&self) -> &KeyStore {
-        &self.keystore
+    /// The key store (opened on first use).
+    pub async fn keystore(&self) -> Result<KeyStore, KeystoreError> {
+        self.keys.get().await
+    }
+
+    async fn store(&self, chain: &Chain) -> Result<KeyStore, MintError> {
+        self.keys.get().await.map_err(|source| MintError::Keystore {
+            profile: chain.profile.clone(),
+            source,
+        })
     }
 
     fn client(&self, target: &StsTarget, profile: &str) -> Result<StsClient, MintError> {
@@ -186,7 +235,7 @@ impl Minter {
         .map_err(|source| MintError::Sts {
             profile: profile.to_owned(),
             step: profile.to_owned(),
-            source,
+            source: Box::new(source),
             hint: None,
         })?;
         clients.insert(target.ca_bundle.clone(), client.clone());
@@ -204,39 +253,60 @@ impl Minter {
     ) -> Result<TemporaryCredentials, MintError> {
         let client = self.client(target, &chain.profile)?;
         tracing::debug!(profile = %chain.profile, step, action = req.action(), endpoint = %target.endpoint, "calling STS");
-        client.mint(&target.endpoint, req, key).await.map_err(|source| MintError::Sts {
-            profile: chain.profile.clone(),
-            step: step.to_owned(),
-            hint: sts_hint(&source, session_based),
-            source,
-        })
+        client
+            .mint(&target.endpoint, req, key)
+            .await
+            .map_err(|source| MintError::Sts {
+                profile: chain.profile.clone(),
+                step: step.to_owned(),
+                hint: sts_hint(&source, session_based),
+                source: Box::new(source),
+            })
     }
 
     fn session_key(chain: &Chain) -> Option<String> {
         let s = chain.session.as_ref()?;
-        Some(format!("session\0{}\0{}", s.profile, s.mfa_serial.as_deref()?))
+        Some(format!(
+            "session\0{}\0{}",
+            s.profile,
+            s.mfa_serial.as_deref()?
+        ))
     }
 
     async fn long_term_key(&self, chain: &Chain, profile: &str) -> Result<LongTermKey, MintError> {
-        self.keystore.get_key(profile).await.map_err(|source| MintError::Keystore {
-            profile: chain.profile.clone(),
-            source,
-        })
+        self.store(chain)
+            .await?
+            .get_key(profile)
+            .await
+            .map_err(|source| MintError::Keystore {
+                profile: chain.profile.clone(),
+                source,
+            })
     }
 
     /// The MFA session of `chain`: from memory, the keyring, `credvend_mfa_process`, or
     /// `code` — in that order. `NeedsMfa` when none of them gives one.
-    async fn mfa_session(&self, chain: &Chain, code: Option<SecretString>) -> Result<TemporaryCredentials, MintError> {
+    async fn mfa_session(
+        &self,
+        chain: &Chain,
+        code: Option<SecretString>,
+    ) -> Result<TemporaryCredentials, MintError> {
         let step = chain.session.as_ref().expect("called only for MFA chains");
         let serial = step.mfa_serial.clone().expect("called only for MFA chains");
         let key = Self::session_key(chain).expect("MFA chain");
         let _guard = self.session_locks.lock().await;
         let now = OffsetDateTime::now_utc();
         if code.is_none() {
-            if let Some(s) = self.links.lock().expect("links").get(&key).filter(|s| usable(s, now)) {
+            if let Some(s) = self
+                .links
+                .lock()
+                .expect("links")
+                .get(&key)
+                .filter(|s| usable(s, now))
+            {
                 return Ok(s.clone());
             }
-            match self.keystore.get_session(&step.profile).await {
+            match self.store(chain).await?.get_session(&step.profile).await {
                 Ok(Some(s)) if usable(&s, now) => {
                     tracing::info!(profile = %chain.profile, base = %step.profile, "reusing the MFA session cached in the keyring");
                     self.links.lock().expect("links").insert(key, s.clone());
@@ -248,10 +318,14 @@ impl Minter {
         }
         let code = match (code, &step.mfa_process) {
             (Some(c), _) => c,
-            (None, Some(cmd)) => run_mfa_process(cmd).await.map_err(|message| MintError::Process {
-                profile: step.profile.clone(),
-                message: format!("(credvend_mfa_process) {message}"),
-            })?,
+            (None, Some(cmd)) => {
+                run_mfa_process(cmd)
+                    .await
+                    .map_err(|message| MintError::Process {
+                        profile: step.profile.clone(),
+                        message: format!("(credvend_mfa_process) {message}"),
+                    })?
+            }
             (None, None) => {
                 return Err(MintError::NeedsMfa {
                     profile: chain.profile.clone(),
@@ -265,21 +339,40 @@ impl Minter {
             mfa: Some(MfaToken { serial, code }),
         });
         let session = self
-            .call(chain, &step.profile, &step.target, &req, Some(long_term.signing_key()), false)
+            .call(
+                chain,
+                &step.profile,
+                &step.target,
+                &req,
+                Some(long_term.signing_key()),
+                false,
+            )
             .await?;
-        self.links.lock().expect("links").insert(key, session.clone());
-        if let Err(e) = self.keystore.put_session(&step.profile, &session).await {
+        self.links
+            .lock()
+            .expect("links")
+            .insert(key, session.clone());
+        let stored = match self.keys.get().await {
+            Ok(store) => store.put_session(&step.profile, &session).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = stored {
             tracing::warn!(error = %e, "could not cache the MFA session in the keyring; it will be asked for again after a restart");
         }
         Ok(session)
     }
 
     /// Supplies an MFA code for `chain`: mints (and caches) the MFA session. Returns its expiry.
-    pub async fn login(&self, chain: &Chain, code: SecretString) -> Result<OffsetDateTime, MintError> {
+    pub async fn login(
+        &self,
+        chain: &Chain,
+        code: SecretString,
+    ) -> Result<OffsetDateTime, MintError> {
         if chain.mfa_serial().is_none() {
             return Err(MintError::Process {
                 profile: chain.profile.clone(),
-                message: "is not involved: this profile has no mfa_serial, so it needs no login".into(),
+                message: "is not involved: this profile has no mfa_serial, so it needs no login"
+                    .into(),
             });
         }
         Ok(self.mfa_session(chain, Some(code)).await?.expiration)
@@ -294,7 +387,8 @@ impl Minter {
             .retain(|k, _| !k.split('\0').any(|part| profiles.contains(&part)));
         if let Some(s) = &chain.session
             && s.mfa_serial.is_some()
-            && let Err(e) = self.keystore.delete_session(&s.profile).await
+            && let Ok(store) = self.keys.get().await
+            && let Err(e) = store.delete_session(&s.profile).await
         {
             tracing::warn!(error = %e, "could not delete the cached MFA session");
         }
@@ -309,8 +403,10 @@ impl Minter {
         {
             // A cached MFA session that STS no longer accepts: drop it, ask for a new code.
             self.links.lock().expect("links").remove(&key);
-            if let Some(s) = &chain.session {
-                let _ = self.keystore.delete_session(&s.profile).await;
+            if let Some(s) = &chain.session
+                && let Ok(store) = self.keys.get().await
+            {
+                let _ = store.delete_session(&s.profile).await;
             }
         }
         result
@@ -324,42 +420,42 @@ impl Minter {
         // 1. Where the chain starts.
         let mut start = match &chain.base {
             Base::Keyring { profile } => match &chain.session {
-                Some(s) if s.mfa_serial.is_some() => Start::Session(self.mfa_session(chain, None).await?),
+                Some(s) if s.mfa_serial.is_some() => {
+                    Start::Session(self.mfa_session(chain, None).await?)
+                }
                 _ => Start::Key(self.long_term_key(chain, profile).await?),
             },
             Base::Process { profile, command } => {
-                match run_credential_process(command).await.map_err(|message| MintError::Process {
-                    profile: profile.clone(),
-                    message,
+                match run_credential_process(command).await.map_err(|message| {
+                    MintError::Process {
+                        profile: profile.clone(),
+                        message,
+                    }
                 })? {
                     ProcessOutput::Temporary(c) => Start::Session(c),
                     ProcessOutput::LongTerm(k) => Start::Key(k),
                 }
             }
-            Base::WebIdentity {
-                profile,
-                role_arn,
-                token_file,
-                session_name,
-                duration,
-                policy,
-                policy_arns,
-                target,
-            } => {
-                let token = tokio::fs::read_to_string(token_file).await.map_err(|source| MintError::TokenFile {
-                    profile: profile.clone(),
-                    path: token_file.clone(),
-                    source,
-                })?;
+            Base::WebIdentity(w) => {
+                let token = tokio::fs::read_to_string(&w.token_file)
+                    .await
+                    .map_err(|source| MintError::TokenFile {
+                        profile: w.profile.clone(),
+                        path: w.token_file.clone(),
+                        source,
+                    })?;
                 let req = StsRequest::AssumeRoleWithWebIdentity(AssumeRoleWithWebIdentity {
-                    role_arn: role_arn.clone(),
-                    role_session_name: session_name.clone(),
+                    role_arn: w.role_arn.clone(),
+                    role_session_name: w.session_name.clone(),
                     web_identity_token: SecretString::from(token.trim().to_owned()),
-                    duration_seconds: Some(*duration),
-                    policy: policy.clone(),
-                    policy_arns: policy_arns.clone(),
+                    duration_seconds: Some(w.duration),
+                    policy: w.policy.clone(),
+                    policy_arns: w.policy_arns.clone(),
                 });
-                Start::Session(self.call(chain, profile, target, &req, None, true).await?)
+                Start::Session(
+                    self.call(chain, &w.profile, &w.target, &req, None, true)
+                        .await?,
+                )
             }
         };
 
@@ -375,7 +471,15 @@ impl Minter {
                             policy: f.policy.clone(),
                             policy_arns: f.policy_arns.clone(),
                         });
-                        self.call(chain, &f.profile, &f.target, &req, Some(key.signing_key()), false).await?
+                        self.call(
+                            chain,
+                            &f.profile,
+                            &f.target,
+                            &req,
+                            Some(key.signing_key()),
+                            false,
+                        )
+                        .await?
                     } else {
                         let s = chain.session.as_ref();
                         let (step, target, duration) = match (s, &chain.base) {
@@ -391,13 +495,17 @@ impl Minter {
                                         .into(),
                                 });
                             }
-                            (None, _) => unreachable!("resolution adds a session step for keyring profiles"),
+                            (None, _) => {
+                                unreachable!("resolution adds a session step for keyring profiles")
+                            }
                         };
                         let req = StsRequest::GetSessionToken(GetSessionToken {
                             duration_seconds: Some(duration),
                             mfa: None,
                         });
-                        let mut c = self.call(chain, &step, &target, &req, Some(key.signing_key()), false).await?;
+                        let mut c = self
+                            .call(chain, &step, &target, &req, Some(key.signing_key()), false)
+                            .await?;
                         c.arn = None;
                         c
                     }
@@ -420,7 +528,12 @@ impl Minter {
             };
             let link_key = format!("role\0{}\0{}\0{}", role.profile, role.role_arn, source_id);
             if i < last
-                && let Some(c) = self.links.lock().expect("links").get(&link_key).filter(|c| usable(c, now))
+                && let Some(c) = self
+                    .links
+                    .lock()
+                    .expect("links")
+                    .get(&link_key)
+                    .filter(|c| usable(c, now))
             {
                 start = Start::Session(c.clone());
                 continue;
@@ -430,11 +543,21 @@ impl Minter {
                     Start::Key(k) => (k.signing_key(), false),
                     Start::Session(c) => (c.signing_key(), true),
                 };
-                self.call(chain, &role.profile, &role.target, &assume(role), Some(key), session_based)
-                    .await?
+                self.call(
+                    chain,
+                    &role.profile,
+                    &role.target,
+                    &assume(role),
+                    Some(key),
+                    session_based,
+                )
+                .await?
             };
             if i < last {
-                self.links.lock().expect("links").insert(link_key, creds.clone());
+                self.links
+                    .lock()
+                    .expect("links")
+                    .insert(link_key, creds.clone());
             }
             start = Start::Session(creds);
         }
@@ -449,7 +572,11 @@ impl Minter {
 
     /// Fills in the account id of credentials STS returned without an ARN (GetSessionToken,
     /// credential_process), asking GetCallerIdentity once per profile.
-    async fn with_account(&self, chain: &Chain, mut creds: TemporaryCredentials) -> TemporaryCredentials {
+    async fn with_account(
+        &self,
+        chain: &Chain,
+        mut creds: TemporaryCredentials,
+    ) -> TemporaryCredentials {
         if creds.account_id.is_some() {
             return creds;
         }
@@ -465,13 +592,21 @@ impl Minter {
         let Ok(client) = self.client(&target, &chain.profile) else {
             return creds;
         };
-        match client.caller_identity(&target.endpoint, creds.signing_key()).await {
+        match client
+            .caller_identity(&target.endpoint, creds.signing_key())
+            .await
+        {
             Ok(id) => {
-                self.accounts.lock().expect("accounts").insert(chain.profile.clone(), id.account.clone());
+                self.accounts
+                    .lock()
+                    .expect("accounts")
+                    .insert(chain.profile.clone(), id.account.clone());
                 creds.account_id = Some(id.account);
                 creds.arn.get_or_insert(id.arn);
             }
-            Err(e) => tracing::debug!(profile = %chain.profile, error = %e, "could not learn the account id"),
+            Err(e) => {
+                tracing::debug!(profile = %chain.profile, error = %e, "could not learn the account id")
+            }
         }
         creds
     }
@@ -516,7 +651,10 @@ pub fn parse_process_output(stdout: &[u8]) -> Result<ProcessOutput, String> {
     let secret = field("SecretAccessKey")?.ok_or("printed no SecretAccessKey")?;
     let token = field("SessionToken")?;
     let expiration = field("Expiration")?
-        .map(|e| parse_aws_time(&e).map_err(|_| format!("printed an Expiration that is not ISO 8601: {e:?}")))
+        .map(|e| {
+            parse_aws_time(&e)
+                .map_err(|_| format!("printed an Expiration that is not ISO 8601: {e:?}"))
+        })
         .transpose()?;
     let account_id = field("AccountId")?;
     match (token, expiration) {
@@ -553,26 +691,50 @@ async fn run_process(command: &[String]) -> Result<Vec<u8>, String> {
         let mut err = Vec::new();
         let mut so = (&mut stdout).take(PROCESS_OUTPUT_MAX as u64 + 1);
         let mut se = (&mut stderr).take(PROCESS_OUTPUT_MAX as u64);
-        let (a, b, status) = tokio::join!(so.read_to_end(&mut out), se.read_to_end(&mut err), child.wait());
+        let (a, b, status) = tokio::join!(
+            so.read_to_end(&mut out),
+            se.read_to_end(&mut err),
+            child.wait()
+        );
         a.map_err(|e| e.to_string())?;
         b.map_err(|e| e.to_string())?;
         Ok::<_, String>((out, err, status.map_err(|e| e.to_string())?))
     };
     let (out, err, status) = tokio::time::timeout(PROCESS_TIMEOUT, run)
         .await
-        .map_err(|_| format!("`{}` did not finish within {} s", command[0], PROCESS_TIMEOUT.as_secs()))??;
+        .map_err(|_| {
+            format!(
+                "`{}` did not finish within {} s",
+                command[0],
+                PROCESS_TIMEOUT.as_secs()
+            )
+        })??;
     if !status.success() {
         let stderr = String::from_utf8_lossy(&err);
         let stderr = stderr.trim();
-        let tail: String = stderr.chars().rev().take(500).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: String = stderr
+            .chars()
+            .rev()
+            .take(500)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         return Err(format!(
             "`{}` failed ({status}){}",
             command[0],
-            if tail.is_empty() { String::new() } else { format!(": {}", tail.replace('\n', " ")) }
+            if tail.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", tail.replace('\n', " "))
+            }
         ));
     }
     if out.len() > PROCESS_OUTPUT_MAX {
-        return Err(format!("`{}` printed more than {PROCESS_OUTPUT_MAX} bytes", command[0]));
+        return Err(format!(
+            "`{}` printed more than {PROCESS_OUTPUT_MAX} bytes",
+            command[0]
+        ));
     }
     Ok(out)
 }
@@ -604,9 +766,15 @@ mod tests {
     #[test]
     fn process_output_versions_and_shapes() {
         let ok = br#"{"Version": 1, "AccessKeyId": "ASIA1", "SecretAccessKey": "s", "SessionToken": "t", "Expiration": "2030-01-01T00:00:00Z"}"#;
-        assert!(matches!(parse_process_output(ok), Ok(ProcessOutput::Temporary(_))));
+        assert!(matches!(
+            parse_process_output(ok),
+            Ok(ProcessOutput::Temporary(_))
+        ));
         let long = br#"{"Version": 1, "AccessKeyId": "AKIA1", "SecretAccessKey": "s"}"#;
-        assert!(matches!(parse_process_output(long), Ok(ProcessOutput::LongTerm(_))));
+        assert!(matches!(
+            parse_process_output(long),
+            Ok(ProcessOutput::LongTerm(_))
+        ));
         for (bad, needle) in [
             (&br#"{"Version": "1", "AccessKeyId": "a", "SecretAccessKey": "s"}"#[..], "Version"),
             (br#"{"Version": 2, "AccessKeyId": "a", "SecretAccessKey": "s"}"#, "Version"),
@@ -624,20 +792,33 @@ mod tests {
 
     #[tokio::test]
     async fn process_failures_carry_stderr() {
-        let cmd = vec!["sh".into(), "-c".into(), "echo 'token expired, run login' >&2; exit 3".into()];
+        let cmd = vec![
+            "sh".into(),
+            "-c".into(),
+            "echo 'token expired, run login' >&2; exit 3".into(),
+        ];
         let e = run_credential_process(&cmd).await.unwrap_err();
         assert!(e.contains("token expired, run login"), "{e}");
         assert!(e.contains("exit status: 3"), "{e}");
-        let e = run_credential_process(&["/nonexistent/tool".into()]).await.unwrap_err();
+        let e = run_credential_process(&["/nonexistent/tool".into()])
+            .await
+            .unwrap_err();
         assert!(e.contains("could not be started"), "{e}");
     }
 
     #[tokio::test]
     async fn mfa_process_must_print_six_digits() {
         assert_eq!(
-            run_mfa_process(&["echo".into(), "123456".into()]).await.unwrap().expose_secret(),
+            run_mfa_process(&["echo".into(), "123456".into()])
+                .await
+                .unwrap()
+                .expose_secret(),
             "123456"
         );
-        assert!(run_mfa_process(&["echo".into(), "12345".into()]).await.is_err());
+        assert!(
+            run_mfa_process(&["echo".into(), "12345".into()])
+                .await
+                .is_err()
+        );
     }
 }

@@ -34,7 +34,11 @@ pub fn current_uid() -> u32 {
 pub fn ensure_state_dir(dir: &Path) -> Result<(), PathError> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     let shown = dir.display();
-    match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
         Ok(()) => {}
         Err(e) => {
             return Err(PathError(format!(
@@ -59,7 +63,9 @@ pub fn ensure_state_dir(dir: &Path) -> Result<(), PathError> {
     }
     if meta.mode() & 0o077 != 0 {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
-            PathError(format!("cannot restrict the state directory {shown} to mode 0700: {e}"))
+            PathError(format!(
+                "cannot restrict the state directory {shown} to mode 0700: {e}"
+            ))
         })?;
     }
     Ok(())
@@ -67,7 +73,9 @@ pub fn ensure_state_dir(dir: &Path) -> Result<(), PathError> {
 
 /// The home directory (`$HOME`).
 pub fn home_dir() -> Option<PathBuf> {
-    std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from)
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
 }
 
 /// Expands a leading `~` or `~/` to the home directory, as the SDKs do for file settings.
@@ -116,7 +124,8 @@ pub fn default_daemon_config() -> PathBuf {
 pub fn ecs_token_file(state_dir: &Path, profile: &str) -> PathBuf {
     let mut name = String::from("ecs-token-");
     for b in profile.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@' | b'+' | b'=' | b',') {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@' | b'+' | b'=' | b',')
+        {
             name.push(b as char);
         } else {
             name.push_str(&format!("%{b:02X}"));
@@ -159,8 +168,14 @@ mod tests {
     fn token_file_names_cannot_escape() {
         let d = Path::new("/s");
         assert_eq!(ecs_token_file(d, "dev"), Path::new("/s/ecs-token-dev"));
-        assert_eq!(ecs_token_file(d, "../x"), Path::new("/s/ecs-token-%2E.%2Fx"));
-        assert_eq!(ecs_token_file(d, "a b/c"), Path::new("/s/ecs-token-a%20b%2Fc"));
+        assert_eq!(
+            ecs_token_file(d, "../x"),
+            Path::new("/s/ecs-token-%2E.%2Fx")
+        );
+        assert_eq!(
+            ecs_token_file(d, "a b/c"),
+            Path::new("/s/ecs-token-a%20b%2Fc")
+        );
     }
 
     #[test]
@@ -173,7 +188,10 @@ mod tests {
         assert_eq!(mode & 0o777, 0o700);
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         ensure_state_dir(&dir).unwrap();
-        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         let file = tmp.path().join("file");
         std::fs::write(&file, "x").unwrap();
         assert!(ensure_state_dir(&file).is_err());
@@ -186,6 +204,9 @@ mod tests {
         let p = tmp.path().join("t");
         write_private_file(&p, b"abc").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"abc");
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }

@@ -32,7 +32,8 @@ pub fn harden_process() {
     }
 }
 
-static ORIGINAL_CORE_LIMIT: std::sync::OnceLock<(libc::rlim_t, libc::rlim_t)> = std::sync::OnceLock::new();
+static ORIGINAL_CORE_LIMIT: std::sync::OnceLock<(libc::rlim_t, libc::rlim_t)> =
+    std::sync::OnceLock::new();
 
 /// Gives back the core-dump limit [`harden_process`] took away, for the program `exec` starts.
 pub fn restore_core_limit() {
@@ -121,17 +122,27 @@ pub fn inherited_sockets() -> Vec<Inherited> {
         // SAFETY: systemd passes these descriptors to us; we take ownership exactly once.
         let socket = unsafe { socket2::Socket::from_raw_fd(fd) };
         let is_tcp_listener = socket.r#type().ok() == Some(socket2::Type::STREAM)
-            && socket.local_addr().ok().and_then(|a| a.as_socket()).is_some()
+            && socket
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .is_some()
             && socket.is_listener().unwrap_or(false);
         if !is_tcp_listener {
-            tracing::warn!(fd, "ignoring an inherited descriptor that is not a listening TCP socket");
+            tracing::warn!(
+                fd,
+                "ignoring an inherited descriptor that is not a listening TCP socket"
+            );
             std::mem::forget(socket);
             continue;
         }
         let _ = socket.set_cloexec(true);
         out.push(Inherited {
             listener: socket.into(),
-            name: names.get(i as usize).filter(|n| !n.is_empty() && *n != "unknown").cloned(),
+            name: names
+                .get(i as usize)
+                .filter(|n| !n.is_empty() && *n != "unknown")
+                .cloned(),
         });
     }
     out

@@ -14,7 +14,8 @@ use super::{Context, shell_quote};
 use crate::creds::format_aws_time;
 use crate::daemon::control::{self, ClientError, Request, StatusReport};
 use crate::daemon::server::load_profiles;
-use crate::mint::Minter;
+use crate::keystore::KeyStore;
+use crate::mint::{Keys, Minter};
 use crate::profile::resolve::{self, Chain, Env};
 use crate::sts::ClientOptions;
 
@@ -106,7 +107,11 @@ fn ago_or_in(t: &str, now: OffsetDateTime) -> String {
         return t.to_owned();
     };
     let d = t - now;
-    let (sign, d) = if d.is_negative() { ("ago", -d) } else { ("in", d) };
+    let (sign, d) = if d.is_negative() {
+        ("ago", -d)
+    } else {
+        ("in", d)
+    };
     let mins = d.whole_minutes();
     let text = if mins >= 120 {
         format!("{}h{:02}m", mins / 60, mins % 60)
@@ -115,7 +120,11 @@ fn ago_or_in(t: &str, now: OffsetDateTime) -> String {
     } else {
         format!("{}s", d.whole_seconds())
     };
-    if sign == "in" { format!("in {text}") } else { format!("{text} ago") }
+    if sign == "in" {
+        format!("in {text}")
+    } else {
+        format!("{text} ago")
+    }
 }
 
 /// `credvend status`.
@@ -129,7 +138,12 @@ pub async fn status(ctx: &Context, args: StatusArgs) -> anyhow::Result<ExitCode>
     println!("credvend {} (pid {})", report.version, report.pid);
     println!("listeners:");
     for l in &report.listeners {
-        println!("  {:4}  {:21}  {}", l.kind, l.address, l.profiles.join(", "));
+        println!(
+            "  {:4}  {:21}  {}",
+            l.kind,
+            l.address,
+            l.profiles.join(", ")
+        );
     }
     println!("profiles:");
     for p in &report.profiles {
@@ -172,13 +186,26 @@ fn read_code(args: &LoginArgs, serial: Option<&str>) -> anyhow::Result<SecretStr
 }
 
 fn local_chain(profile: &str) -> anyhow::Result<Chain> {
-    let set = load_profiles(&crate::paths::aws_config_file(), &crate::paths::aws_credentials_file())
-        .map_err(anyhow::Error::msg)?;
-    Ok(resolve::resolve(&set, profile, &Env::from_process(), &resolve::read_file)?)
+    let set = load_profiles(
+        &crate::paths::aws_config_file(),
+        &crate::paths::aws_credentials_file(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    Ok(resolve::resolve(
+        &set,
+        profile,
+        &Env::from_process(),
+        &resolve::read_file,
+    )?)
 }
 
 async fn local_minter(ctx: &Context, interactive: bool) -> anyhow::Result<Minter> {
-    Ok(Minter::new(ctx.open_keystore(interactive).await?, ClientOptions::default()))
+    let opts = ctx.keystore_options(interactive);
+    let store = KeyStore::open(opts.clone()).await?;
+    Ok(Minter::new(
+        Keys::ready(store, opts),
+        ClientOptions::default(),
+    ))
 }
 
 /// `credvend login PROFILE`.
@@ -187,7 +214,10 @@ pub async fn login(ctx: &Context, args: LoginArgs) -> anyhow::Result<ExitCode> {
     if let Some(c) = &chain
         && c.mfa_serial().is_none()
     {
-        bail!("profile `{}` has no mfa_serial in its chain, so it needs no MFA code", args.profile);
+        bail!(
+            "profile `{}` has no mfa_serial in its chain, so it needs no MFA code",
+            args.profile
+        );
     }
     let code = read_code(&args, chain.as_ref().and_then(|c| c.mfa_serial()))?;
     let req = Request::Login {
@@ -199,31 +229,55 @@ pub async fn login(ctx: &Context, args: LoginArgs) -> anyhow::Result<ExitCode> {
         Err(ClientError::NotRunning(_)) => {
             // No daemon: mint and cache the MFA session directly; the daemon picks it up later.
             let chain = chain.context("the profile is not usable")?;
-            let Request::Login { code, .. } = req else { unreachable!() };
+            let Request::Login { code, .. } = req else {
+                unreachable!()
+            };
             let minter = local_minter(ctx, true).await?;
             let expiry = minter.login(&chain, code).await?;
             format_aws_time(expiry)
         }
         Err(e) => return Err(e.into()),
     };
-    eprintln!("credvend: MFA session for `{}` valid until {expiry}", args.profile);
+    eprintln!(
+        "credvend: MFA session for `{}` valid until {expiry}",
+        args.profile
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 /// `credvend refresh PROFILE`.
 pub async fn refresh(ctx: &Context, args: ProfileArg) -> anyhow::Result<ExitCode> {
-    control::call(&ctx.control_socket(), &Request::Refresh { profile: args.profile.clone() }).await?;
-    eprintln!("credvend: refreshing `{}` (see `credvend status`)", args.profile);
+    control::call(
+        &ctx.control_socket(),
+        &Request::Refresh {
+            profile: args.profile.clone(),
+        },
+    )
+    .await?;
+    eprintln!(
+        "credvend: refreshing `{}` (see `credvend status`)",
+        args.profile
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 /// `credvend lock [PROFILE]`.
 pub async fn lock(ctx: &Context, args: LockArgs) -> anyhow::Result<ExitCode> {
-    let v = control::call(&ctx.control_socket(), &Request::Lock { profile: args.profile }).await?;
+    let v = control::call(
+        &ctx.control_socket(),
+        &Request::Lock {
+            profile: args.profile,
+        },
+    )
+    .await?;
     let names: Vec<String> = serde_json::from_value(v["locked"].clone()).unwrap_or_default();
     eprintln!(
         "credvend: forgot the temporary credentials of {}; `credvend refresh PROFILE` mints new ones",
-        if names.is_empty() { "no profile".into() } else { names.join(", ") }
+        if names.is_empty() {
+            "no profile".into()
+        } else {
+            names.join(", ")
+        }
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -231,7 +285,14 @@ pub async fn lock(ctx: &Context, args: LockArgs) -> anyhow::Result<ExitCode> {
 /// The current temporary credentials as Version 1 JSON: from the daemon when it serves the
 /// profile, else minted here.
 async fn current_credentials(ctx: &Context, profile: &str) -> anyhow::Result<serde_json::Value> {
-    match control::call(&ctx.control_socket(), &Request::Credentials { profile: profile.to_owned() }).await {
+    match control::call(
+        &ctx.control_socket(),
+        &Request::Credentials {
+            profile: profile.to_owned(),
+        },
+    )
+    .await
+    {
         Ok(v) => return Ok(v),
         Err(ClientError::NotRunning(_)) => {}
         Err(ClientError::Daemon(msg)) if msg.contains("does not serve profile") => {}
@@ -263,19 +324,22 @@ pub async fn credential_process(ctx: &Context, args: ProfileArg) -> anyhow::Resu
 }
 
 /// Environment changes (`Some` = set, `None` = unset) pointing an SDK at the daemon.
-async fn endpoint_env(ctx: &Context, profile: &str, container: bool) -> anyhow::Result<Vec<(String, Option<String>)>> {
+async fn endpoint_env(
+    ctx: &Context,
+    profile: &str,
+    container: bool,
+) -> anyhow::Result<Vec<(String, Option<String>)>> {
     let report = daemon_status(ctx).await?;
-    let mut vars: Vec<(String, Option<String>)> = CONFLICTING.iter().map(|k| (k.to_string(), None)).collect();
+    let mut vars: Vec<(String, Option<String>)> =
+        CONFLICTING.iter().map(|k| (k.to_string(), None)).collect();
     let mut set = |k: &str, v: String| {
         vars.retain(|(name, _)| name != k);
         vars.push((k.to_owned(), Some(v)));
     };
     if container {
-        let ecs = report
-            .listeners
-            .iter()
-            .find(|l| l.kind == "ecs")
-            .context("the daemon has no ECS listener: add an [ecs] section to config.toml and reload it")?;
+        let ecs = report.listeners.iter().find(|l| l.kind == "ecs").context(
+            "the daemon has no ECS listener: add an [ecs] section to config.toml and reload it",
+        )?;
         let token = report
             .profiles
             .iter()
@@ -284,9 +348,15 @@ async fn endpoint_env(ctx: &Context, profile: &str, container: bool) -> anyhow::
             .with_context(|| format!("the ECS endpoint does not serve profile `{profile}`: list it in [ecs] profiles of config.toml and reload"))?;
         let addr: std::net::SocketAddr = ecs.address.parse().context("bad ECS listener address")?;
         let host = if addr.ip().is_unspecified() || addr.ip().is_loopback() {
-            if addr.is_ipv4() { "127.0.0.1".to_owned() } else { "[::1]".to_owned() }
+            if addr.is_ipv4() {
+                "127.0.0.1".to_owned()
+            } else {
+                "[::1]".to_owned()
+            }
         } else {
-            eprintln!("credvend: warning: the ECS endpoint listens on {addr}; SDKs accept plain http only on loopback and 169.254.170.2/.23");
+            eprintln!(
+                "credvend: warning: the ECS endpoint listens on {addr}; SDKs accept plain http only on loopback and 169.254.170.2/.23"
+            );
             match addr.ip() {
                 std::net::IpAddr::V4(ip) => ip.to_string(),
                 std::net::IpAddr::V6(ip) => format!("[{ip}]"),
@@ -294,7 +364,11 @@ async fn endpoint_env(ctx: &Context, profile: &str, container: bool) -> anyhow::
         };
         set(
             "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-            format!("http://{host}:{}{}", addr.port(), crate::daemon::ecs::path_for(profile)),
+            format!(
+                "http://{host}:{}{}",
+                addr.port(),
+                crate::daemon::ecs::path_for(profile)
+            ),
         );
         set("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", token);
     } else {
@@ -308,7 +382,10 @@ async fn endpoint_env(ctx: &Context, profile: &str, container: bool) -> anyhow::
                      to config.toml and reload, or use `credvend env {profile} --container`"
                 )
             })?;
-        set("AWS_EC2_METADATA_SERVICE_ENDPOINT", format!("http://{}/", imds.address));
+        set(
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+            format!("http://{}/", imds.address),
+        );
     }
     if let Ok(chain) = local_chain(profile) {
         set("AWS_REGION", chain.region.clone());
@@ -322,10 +399,16 @@ pub async fn env(ctx: &Context, args: EnvArgs) -> anyhow::Result<ExitCode> {
     if args.static_ {
         let c = current_credentials(ctx, &args.profile).await?;
         let get = |k: &str| c[k].as_str().map(str::to_owned);
-        let (Some(id), Some(secret), Some(token), Some(exp)) =
-            (get("AccessKeyId"), get("SecretAccessKey"), get("SessionToken"), get("Expiration"))
-        else {
-            bail!("the daemon returned incomplete credentials for `{}`", args.profile);
+        let (Some(id), Some(secret), Some(token), Some(exp)) = (
+            get("AccessKeyId"),
+            get("SecretAccessKey"),
+            get("SessionToken"),
+            get("Expiration"),
+        ) else {
+            bail!(
+                "the daemon returned incomplete credentials for `{}`",
+                args.profile
+            );
         };
         if !id.starts_with("ASIA") && token.is_empty() {
             bail!("refusing to print credentials without a session token");
@@ -337,7 +420,10 @@ pub async fn env(ctx: &Context, args: EnvArgs) -> anyhow::Result<ExitCode> {
         println!("export AWS_SECRET_ACCESS_KEY={}", shell_quote(&secret));
         println!("export AWS_SESSION_TOKEN={}", shell_quote(&token));
         println!("export AWS_CREDENTIAL_EXPIRATION={}", shell_quote(&exp));
-        eprintln!("credvend: these credentials expire at {exp} and will not refresh; prefer `credvend exec {}` for long jobs", args.profile);
+        eprintln!(
+            "credvend: these credentials expire at {exp} and will not refresh; prefer `credvend exec {}` for long jobs",
+            args.profile
+        );
         return Ok(ExitCode::SUCCESS);
     }
     for (k, v) in endpoint_env(ctx, &args.profile, args.container).await? {
@@ -352,7 +438,9 @@ pub async fn env(ctx: &Context, args: EnvArgs) -> anyhow::Result<ExitCode> {
 /// `credvend exec PROFILE -- CMD...`: replaces this process with CMD.
 pub fn exec(ctx: Context, args: ExecArgs) -> anyhow::Result<ExitCode> {
     use std::os::unix::process::CommandExt;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let vars = rt.block_on(endpoint_env(&ctx, &args.profile, true))?;
     drop(rt);
     let mut cmd = std::process::Command::new(&args.command[0]);

@@ -80,7 +80,9 @@ fn check_key(key: &LongTermKey) -> anyhow::Result<()> {
         bail!("the access key id is empty or contains spaces");
     }
     if id.starts_with("ASIA") {
-        bail!("{id} is a temporary access key (ASIA…); credvend stores long-term keys (AKIA…) and mints temporary ones itself");
+        bail!(
+            "{id} is a temporary access key (ASIA…); credvend stores long-term keys (AKIA…) and mints temporary ones itself"
+        );
     }
     let secret = key.secret_access_key.expose_secret();
     if secret.is_empty() || secret.chars().any(|c| c.is_whitespace()) {
@@ -108,14 +110,23 @@ fn read_key(args: &AddArgs) -> anyhow::Result<LongTermKey> {
     let id = match &args.access_key_id {
         Some(id) => id.trim().to_owned(),
         None if interactive => prompt_line("Access key ID: ")?,
-        None => bail!("no terminal to prompt on: pass --access-key-id ID --secret-stdin, or --from-env"),
+        None => {
+            bail!("no terminal to prompt on: pass --access-key-id ID --secret-stdin, or --from-env")
+        }
     };
     let secret = if args.secret_stdin {
         let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line).context("reading the secret from stdin")?;
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the secret from stdin")?;
         SecretString::from(line.trim_end_matches(['\n', '\r']).to_owned())
     } else if interactive {
-        SecretString::from(rpassword::prompt_password("Secret access key (not shown): ")?.trim().to_owned())
+        SecretString::from(
+            rpassword::prompt_password("Secret access key (not shown): ")?
+                .trim()
+                .to_owned(),
+        )
     } else {
         bail!("no terminal to prompt on: pass --secret-stdin and write the secret to stdin");
     };
@@ -130,23 +141,42 @@ fn read_key(args: &AddArgs) -> anyhow::Result<LongTermKey> {
 /// profile stripped of everything that would make it a role or process profile.
 fn verify_target(set: &ProfileSet, profile: &str) -> anyhow::Result<StsTarget> {
     const NOT_ENDPOINT: &[&str] = &[
-        "role_arn", "source_profile", "credential_process", "web_identity_token_file", "mfa_serial",
-        "credvend_federation_name", "credential_source", "sso_session", "sso_start_url", "duration_seconds",
+        "role_arn",
+        "source_profile",
+        "credential_process",
+        "web_identity_token_file",
+        "mfa_serial",
+        "credvend_federation_name",
+        "credential_source",
+        "sso_session",
+        "sso_start_url",
+        "duration_seconds",
     ];
     let mut set = set.clone();
-    let mut section = set.profiles.remove(profile).unwrap_or_else(|| crate::profile::file::Section {
-        name: profile.to_owned(),
-        properties: Default::default(),
-    });
-    section.properties.retain(|k, _| !NOT_ENDPOINT.contains(&k.as_str()));
+    let mut section =
+        set.profiles
+            .remove(profile)
+            .unwrap_or_else(|| crate::profile::file::Section {
+                name: profile.to_owned(),
+                properties: Default::default(),
+            });
+    section
+        .properties
+        .retain(|k, _| !NOT_ENDPOINT.contains(&k.as_str()));
     set.profiles.insert(profile.to_owned(), section);
     let chain = resolve::resolve(&set, profile, &Env::from_process(), &resolve::read_file)?;
-    Ok(chain.session.map(|s| s.target).expect("a plain keys profile resolves to GetSessionToken"))
+    Ok(chain
+        .session
+        .map(|s| s.target)
+        .expect("a plain keys profile resolves to GetSessionToken"))
 }
 
 fn profiles() -> anyhow::Result<ProfileSet> {
-    load_profiles(&crate::paths::aws_config_file(), &crate::paths::aws_credentials_file())
-        .map_err(anyhow::Error::msg)
+    load_profiles(
+        &crate::paths::aws_config_file(),
+        &crate::paths::aws_credentials_file(),
+    )
+    .map_err(anyhow::Error::msg)
 }
 
 /// `credvend add PROFILE`.
@@ -187,7 +217,7 @@ pub async fn add(ctx: &Context, args: AddArgs) -> anyhow::Result<ExitCode> {
         store.backend()
     );
     if let Some(note) = store.backend().persistence_note() {
-        eprintln!("credvend: note: {note}");
+        eprintln!("credvend: {note}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -198,17 +228,24 @@ pub async fn import(ctx: &Context, args: ImportArgs) -> anyhow::Result<ExitCode>
     let path = crate::paths::aws_credentials_file();
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read the credentials file {}", path.display()))?;
-    let found = edit::find_keys(&text, &args.profiles).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let found = edit::find_keys(&text, &args.profiles)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     for wanted in &args.profiles {
         if !found.iter().any(|f| &f.profile == wanted) {
-            bail!("{} has no aws_access_key_id / aws_secret_access_key for profile `{wanted}`", path.display());
+            bail!(
+                "{} has no aws_access_key_id / aws_secret_access_key for profile `{wanted}`",
+                path.display()
+            );
         }
     }
     let store = ctx.open_keystore(true).await?;
     let mut imported = Vec::new();
     for f in &found {
         if f.has_session_token {
-            eprintln!("credvend: skipped `{}`: it holds temporary credentials (aws_session_token), not a long-term key", f.profile);
+            eprintln!(
+                "credvend: skipped `{}`: it holds temporary credentials (aws_session_token), not a long-term key",
+                f.profile
+            );
             continue;
         }
         let key = LongTermKey {
@@ -220,8 +257,10 @@ pub async fn import(ctx: &Context, args: ImportArgs) -> anyhow::Result<ExitCode>
             continue;
         }
         match store.get_key(&f.profile).await {
-            Ok(existing) if existing.access_key_id == key.access_key_id
-                && existing.secret_access_key.expose_secret() == key.secret_access_key.expose_secret() => {}
+            Ok(existing)
+                if existing.access_key_id == key.access_key_id
+                    && existing.secret_access_key.expose_secret()
+                        == key.secret_access_key.expose_secret() => {}
             Ok(_) if !args.force => bail!(
                 "profile `{}` already has different keys in the {}; pass --force to replace them",
                 f.profile,
@@ -232,9 +271,17 @@ pub async fn import(ctx: &Context, args: ImportArgs) -> anyhow::Result<ExitCode>
         // Read back before the file loses its copy.
         let back = store.get_key(&f.profile).await?;
         if back.secret_access_key.expose_secret() != key.secret_access_key.expose_secret() {
-            bail!("the keyring did not return the key just stored for `{}`; the credentials file was not changed", f.profile);
+            bail!(
+                "the keyring did not return the key just stored for `{}`; the credentials file was not changed",
+                f.profile
+            );
         }
-        eprintln!("credvend: imported {} for profile `{}` into the {}", key.access_key_id, f.profile, store.backend());
+        eprintln!(
+            "credvend: imported {} for profile `{}` into the {}",
+            key.access_key_id,
+            f.profile,
+            store.backend()
+        );
         imported.push(f.profile.clone());
     }
     if imported.is_empty() {
@@ -246,15 +293,21 @@ pub async fn import(ctx: &Context, args: ImportArgs) -> anyhow::Result<ExitCode>
         let blanked = blank_secrets(&text, &imported);
         let backup = path.with_file_name(format!(
             "{}.credvend-backup",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("credentials")
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("credentials")
         ));
         crate::paths::write_private_file(&backup, blanked.as_bytes())
             .with_context(|| format!("cannot write the backup {}", backup.display()))?;
-        let new = edit::remove_keys(&text, &imported).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777).unwrap_or(0o600);
+        let new = edit::remove_keys(&text, &imported)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let mode = std::fs::metadata(&path)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0o600);
         crate::paths::write_private_file(&path, new.as_bytes())
             .with_context(|| format!("cannot rewrite {}", path.display()))?;
-        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o600 | 0o600));
+        let _ =
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o600 | 0o600));
         eprintln!(
             "credvend: removed the imported keys from {} (backup with secrets blanked: {})",
             path.display(),
@@ -267,7 +320,7 @@ pub async fn import(ctx: &Context, args: ImportArgs) -> anyhow::Result<ExitCode>
         );
     }
     if let Some(note) = store.backend().persistence_note() {
-        eprintln!("credvend: note: {note}");
+        eprintln!("credvend: {note}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -342,7 +395,9 @@ pub async fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<ExitCode> {
         eprintln!("credvend: cannot read the keyring: {e}");
     }
     if rows.is_empty() {
-        println!("no profiles: the AWS config is empty and the keyring holds no keys (add one with `credvend add NAME`)");
+        println!(
+            "no profiles: the AWS config is empty and the keyring holds no keys (add one with `credvend add NAME`)"
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let width = names.iter().map(|n| n.len()).max().unwrap_or(7).max(7);
@@ -354,7 +409,11 @@ pub async fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<ExitCode> {
             .map(str::to_owned)
             .or_else(|| row["error"].as_str().map(|e| format!("error: {e}")))
             .unwrap_or_else(|| "(not in the AWS config)".into());
-        println!("{:width$}  {:4}  {source}", row["profile"].as_str().unwrap_or_default(), keys);
+        println!(
+            "{:width$}  {:4}  {source}",
+            row["profile"].as_str().unwrap_or_default(),
+            keys
+        );
     }
     if let Some(b) = backend {
         println!("\nkeys are read from the {b}");
@@ -368,9 +427,17 @@ pub async fn remove(ctx: &Context, args: RemoveArgs) -> anyhow::Result<ExitCode>
     let had_key = store.delete_key(&args.profile).await?;
     let had_session = store.delete_session(&args.profile).await?;
     if !had_key && !had_session {
-        bail!("nothing is stored for profile `{}` in the {}", args.profile, store.backend());
+        bail!(
+            "nothing is stored for profile `{}` in the {}",
+            args.profile,
+            store.backend()
+        );
     }
-    eprintln!("credvend: removed the stored keys of `{}` from the {}", args.profile, store.backend());
+    eprintln!(
+        "credvend: removed the stored keys of `{}` from the {}",
+        args.profile,
+        store.backend()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -385,7 +452,12 @@ mod tests {
             secret_access_key: SecretString::from(s.to_owned()),
         };
         assert!(check_key(&k("AKIAIOSFODNN7EXAMPLE", "abc")).is_ok());
-        assert!(check_key(&k("ASIAIOSFODNN7EXAMPLE", "abc")).unwrap_err().to_string().contains("temporary"));
+        assert!(
+            check_key(&k("ASIAIOSFODNN7EXAMPLE", "abc"))
+                .unwrap_err()
+                .to_string()
+                .contains("temporary")
+        );
         assert!(check_key(&k("", "abc")).is_err());
         assert!(check_key(&k("AKIA", "a b")).is_err());
     }

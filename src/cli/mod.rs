@@ -43,7 +43,13 @@ pub struct Cli {
 
     /// Where long-term keys are stored: auto picks the platform's keyring (on Linux the Secret
     /// Service, or the kernel keyring when no Secret Service answers)
-    #[arg(long, global = true, value_name = "STORE", env = "CREDVEND_KEYSTORE", default_value = "auto")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "STORE",
+        env = "CREDVEND_KEYSTORE",
+        default_value = "auto"
+    )]
     keystore: Choice,
 
     /// Directory for the control socket and token files [default: $XDG_RUNTIME_DIR/credvend]
@@ -61,62 +67,76 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Store a long-term access key pair for PROFILE in the keyring
-    #[command(long_about = "Store a long-term access key pair for PROFILE in the keyring.\n\n\
+    #[command(
+        long_about = "Store a long-term access key pair for PROFILE in the keyring.\n\n\
         Without flags, prompts for the access key id and (without echo) the secret. The key is checked \
         with STS GetCallerIdentity before it is stored, against the profile's STS endpoint \
         (endpoint_url / region of the AWS config), unless --no-verify is given. Existing keys are \
-        replaced only with --force.")]
+        replaced only with --force."
+    )]
     Add(keys::AddArgs),
     /// Move keys from the plaintext shared credentials file into the keyring
-    #[command(long_about = "Move keys from the plaintext shared credentials file (AWS_SHARED_CREDENTIALS_FILE, \
+    #[command(
+        long_about = "Move keys from the plaintext shared credentials file (AWS_SHARED_CREDENTIALS_FILE, \
         default ~/.aws/credentials) into the keyring: all profiles with keys, or the PROFILEs named.\n\n\
         Without --remove the file is left as it is. With --remove the key lines of the imported profiles \
         are deleted from the file and every other line, comment and byte is kept; a copy of the original \
         with the secrets blanked is written next to it (mode 0600) first. Temporary credentials \
-        (profiles with aws_session_token) are skipped.")]
+        (profiles with aws_session_token) are skipped."
+    )]
     Import(keys::ImportArgs),
     /// List profiles of the AWS config and whether the keyring holds keys for them
     List(keys::ListArgs),
     /// Delete the stored keys (and any cached MFA session) of PROFILE
     Remove(keys::RemoveArgs),
     /// Run the daemon in the foreground (systemd and launchd run exactly this)
-    #[command(long_about = "Run the daemon in the foreground (systemd and launchd run exactly this).\n\n\
+    #[command(
+        long_about = "Run the daemon in the foreground (systemd and launchd run exactly this).\n\n\
         Mints credentials for every served profile at start-up, then prints one line when every \
         listener is bound:\n\n  credvend ready imds=ADDR ecs=ADDR control=PATH\n\n\
         and tells systemd READY=1 when run under it. SIGTERM/SIGINT: stop accepting, finish in-flight \
         requests, exit. SIGHUP: reload both config files; a broken file is reported and the running \
-        configuration keeps serving.")]
+        configuration keeps serving."
+    )]
     Serve,
     /// Show what the running daemon is doing
     Status(client::StatusArgs),
     /// Give the daemon an MFA code for PROFILE
-    #[command(long_about = "Give the daemon an MFA code for PROFILE. Prompts when --code is absent.\n\n\
+    #[command(
+        long_about = "Give the daemon an MFA code for PROFILE. Prompts when --code is absent.\n\n\
         The daemon mints one MFA-authenticated session (GetSessionToken) and assumes the profile's roles \
         from it until the session expires (12 h by default); the session is cached in the keyring, so it \
-        survives daemon restarts. Without a running daemon the session is minted and cached directly.")]
+        survives daemon restarts. Without a running daemon the session is minted and cached directly."
+    )]
     Login(client::LoginArgs),
     /// Mint new credentials for PROFILE now
     Refresh(client::ProfileArg),
     /// Forget temporary credentials (of PROFILE, or of every profile)
     Lock(client::LockArgs),
     /// Print shell `export` lines that point SDKs at the daemon
-    #[command(long_about = "Print shell lines that point AWS SDKs at the daemon for PROFILE; use as \
+    #[command(
+        long_about = "Print shell lines that point AWS SDKs at the daemon for PROFILE; use as \
         `eval \"$(credvend env dev)\"`.\n\n\
         Default: the IMDS endpoint serving PROFILE (AWS_EC2_METADATA_SERVICE_ENDPOINT).\n\
         --container: the ECS endpoint and PROFILE's token file (AWS_CONTAINER_CREDENTIALS_FULL_URI, \
         AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE).\n\
         --static: the current temporary credentials themselves, for tools that read only the environment; \
-        they do not refresh. Long-term keys are never printed.")]
+        they do not refresh. Long-term keys are never printed."
+    )]
     Env(client::EnvArgs),
     /// Run CMD with the container endpoint of PROFILE in its environment
-    #[command(long_about = "Run CMD with the environment of `credvend env PROFILE --container`, so it \
+    #[command(
+        long_about = "Run CMD with the environment of `credvend env PROFILE --container`, so it \
         keeps getting fresh credentials however long it runs. credvend replaces itself with CMD: exit \
-        status and signals are CMD's own.")]
+        status and signals are CMD's own."
+    )]
     Exec(client::ExecArgs),
     /// Print credential_process Version 1 JSON for PROFILE
-    #[command(long_about = "Print credential_process Version 1 JSON for PROFILE, for \
+    #[command(
+        long_about = "Print credential_process Version 1 JSON for PROFILE, for \
         `credential_process = credvend credential-process NAME` in an AWS config. Asks the daemon when \
-        it runs and serves PROFILE, else mints directly.")]
+        it runs and serves PROFILE, else mints directly."
+    )]
     CredentialProcess(client::ProfileArg),
     /// Install and start the systemd user service (or launchd agent)
     InstallService(service::InstallArgs),
@@ -133,9 +153,11 @@ pub struct Context {
 }
 
 impl Context {
-    /// Opens the key store for an interactive command (a desktop keyring may prompt to unlock).
-    pub async fn open_keystore(&self, interactive: bool) -> anyhow::Result<KeyStore> {
-        let opts = OpenOptions {
+    /// How to open the key store. `interactive` commands let a desktop keyring show its unlock
+    /// prompt (bounded); the daemon never prompts. `CREDVEND_KEYRING_SERVICE` files entries under
+    /// another service name (tests, or several independent setups for one user).
+    pub fn keystore_options(&self, interactive: bool) -> OpenOptions {
+        let mut opts = OpenOptions {
             choice: self.keystore,
             prompt_timeout: if interactive {
                 keystore::cli_prompt_timeout()
@@ -144,7 +166,17 @@ impl Context {
             },
             ..OpenOptions::default()
         };
-        Ok(KeyStore::open(opts).await?)
+        if let Ok(service) = std::env::var("CREDVEND_KEYRING_SERVICE")
+            && !service.is_empty()
+        {
+            opts.service = service;
+        }
+        opts
+    }
+
+    /// Opens the key store now.
+    pub async fn open_keystore(&self, interactive: bool) -> anyhow::Result<KeyStore> {
+        Ok(KeyStore::open(self.keystore_options(interactive)).await?)
     }
 
     /// `STATE_DIR/control.sock`.
@@ -159,13 +191,22 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
         Command::Serve => "info",
-        _ => "warn",
+        _ => {
+            // Printing commands end quietly when their reader goes away (`credvend list | head`).
+            // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            }
+            "warn"
+        }
     };
     crate::logging::init(cli.log_format, default_level);
     let ctx = Context {
         config: cli.config,
         keystore: cli.keystore,
-        state_dir: cli.state_dir.unwrap_or_else(crate::paths::default_state_dir),
+        state_dir: cli
+            .state_dir
+            .unwrap_or_else(crate::paths::default_state_dir),
     };
     let result = match cli.command {
         Command::Serve => serve::run(ctx),
@@ -183,7 +224,9 @@ pub fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 async fn dispatch(ctx: Context, command: Command) -> anyhow::Result<ExitCode> {
@@ -205,7 +248,10 @@ async fn dispatch(ctx: Context, command: Command) -> anyhow::Result<ExitCode> {
 
 /// Quotes `s` for a POSIX shell.
 pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:=@,+%".contains(&b)) {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@,+%".contains(&b))
+    {
         return s.to_owned();
     }
     format!("'{}'", s.replace('\'', "'\\''"))

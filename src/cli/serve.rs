@@ -14,7 +14,8 @@ use super::Context;
 use crate::daemon::control;
 use crate::daemon::server::{Daemon, Sources};
 use crate::daemon::token::TokenKey;
-use crate::mint::Minter;
+use crate::keystore::KeyStore;
+use crate::mint::{Keys, Minter};
 use crate::paths;
 use crate::sts::ClientOptions;
 
@@ -34,15 +35,33 @@ pub fn run(ctx: Context) -> anyhow::Result<ExitCode> {
     rt.block_on(serve(ctx, inherited))
 }
 
-async fn serve(ctx: Context, inherited: Vec<crate::daemon::server::Inherited>) -> anyhow::Result<ExitCode> {
+async fn serve(
+    ctx: Context,
+    inherited: Vec<crate::daemon::server::Inherited>,
+) -> anyhow::Result<ExitCode> {
     paths::ensure_state_dir(&ctx.state_dir)?;
     let sources = Sources::new(ctx.config.clone());
     let loaded = sources.load().map_err(anyhow::Error::msg)?;
-    let key = TokenKey::load_or_create(&ctx.state_dir.join(paths::TOKEN_KEY))
-        .with_context(|| format!("cannot create the IMDS token key in {}", ctx.state_dir.display()))?;
-    let keystore = ctx.open_keystore(false).await?;
-    tracing::info!(keystore = %keystore.backend(), "long-term keys are read from the keyring");
-    let minter = Arc::new(Minter::new(keystore, ClientOptions::default()));
+    let key =
+        TokenKey::load_or_create(&ctx.state_dir.join(paths::TOKEN_KEY)).with_context(|| {
+            format!(
+                "cannot create the IMDS token key in {}",
+                ctx.state_dir.display()
+            )
+        })?;
+    let opts = ctx.keystore_options(false);
+    let keys = match KeyStore::open(opts.clone()).await {
+        Ok(store) => {
+            tracing::info!(keystore = %store.backend(), "long-term keys are read from the keyring");
+            Keys::ready(store, opts)
+        }
+        Err(e) => {
+            // Serve anyway: profiles report the problem, and every refresh retries the keyring.
+            tracing::error!("{e}");
+            Keys::lazy(opts)
+        }
+    };
+    let minter = Arc::new(Minter::new(keys, ClientOptions::default()));
     let daemon = Daemon::new(ctx.state_dir.clone(), key, minter, inherited);
 
     let mut term = signal(SignalKind::terminate())?;
@@ -51,9 +70,14 @@ async fn serve(ctx: Context, inherited: Vec<crate::daemon::server::Inherited>) -
 
     daemon.apply(loaded).await.map_err(anyhow::Error::msg)?;
     let socket = ctx.control_socket();
-    let control_listener = control::bind(&socket).with_context(|| format!("cannot bind the control socket {}", socket.display()))?;
+    let control_listener = control::bind(&socket)
+        .with_context(|| format!("cannot bind the control socket {}", socket.display()))?;
     let (control_stop, control_stop_rx) = watch::channel(false);
-    let control_task = tokio::spawn(control::serve(control_listener, daemon.clone(), control_stop_rx));
+    let control_task = tokio::spawn(control::serve(
+        control_listener,
+        daemon.clone(),
+        control_stop_rx,
+    ));
 
     let ready = daemon.ready_line(&socket).await;
     {

@@ -21,7 +21,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
@@ -173,7 +173,10 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::AddrInUse,
-            format!("another credvend is running with this state directory ({})", path.display()),
+            format!(
+                "another credvend is running with this state directory ({})",
+                path.display()
+            ),
         ));
     }
     let _ = std::fs::remove_file(path);
@@ -189,7 +192,11 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Serves control requests until `shutdown`.
-pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: UnixListener,
+    daemon: Arc<Daemon>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let uid = crate::paths::current_uid();
     loop {
         let stream = tokio::select! {
@@ -206,7 +213,10 @@ pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>, mut shutdown: wa
         match stream.peer_cred() {
             Ok(cred) if cred.uid() == uid => {}
             Ok(cred) => {
-                tracing::warn!(peer_uid = cred.uid(), "refused a control connection from another user");
+                tracing::warn!(
+                    peer_uid = cred.uid(),
+                    "refused a control connection from another user"
+                );
                 continue;
             }
             Err(e) => {
@@ -263,18 +273,31 @@ async fn execute(req: Request, daemon: &Arc<Daemon>) -> Response {
                         Err(e) => format!("invalid configuration: {e}"),
                     },
                     status: status_value(&cell.status()),
-                    expiration: current.as_ref().map(|v| format_aws_time(v.creds.expiration)),
+                    expiration: current
+                        .as_ref()
+                        .map(|v| format_aws_time(v.creds.expiration)),
                     access_key_id: current.as_ref().map(|v| v.creds.access_key_id.clone()),
                     requests: cell.requests(),
-                    mfa_serial: chain.as_ref().ok().and_then(|c| c.mfa_serial().map(str::to_owned)),
-                    ecs_token_file: daemon.ecs_token_path(&cell.name).await.map(|p| p.display().to_string()),
+                    mfa_serial: chain
+                        .as_ref()
+                        .ok()
+                        .and_then(|c| c.mfa_serial().map(str::to_owned)),
+                    ecs_token_file: daemon
+                        .ecs_token_path(&cell.name)
+                        .await
+                        .map(|p| p.display().to_string()),
                     name: cell.name.clone(),
                 });
             }
             let report = StatusReport {
                 version: env!("CARGO_PKG_VERSION").into(),
                 pid: std::process::id(),
-                listeners: daemon.listeners().await.into_iter().map(Into::into).collect(),
+                listeners: daemon
+                    .listeners()
+                    .await
+                    .into_iter()
+                    .map(Into::into)
+                    .collect(),
                 profiles,
             };
             ok(serde_json::to_value(report).expect("status serializes"))
@@ -312,7 +335,12 @@ async fn execute(req: Request, daemon: &Arc<Daemon>) -> Response {
         Request::Lock { profile } => {
             let names: Vec<String> = match profile {
                 Some(p) => vec![p],
-                None => daemon.profiles().await.into_iter().map(|(c, _)| c.name.clone()).collect(),
+                None => daemon
+                    .profiles()
+                    .await
+                    .into_iter()
+                    .map(|(c, _)| c.name.clone())
+                    .collect(),
             };
             for name in &names {
                 if !daemon.command(name, Command::Lock).await {
@@ -326,7 +354,10 @@ async fn execute(req: Request, daemon: &Arc<Daemon>) -> Response {
                 return fail(not_served(&profile));
             };
             let now = OffsetDateTime::now_utc();
-            match cell.current().filter(|v| Policy::servable(v.creds.expiration, now)) {
+            match cell
+                .current()
+                .filter(|v| Policy::servable(v.creds.expiration, now))
+            {
                 Some(v) => {
                     cell.count_request();
                     let c = &v.creds;
@@ -369,7 +400,9 @@ async fn not_served_or_broken(daemon: &Daemon, profile: &str) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// No daemon listens on the socket.
-    #[error("the credvend daemon is not running (no {0}); start it with `credvend serve` or `systemctl --user start credvend`")]
+    #[error(
+        "the credvend daemon is not running (no {0}); start it with `credvend serve` or `systemctl --user start credvend`"
+    )]
     NotRunning(String),
     /// The daemon answered with an error.
     #[error("{0}")]
@@ -393,18 +426,28 @@ pub async fn call(path: &Path, req: &Request) -> Result<serde_json::Value, Clien
     };
     let stream = match UnixStream::connect(path).await {
         Ok(s) => s,
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
             return Err(ClientError::NotRunning(shown));
         }
         Err(e) => return Err(io(e)),
     };
     let (read, mut write) = stream.into_split();
-    let mut line = serde_json::to_vec(&Envelope { v: VERSION, body: req }).expect("requests serialize");
+    let mut line = serde_json::to_vec(&Envelope {
+        v: VERSION,
+        body: req,
+    })
+    .expect("requests serialize");
     line.push(b'\n');
     write.write_all(&line).await.map_err(io)?;
     write.shutdown().await.map_err(io)?;
     let mut answer = String::new();
-    let read_fut = BufReader::new(read).read_line(&mut answer);
+    let mut reader = BufReader::new(read);
+    let read_fut = reader.read_line(&mut answer);
     // Login waits for STS; allow for its retries.
     tokio::time::timeout(Duration::from_secs(60), read_fut)
         .await
@@ -424,8 +467,12 @@ pub async fn call(path: &Path, req: &Request) -> Result<serde_json::Value, Clien
         detail: format!("unreadable answer: {e}"),
     })?;
     match env.body {
-        Response { ok: true, result, .. } => Ok(result.unwrap_or(serde_json::Value::Null)),
-        Response { error, .. } => Err(ClientError::Daemon(error.unwrap_or_else(|| "unknown error".into()))),
+        Response {
+            ok: true, result, ..
+        } => Ok(result.unwrap_or(serde_json::Value::Null)),
+        Response { error, .. } => Err(ClientError::Daemon(
+            error.unwrap_or_else(|| "unknown error".into()),
+        )),
     }
 }
 
@@ -440,11 +487,17 @@ mod tests {
             code: SecretString::from("123456"),
         };
         let text = serde_json::to_string(&Envelope { v: 1, body: &req }).unwrap();
-        assert_eq!(text, r#"{"v":1,"cmd":"login","profile":"dev","code":"123456"}"#);
+        assert_eq!(
+            text,
+            r#"{"v":1,"cmd":"login","profile":"dev","code":"123456"}"#
+        );
         let back: Envelope<Request> = serde_json::from_str(&text).unwrap();
         assert!(!format!("{:?}", back.body).contains("123456"));
-        let lock: Envelope<Request> = serde_json::from_str(r#"{"v":1,"cmd":"lock","profile":null}"#).unwrap();
+        let lock: Envelope<Request> =
+            serde_json::from_str(r#"{"v":1,"cmd":"lock","profile":null}"#).unwrap();
         assert!(matches!(lock.body, Request::Lock { profile: None }));
-        assert!(serde_json::from_str::<Envelope<Request>>(r#"{"v":1,"cmd":"format-disk"}"#).is_err());
+        assert!(
+            serde_json::from_str::<Envelope<Request>>(r#"{"v":1,"cmd":"format-disk"}"#).is_err()
+        );
     }
 }

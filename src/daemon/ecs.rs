@@ -52,7 +52,11 @@ fn json_error(status: StatusCode, code: &str, message: &str) -> Reply {
         "Code": code,
         "Message": message,
     });
-    Reply::new(status, "application/json", serde_json::to_vec(&body).expect("JSON values serialize"))
+    Reply::new(
+        status,
+        "application/json",
+        serde_json::to_vec(&body).expect("JSON values serialize"),
+    )
 }
 
 /// Decodes `%XX` escapes of a path segment; `None` when the result is not UTF-8.
@@ -94,7 +98,9 @@ impl EcsHandler {
     fn authorized(&self, profile: Option<&EcsProfile>, presented: &[u8]) -> bool {
         // Compare against a dummy for unknown profiles so timing does not tell names apart.
         const DUMMY: &[u8] = b"credvend-no-such-profile-token-credvend-no-such-profile-token";
-        let expected = profile.map(|p| p.token.expose_secret().as_bytes()).unwrap_or(DUMMY);
+        let expected = profile
+            .map(|p| p.token.expose_secret().as_bytes())
+            .unwrap_or(DUMMY);
         let equal: bool = expected.ct_eq(presented).into();
         equal && profile.is_some()
     }
@@ -110,8 +116,12 @@ impl Handler for EcsHandler {
             );
         };
         if !matches!(head.method, Method::GET | Method::HEAD) {
-            return json_error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "use GET")
-                .with_header(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "use GET",
+            )
+            .with_header(ALLOW, HeaderValue::from_static("GET, HEAD"));
         }
         let Some(presented) = head.headers.get(hyper::header::AUTHORIZATION) else {
             return json_error(
@@ -152,7 +162,9 @@ impl Handler for EcsHandler {
         let (code, message) = unavailable(cell);
         let status = match cell.status().phase {
             Phase::NeedsMfa | Phase::Locked => StatusCode::FORBIDDEN,
-            Phase::Error if code == "InvalidConfiguration" || code == "MissingKeys" => StatusCode::FORBIDDEN,
+            Phase::Error if code == "InvalidConfiguration" || code == "MissingKeys" => {
+                StatusCode::FORBIDDEN
+            }
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
         json_error(status, &code, &message)

@@ -87,7 +87,9 @@ impl Refusal {
     /// Text for the response and the log.
     pub fn message(self) -> &'static str {
         match self {
-            Refusal::ForeignHost => "the Host header does not name this endpoint; requests through other names are refused (DNS rebinding protection)",
+            Refusal::ForeignHost => {
+                "the Host header does not name this endpoint; requests through other names are refused (DNS rebinding protection)"
+            }
             Refusal::BrowserRequest => "requests from web browsers are refused",
         }
     }
@@ -130,7 +132,15 @@ impl HostPolicy {
         let (name, host_port) = split_host_port(host);
         if let Some(p) = host_port
             && p != port
-            && !(p == 80 && matches!(name, "169.254.169.254" | "[fd00:ec2::254]" | "169.254.170.2" | "169.254.170.23" | "[fd00:ec2::23]"))
+            && !(p == 80
+                && matches!(
+                    name,
+                    "169.254.169.254"
+                        | "[fd00:ec2::254]"
+                        | "169.254.170.2"
+                        | "169.254.170.23"
+                        | "[fd00:ec2::23]"
+                ))
         {
             // A port other than ours only makes sense through DNAT of the well-known addresses.
             return false;
@@ -159,12 +169,19 @@ pub fn check_request(head: &Head, hosts: &HostPolicy, port: u16) -> Result<(), R
             return Err(Refusal::BrowserRequest);
         }
     }
-    if head.headers.keys().any(|k| k.as_str().starts_with("sec-fetch-")) {
+    if head
+        .headers
+        .keys()
+        .any(|k| k.as_str().starts_with("sec-fetch-"))
+    {
         return Err(Refusal::BrowserRequest);
     }
     let mut host_headers = head.headers.get_all(hyper::header::HOST).iter();
     if let Some(host) = host_headers.next() {
-        let ok = host.to_str().map(|h| hosts.allows(h, port)).unwrap_or(false);
+        let ok = host
+            .to_str()
+            .map(|h| hosts.allows(h, port))
+            .unwrap_or(false);
         if !ok || host_headers.next().is_some() {
             return Err(Refusal::ForeignHost);
         }
@@ -301,7 +318,10 @@ fn into_response(reply: Reply, common: &[(HeaderName, HeaderValue)]) -> Response
     let mut resp = Response::new(Full::new(reply.body));
     *resp.status_mut() = reply.status;
     let h = resp.headers_mut();
-    h.insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static(reply.content_type));
+    h.insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static(reply.content_type),
+    );
     for (k, v) in common {
         h.insert(k.clone(), v.clone());
     }

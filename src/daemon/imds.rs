@@ -69,15 +69,22 @@ pub fn route(path: &str) -> Route {
         ["latest", "meta-data"] => Route::Listing("iam/\ninstance-id\nplacement/"),
         ["latest", "meta-data", "iam"] => Route::Listing("info\nsecurity-credentials/"),
         ["latest", "meta-data", "iam", "info"] => Route::IamInfo,
-        ["latest", "meta-data", "iam", "security-credentials" | "security-credentials-extended"] => {
-            Route::RoleList
-        }
-        ["latest", "meta-data", "iam", kind @ ("security-credentials" | "security-credentials-extended"), role] => {
-            Route::Credentials {
-                role: (*role).to_owned(),
-                extended: *kind == "security-credentials-extended",
-            }
-        }
+        [
+            "latest",
+            "meta-data",
+            "iam",
+            "security-credentials" | "security-credentials-extended",
+        ] => Route::RoleList,
+        [
+            "latest",
+            "meta-data",
+            "iam",
+            kind @ ("security-credentials" | "security-credentials-extended"),
+            role,
+        ] => Route::Credentials {
+            role: (*role).to_owned(),
+            extended: *kind == "security-credentials-extended",
+        },
         ["latest", "meta-data", "placement"] => Route::Listing("availability-zone\nregion"),
         ["latest", "meta-data", "placement", "region"] => Route::Region,
         ["latest", "meta-data", "placement", "availability-zone"] => Route::AvailabilityZone,
@@ -160,10 +167,7 @@ impl ImdsHandler {
             return page(StatusCode::BAD_REQUEST);
         };
         let token = self.key.issue(&self.listener_id, Self::now_unix(), ttl);
-        text(token).with_header(
-            HeaderName::from_static(TTL_HEADER),
-            HeaderValue::from(ttl),
-        )
+        text(token).with_header(HeaderName::from_static(TTL_HEADER), HeaderValue::from(ttl))
     }
 
     /// `None` when the request may proceed; otherwise the 401.
@@ -172,7 +176,10 @@ impl ImdsHandler {
             Some(v) => {
                 let ok = v
                     .to_str()
-                    .map(|t| self.key.verify(&self.listener_id, t.trim(), Self::now_unix()))
+                    .map(|t| {
+                        self.key
+                            .verify(&self.listener_id, t.trim(), Self::now_unix())
+                    })
                     .unwrap_or(false);
                 (!ok).then(|| page(StatusCode::UNAUTHORIZED))
             }
@@ -198,7 +205,11 @@ impl ImdsHandler {
                 access_key_id = %v.creds.access_key_id,
                 "vended credentials over IMDS"
             );
-            let body = if extended { &v.imds_extended_json } else { &v.imds_json };
+            let body = if extended {
+                &v.imds_extended_json
+            } else {
+                &v.imds_json
+            };
             return text(body.clone());
         }
         let (code, message) = unavailable(&self.cell);
@@ -237,9 +248,17 @@ impl ImdsHandler {
 
     fn iam_info(&self) -> Reply {
         let now = OffsetDateTime::now_utc();
-        match self.cell.current().filter(|v| Policy::servable(v.creds.expiration, now)) {
+        match self
+            .cell
+            .current()
+            .filter(|v| Policy::servable(v.creds.expiration, now))
+        {
             Some(v) => {
-                let account = v.creds.account_id.clone().unwrap_or_else(|| "000000000000".into());
+                let account = v
+                    .creds
+                    .account_id
+                    .clone()
+                    .unwrap_or_else(|| "000000000000".into());
                 let body = serde_json::json!({
                     "Code": "Success",
                     "LastUpdated": format_aws_time(v.issued),
@@ -263,7 +282,10 @@ pub fn unavailable(cell: &ProfileCell) -> (String, String) {
         (_, Some(p)) => (p.code, p.message),
         (Phase::Locked, None) => (
             "CredentialsLocked".into(),
-            format!("credentials for profile `{}` were locked; run `credvend refresh {}`", cell.name, cell.name),
+            format!(
+                "credentials for profile `{}` were locked; run `credvend refresh {}`",
+                cell.name, cell.name
+            ),
         ),
         (Phase::Starting, None) => (
             "CredentialsPending".into(),
@@ -349,8 +371,14 @@ mod tests {
         ] {
             assert_eq!(route(p), creds, "{p}");
         }
-        assert_eq!(route("/latest/meta-data/iam/security-credentials/"), Route::RoleList);
-        assert_eq!(route("/latest/meta-data/iam/security-credentials"), Route::RoleList);
+        assert_eq!(
+            route("/latest/meta-data/iam/security-credentials/"),
+            Route::RoleList
+        );
+        assert_eq!(
+            route("/latest/meta-data/iam/security-credentials"),
+            Route::RoleList
+        );
         assert_eq!(
             route("/latest/meta-data/iam/security-credentials-extended/dev"),
             Route::Credentials {
@@ -358,17 +386,29 @@ mod tests {
                 extended: true
             }
         );
-        assert_eq!(route("/latest/meta-data/placement/availability-zone/"), Route::AvailabilityZone);
+        assert_eq!(
+            route("/latest/meta-data/placement/availability-zone/"),
+            Route::AvailabilityZone
+        );
         assert_eq!(route("/latest/api/token"), Route::Token);
         assert_eq!(route("/latest/api/token/"), Route::Token);
         assert_eq!(route("/latest/user-data"), Route::NotFound);
-        assert_eq!(route("/latest/meta-data/iam/security-credentials/a/b"), Route::NotFound);
+        assert_eq!(
+            route("/latest/meta-data/iam/security-credentials/a/b"),
+            Route::NotFound
+        );
         assert_eq!(route("/2021-07-15/meta-data/"), Route::NotFound);
     }
 
     #[test]
     fn listings_have_no_trailing_newline() {
-        for p in ["/", "/latest", "/latest/meta-data/", "/latest/meta-data/iam/", "/latest/dynamic/"] {
+        for p in [
+            "/",
+            "/latest",
+            "/latest/meta-data/",
+            "/latest/meta-data/iam/",
+            "/latest/dynamic/",
+        ] {
             if let Route::Listing(body) = route(p) {
                 assert!(!body.ends_with('\n') && !body.ends_with(' '), "{p}");
             } else {

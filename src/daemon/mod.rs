@@ -1,9 +1,12 @@
 //! The daemon: per-profile credential cells, the refresher that fills them, and the IMDS and ECS
 //! endpoints that serve them.
 
+pub mod control;
 pub mod ecs;
 pub mod http;
 pub mod imds;
 pub mod policy;
+pub mod refresher;
+pub mod server;
 pub mod state;
 pub mod token;

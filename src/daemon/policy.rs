@@ -80,12 +80,19 @@ impl Policy {
     /// `lifetime` when rotations succeed (used by tests and `status`).
     pub fn guaranteed_remaining(&self, lifetime: Duration) -> Duration {
         let head_start = HEAD_START.min(lifetime / 10);
-        self.lead(lifetime).saturating_sub(head_start).min(self.settings.margin)
+        self.lead(lifetime)
+            .saturating_sub(head_start)
+            .min(self.settings.margin)
     }
 
     /// Delay before retry number `failures` (1 = first retry) when `remaining` is left on the
     /// credentials being served (`None` when there are none).
-    pub fn retry_after(&self, failures: u32, remaining: Option<Duration>, jitter_unit: f64) -> Duration {
+    pub fn retry_after(
+        &self,
+        failures: u32,
+        remaining: Option<Duration>,
+        jitter_unit: f64,
+    ) -> Duration {
         let exp = RETRY_BASE
             .checked_mul(1u32 << failures.saturating_sub(1).min(16))
             .unwrap_or(RETRY_CAP)
@@ -170,7 +177,10 @@ mod tests {
             assert!(left >= time::Duration::seconds(860), "{left}");
             assert!(at >= T0 + time::Duration::seconds(5));
         }
-        assert_eq!(p.guaranteed_remaining(Duration::from_secs(900)), Duration::from_secs(800));
+        assert_eq!(
+            p.guaranteed_remaining(Duration::from_secs(900)),
+            Duration::from_secs(800)
+        );
     }
 
     #[test]
@@ -189,14 +199,19 @@ mod tests {
         let p = Policy {
             settings: RefreshSettings::default(),
         };
-        let ceilings: Vec<u64> = (1..=10).map(|n| p.retry_after(n, None, 1.0).as_secs()).collect();
+        let ceilings: Vec<u64> = (1..=10)
+            .map(|n| p.retry_after(n, None, 1.0).as_secs())
+            .collect();
         assert_eq!(ceilings, [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
         assert!(p.retry_after(3, None, 0.0) >= Duration::from_secs(4));
         assert_eq!(
             p.retry_after(10, Some(Duration::from_secs(400)), 1.0),
             Duration::from_secs(100)
         );
-        assert_eq!(p.retry_after(10, Some(Duration::from_secs(1)), 1.0), RETRY_BASE);
+        assert_eq!(
+            p.retry_after(10, Some(Duration::from_secs(1)), 1.0),
+            RETRY_BASE
+        );
     }
 
     #[test]

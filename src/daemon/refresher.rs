@@ -116,7 +116,9 @@ async fn run(
                     if left <= time::Duration::ZERO {
                         break;
                     }
-                    Duration::try_from(left).unwrap_or(WALL_CLOCK_CHECK).min(WALL_CLOCK_CHECK)
+                    Duration::try_from(left)
+                        .unwrap_or(WALL_CLOCK_CHECK)
+                        .min(WALL_CLOCK_CHECK)
                 }
                 None => WALL_CLOCK_CHECK,
             };

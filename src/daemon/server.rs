@@ -140,12 +140,29 @@ impl Spec {
     }
 }
 
+/// Identity of a listener across reloads: kind, configured address, and its position among
+/// listeners with that kind and address (so `127.0.0.1:0` listeners keep their ports too).
+type ListenerKey = (&'static str, SocketAddr, usize);
+
+fn keys(specs: &[Spec]) -> Vec<ListenerKey> {
+    let mut out: Vec<ListenerKey> = Vec::with_capacity(specs.len());
+    for s in specs {
+        let nth = out
+            .iter()
+            .filter(|(k, a, _)| *k == s.kind() && *a == s.listen())
+            .count();
+        out.push((s.kind(), s.listen(), nth));
+    }
+    out
+}
+
 enum HandlerTx {
     Imds(watch::Sender<Arc<ImdsHandler>>),
     Ecs(watch::Sender<Arc<EcsHandler>>),
 }
 
 struct Listener {
+    key: ListenerKey,
     spec: Spec,
     addr: SocketAddr,
     handler: HandlerTx,
@@ -198,7 +215,10 @@ fn common_headers() -> Vec<(HeaderName, HeaderValue)> {
 
 fn imds_headers(started: OffsetDateTime) -> Vec<(HeaderName, HeaderValue)> {
     let mut h = common_headers();
-    h.push((hyper::header::ACCEPT_RANGES, HeaderValue::from_static("none")));
+    h.push((
+        hyper::header::ACCEPT_RANGES,
+        HeaderValue::from_static("none"),
+    ));
     let lm = started
         .format(&time::format_description::well_known::Rfc2822)
         .map(|s| s.replace("+0000", "GMT"))
@@ -211,7 +231,12 @@ fn imds_headers(started: OffsetDateTime) -> Vec<(HeaderName, HeaderValue)> {
 
 impl Daemon {
     /// A daemon with no configuration applied yet.
-    pub fn new(state_dir: PathBuf, key: TokenKey, minter: Arc<Minter>, inherited: Vec<Inherited>) -> Arc<Daemon> {
+    pub fn new(
+        state_dir: PathBuf,
+        key: TokenKey,
+        minter: Arc<Minter>,
+        inherited: Vec<Inherited>,
+    ) -> Arc<Daemon> {
         Arc::new(Daemon {
             state_dir,
             key: Arc::new(key),
@@ -241,7 +266,11 @@ impl Daemon {
     /// Profiles the ECS endpoint serves when `[ecs] profiles` is not given: every profile that
     /// resolves and whose chain can start (keys in the keyring, or a process / token file).
     async fn auto_ecs_profiles(&self, loaded: &Loaded) -> Vec<String> {
-        let with_keys: Option<BTreeSet<String>> = match self.minter.keystore().list_profiles().await {
+        let listed = match self.minter.keystore().await {
+            Ok(store) => store.list_profiles().await,
+            Err(e) => Err(e),
+        };
+        let with_keys: Option<BTreeSet<String>> = match listed {
             Ok(list) => Some(list.into_iter().collect()),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list the keyring; the ECS endpoint serves every profile that resolves");
@@ -252,12 +281,16 @@ impl Daemon {
             .profiles
             .profiles
             .keys()
-            .filter(|name| match resolve::resolve(&loaded.profiles, name, &loaded.env, &resolve::read_file) {
-                Ok(chain) => match &chain.base {
-                    Base::Keyring { profile } => with_keys.as_ref().is_none_or(|k| k.contains(profile)),
-                    _ => true,
-                },
-                Err(_) => false,
+            .filter(|name| {
+                match resolve::resolve(&loaded.profiles, name, &loaded.env, &resolve::read_file) {
+                    Ok(chain) => match &chain.base {
+                        Base::Keyring { profile } => {
+                            with_keys.as_ref().is_none_or(|k| k.contains(profile))
+                        }
+                        _ => true,
+                    },
+                    Err(_) => false,
+                }
             })
             .cloned()
             .collect()
@@ -294,7 +327,10 @@ impl Daemon {
             .iter()
             .position(|i| i.listener.local_addr().ok() == Some(want))
             .or_else(|| {
-                inner.inherited.iter().position(|i| i.name.as_deref() == Some(spec.kind()))
+                inner
+                    .inherited
+                    .iter()
+                    .position(|i| i.name.as_deref() == Some(spec.kind()))
             });
         if let Some(pos) = pos {
             let inherited = inner.inherited.remove(pos);
@@ -302,7 +338,8 @@ impl Daemon {
                 .listener
                 .set_nonblocking(true)
                 .map_err(|e| format!("inherited socket: {e}"))?;
-            return TcpListener::from_std(inherited.listener).map_err(|e| format!("inherited socket: {e}"));
+            return TcpListener::from_std(inherited.listener)
+                .map_err(|e| format!("inherited socket: {e}"));
         }
         let socket = if want.is_ipv4() {
             tokio::net::TcpSocket::new_v4()
@@ -323,12 +360,19 @@ impl Daemon {
             };
             format!("cannot listen on {want} for {}: {e}{fix}", spec.kind())
         })?;
-        socket.listen(1024).map_err(|e| format!("cannot listen on {want}: {e}"))
+        socket
+            .listen(1024)
+            .map_err(|e| format!("cannot listen on {want}: {e}"))
     }
 
     fn serve_options(&self, loaded: &Loaded, spec: &Spec, addr: SocketAddr) -> ServeOptions {
         let (allow, hosts, hop_limit, headers) = match spec {
-            Spec::Imds(l) => (l.allow.clone(), l.hosts.clone(), Some(l.hop_limit), imds_headers(self.started)),
+            Spec::Imds(l) => (
+                l.allow.clone(),
+                l.hosts.clone(),
+                Some(l.hop_limit),
+                imds_headers(self.started),
+            ),
             Spec::Ecs(l) => (l.allow.clone(), l.hosts.clone(), None, common_headers()),
         };
         ServeOptions {
@@ -340,15 +384,27 @@ impl Daemon {
         }
     }
 
-    fn imds_handler(&self, served: &BTreeMap<String, Served>, l: &ImdsListener, addr: SocketAddr) -> ImdsHandler {
+    fn imds_handler(
+        &self,
+        served: &BTreeMap<String, Served>,
+        l: &ImdsListener,
+        addr: SocketAddr,
+    ) -> ImdsHandler {
         let s = &served[&l.profile];
-        let region = s.chain.as_ref().map(|c| c.region.clone()).unwrap_or_else(|_| "us-east-1".into());
+        let region = s
+            .chain
+            .as_ref()
+            .map(|c| c.region.clone())
+            .unwrap_or_else(|_| "us-east-1".into());
         let listener_id = addr.to_string();
         ImdsHandler {
             instance_id: instance_id(&listener_id),
             listener_id,
             cell: s.cell.clone(),
-            role_name: l.role_name.clone().unwrap_or_else(|| role_name_for(&l.profile)),
+            role_name: l
+                .role_name
+                .clone()
+                .unwrap_or_else(|| role_name_for(&l.profile)),
             imds_v1: l.imds_v1,
             region,
             key: self.key.clone(),
@@ -374,7 +430,9 @@ impl Daemon {
         let chains: BTreeMap<String, Result<Arc<Chain>, ResolveError>> = wanted
             .iter()
             .map(|name| {
-                let chain = resolve::resolve(&loaded.profiles, name, &loaded.env, &resolve::read_file).map(Arc::new);
+                let chain =
+                    resolve::resolve(&loaded.profiles, name, &loaded.env, &resolve::read_file)
+                        .map(Arc::new);
                 if let Err(e) = &chain {
                     tracing::error!(profile = %name, "{e}");
                 }
@@ -387,16 +445,12 @@ impl Daemon {
         if let Some(e) = &config.ecs {
             specs.push(Spec::Ecs(e.clone()));
         }
-        let mut fresh: Vec<(Spec, TcpListener)> = Vec::new();
-        for spec in &specs {
-            let reused = spec.listen().port() != 0
-                && inner
-                    .listeners
-                    .iter()
-                    .any(|l| l.spec.listen() == spec.listen() && l.spec.kind() == spec.kind());
-            if !reused {
+        let spec_keys = keys(&specs);
+        let mut fresh: Vec<(ListenerKey, Spec, TcpListener)> = Vec::new();
+        for (spec, key) in specs.iter().zip(&spec_keys) {
+            if !inner.listeners.iter().any(|l| l.key == *key) {
                 match self.bind(&mut inner, spec).await {
-                    Ok(l) => fresh.push((spec.clone(), l)),
+                    Ok(l) => fresh.push((*key, spec.clone(), l)),
                     Err(e) => return Err(e),
                 }
             }
@@ -423,10 +477,12 @@ impl Daemon {
         // Stop profiles no longer served, or whose chain changed.
         let names: Vec<String> = served.keys().cloned().collect();
         for name in names {
-            let keep = chains.get(&name).is_some_and(|new| match (new, &served[&name].chain) {
-                (Ok(a), Ok(b)) => a == b && !refresh_changed,
-                _ => false,
-            });
+            let keep = chains
+                .get(&name)
+                .is_some_and(|new| match (new, &served[&name].chain) {
+                    (Ok(a), Ok(b)) => a == b && !refresh_changed,
+                    _ => false,
+                });
             if !keep {
                 let old = served.remove(&name).expect("listed");
                 old.stop();
@@ -462,7 +518,14 @@ impl Daemon {
                     None
                 }
             };
-            served.insert(name, Served { cell, chain, refresher });
+            served.insert(
+                name,
+                Served {
+                    cell,
+                    chain,
+                    refresher,
+                },
+            );
         }
         for (name, _) in inner.ecs_tokens.clone() {
             if !ecs_tokens.contains_key(&name) {
@@ -475,9 +538,11 @@ impl Daemon {
         let old = std::mem::take(&mut inner.listeners);
         let mut listeners = Vec::new();
         for l in old {
-            match specs.iter().find(|s| {
-                s.listen().port() != 0 && s.listen() == l.spec.listen() && s.kind() == l.spec.kind()
-            }) {
+            match spec_keys
+                .iter()
+                .position(|k| *k == l.key)
+                .map(|i| &specs[i])
+            {
                 Some(spec) => {
                     let mut l = l;
                     l.spec = spec.clone();
@@ -489,7 +554,7 @@ impl Daemon {
                 }
             }
         }
-        for (spec, tcp) in fresh {
+        for (key, spec, tcp) in fresh {
             let addr = tcp.local_addr().map_err(|e| e.to_string())?;
             let options = watch::channel(Arc::new(self.serve_options(&loaded, &spec, addr))).0;
             let (stop, stop_rx) = watch::channel(false);
@@ -502,17 +567,21 @@ impl Daemon {
             let (handler, task) = match &spec {
                 Spec::Imds(l) => {
                     let h = watch::channel(Arc::new(self.imds_handler(&served, l, addr))).0;
-                    let task = tokio::spawn(serve(tcp, h.subscribe(), options.subscribe(), stop_rx));
+                    let task =
+                        tokio::spawn(serve(tcp, h.subscribe(), options.subscribe(), stop_rx));
                     (HandlerTx::Imds(h), task)
                 }
                 Spec::Ecs(_) => {
-                    let h = watch::channel(Arc::new(self.ecs_handler(&served, &ecs_tokens, addr))).0;
-                    let task = tokio::spawn(serve(tcp, h.subscribe(), options.subscribe(), stop_rx));
+                    let h =
+                        watch::channel(Arc::new(self.ecs_handler(&served, &ecs_tokens, addr))).0;
+                    let task =
+                        tokio::spawn(serve(tcp, h.subscribe(), options.subscribe(), stop_rx));
                     (HandlerTx::Ecs(h), task)
                 }
             };
             tracing::info!(address = %addr, kind = spec.kind(), "listening");
             listeners.push(Listener {
+                key,
                 spec,
                 addr,
                 handler,
@@ -522,7 +591,8 @@ impl Daemon {
             });
         }
         for l in &listeners {
-            l.options.send_replace(Arc::new(self.serve_options(&loaded, &l.spec, l.addr)));
+            l.options
+                .send_replace(Arc::new(self.serve_options(&loaded, &l.spec, l.addr)));
             match (&l.handler, &l.spec) {
                 (HandlerTx::Imds(tx), Spec::Imds(spec)) => {
                     tx.send_replace(Arc::new(self.imds_handler(&served, spec, l.addr)));
@@ -587,22 +657,45 @@ impl Daemon {
     pub async fn ready_line(&self, control: &Path) -> String {
         let listeners = self.listeners().await;
         let join = |kind: &str| {
-            let v: Vec<String> = listeners.iter().filter(|l| l.kind == kind).map(|l| l.address.clone()).collect();
-            if v.is_empty() { "none".to_owned() } else { v.join(",") }
+            let v: Vec<String> = listeners
+                .iter()
+                .filter(|l| l.kind == kind)
+                .map(|l| l.address.clone())
+                .collect();
+            if v.is_empty() {
+                "none".to_owned()
+            } else {
+                v.join(",")
+            }
         };
-        format!("credvend ready imds={} ecs={} control={}", join("imds"), join("ecs"), control.display())
+        format!(
+            "credvend ready imds={} ecs={} control={}",
+            join("imds"),
+            join("ecs"),
+            control.display()
+        )
     }
 
     /// A served profile's cell and chain.
-    pub async fn profile(&self, name: &str) -> Option<(Arc<ProfileCell>, Result<Arc<Chain>, ResolveError>)> {
+    pub async fn profile(
+        &self,
+        name: &str,
+    ) -> Option<(Arc<ProfileCell>, Result<Arc<Chain>, ResolveError>)> {
         let inner = self.inner.lock().await;
-        inner.served.get(name).map(|s| (s.cell.clone(), s.chain.clone()))
+        inner
+            .served
+            .get(name)
+            .map(|s| (s.cell.clone(), s.chain.clone()))
     }
 
     /// Every served profile, by name.
     pub async fn profiles(&self) -> Vec<(Arc<ProfileCell>, Result<Arc<Chain>, ResolveError>)> {
         let inner = self.inner.lock().await;
-        inner.served.values().map(|s| (s.cell.clone(), s.chain.clone())).collect()
+        inner
+            .served
+            .values()
+            .map(|s| (s.cell.clone(), s.chain.clone()))
+            .collect()
     }
 
     /// Sends `cmd` to the refresher of `name`. False when the profile is not served or has no
@@ -610,7 +703,10 @@ impl Daemon {
     pub async fn command(&self, name: &str, cmd: Command) -> bool {
         let tx = {
             let inner = self.inner.lock().await;
-            inner.served.get(name).and_then(|s| s.refresher.as_ref().map(|r| r.tx.clone()))
+            inner
+                .served
+                .get(name)
+                .and_then(|s| s.refresher.as_ref().map(|r| r.tx.clone()))
         };
         match tx {
             Some(tx) => tx.send(cmd).await.is_ok(),
@@ -654,6 +750,12 @@ async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
 pub fn role_name_for(profile: &str) -> String {
     profile
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect()
 }

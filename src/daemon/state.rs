@@ -43,7 +43,11 @@ impl std::fmt::Debug for Vended {
 
 impl Vended {
     /// Renders the bodies for `creds`. The expiry is written as whole seconds with `Z`, truncated.
-    pub fn new(creds: TemporaryCredentials, issued: OffsetDateTime, role_arn: Option<String>) -> Vended {
+    pub fn new(
+        creds: TemporaryCredentials,
+        issued: OffsetDateTime,
+        role_arn: Option<String>,
+    ) -> Vended {
         let token = creds
             .session_token
             .as_ref()
@@ -60,7 +64,8 @@ impl Vended {
             "Token": token,
             "Expiration": expiration,
         });
-        let imds_json = Bytes::from(serde_json::to_vec_pretty(&imds).expect("JSON values serialize"));
+        let imds_json =
+            Bytes::from(serde_json::to_vec_pretty(&imds).expect("JSON values serialize"));
         if let Some(account) = &creds.account_id {
             imds["AccountId"] = account.clone().into();
         }
@@ -148,7 +153,9 @@ pub struct ProfileCell {
 
 impl std::fmt::Debug for ProfileCell {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProfileCell").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("ProfileCell")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -252,7 +259,11 @@ mod tests {
 
     #[test]
     fn bodies_have_every_field_sdks_require() {
-        let v = Vended::new(creds(), datetime!(2026-11-22 07:53:52.5 UTC), Some("arn:aws:iam::123456789012:role/r".into()));
+        let v = Vended::new(
+            creds(),
+            datetime!(2026-11-22 07:53:52.5 UTC),
+            Some("arn:aws:iam::123456789012:role/r".into()),
+        );
         let imds: serde_json::Value = serde_json::from_slice(&v.imds_json).unwrap();
         assert_eq!(imds["Code"], "Success");
         assert_eq!(imds["Type"], "AWS-HMAC");
@@ -272,10 +283,18 @@ mod tests {
     #[tokio::test]
     async fn cold_start_waiters_see_the_first_credentials() {
         let cell = ProfileCell::new("p");
-        assert!(cell.wait_first(std::time::Duration::from_millis(1)).await.is_none());
+        assert!(
+            cell.wait_first(std::time::Duration::from_millis(1))
+                .await
+                .is_none()
+        );
         let c2 = cell.clone();
-        let waiter = tokio::spawn(async move { c2.wait_first(std::time::Duration::from_secs(30)).await });
-        cell.install(Vended::new(creds(), OffsetDateTime::now_utc(), None), OffsetDateTime::now_utc());
+        let waiter =
+            tokio::spawn(async move { c2.wait_first(std::time::Duration::from_secs(30)).await });
+        cell.install(
+            Vended::new(creds(), OffsetDateTime::now_utc(), None),
+            OffsetDateTime::now_utc(),
+        );
         assert!(waiter.await.unwrap().is_some());
         assert_eq!(cell.status().phase, Phase::Fresh);
     }

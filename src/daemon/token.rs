@@ -48,7 +48,9 @@ impl TokenKey {
                 key.copy_from_slice(&bytes);
                 return Ok(TokenKey(key));
             }
-            Ok(_) => tracing::warn!(path = %path.display(), "IMDS token key has the wrong size; replacing it (outstanding tokens become invalid)"),
+            Ok(_) => {
+                tracing::warn!(path = %path.display(), "IMDS token key has the wrong size; replacing it (outstanding tokens become invalid)")
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
@@ -73,7 +75,10 @@ impl TokenKey {
     /// A token for `listener` valid for `ttl` seconds from `now` (Unix seconds).
     pub fn issue(&self, listener: &str, now: u64, ttl: u64) -> String {
         let expiry = now.saturating_add(ttl);
-        format!("{VERSION}{expiry:016x}{}", hex::encode(self.mac(listener, expiry)))
+        format!(
+            "{VERSION}{expiry:016x}{}",
+            hex::encode(self.mac(listener, expiry))
+        )
     }
 
     /// Whether `token` was issued for `listener` and has not expired at `now`. Constant-time in
@@ -127,7 +132,14 @@ mod tests {
         let mut forged = t.clone();
         forged.replace_range(1..17, &format!("{:016x}", 99_999_999u64));
         assert!(!k.verify("l", &forged, 1000));
-        for bad in ["", "x", &t[..TOKEN_LEN - 1], &format!("{t}0"), &t.replace('1', "2"), "1zzzzzzzzzzzzzzzz0000000000000000000000000000000000000000"] {
+        for bad in [
+            "",
+            "x",
+            &t[..TOKEN_LEN - 1],
+            &format!("{t}0"),
+            &t.replace('1', "2"),
+            "1zzzzzzzzzzzzzzzz0000000000000000000000000000000000000000",
+        ] {
             assert!(!k.verify("l", bad, 1000), "{bad:?}");
         }
         let multibyte = format!("1{}", "é".repeat(28));
@@ -143,7 +155,10 @@ mod tests {
         let b = TokenKey::load_or_create(&path).unwrap();
         let t = a.issue("l", 1, 100);
         assert!(b.verify("l", &t, 2), "the same key is read back");
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(format!("{a:?}"), "TokenKey([REDACTED])");
     }
 }

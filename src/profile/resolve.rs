@@ -61,18 +61,27 @@ impl Env {
     /// An environment with exactly these variables (tests).
     pub fn from_pairs(pairs: &[(&str, &str)]) -> Env {
         Env {
-            vars: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            vars: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
     fn get(&self, key: &str) -> Option<&str> {
-        self.vars.get(key).map(String::as_str).filter(|v| !v.trim().is_empty())
+        self.vars
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
     }
 
     fn expand(&self, path: &str) -> PathBuf {
         match (path.strip_prefix("~/"), self.get("HOME")) {
             (Some(rest), Some(home)) => Path::new(home).join(rest),
-            _ if path == "~" => self.get("HOME").map(PathBuf::from).unwrap_or_else(|| path.into()),
+            _ if path == "~" => self
+                .get("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| path.into()),
             _ => PathBuf::from(path),
         }
     }
@@ -103,24 +112,38 @@ pub enum Base {
         command: Vec<String>,
     },
     /// `AssumeRoleWithWebIdentity` with a token file (re-read at every refresh).
-    WebIdentity {
-        /// Profile defining it.
-        profile: String,
-        /// Role to assume.
-        role_arn: String,
-        /// Token file.
-        token_file: PathBuf,
-        /// Session name.
-        session_name: String,
-        /// Requested duration.
-        duration: u32,
-        /// Inline session policy.
-        policy: Option<String>,
-        /// Managed session policies.
-        policy_arns: Vec<String>,
-        /// Where to send it.
-        target: StsTarget,
-    },
+    WebIdentity(Box<WebIdentityStep>),
+}
+
+/// `AssumeRoleWithWebIdentity` with a token file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebIdentityStep {
+    /// Profile defining it.
+    pub profile: String,
+    /// Role to assume.
+    pub role_arn: String,
+    /// Token file (re-read at every refresh).
+    pub token_file: PathBuf,
+    /// Session name.
+    pub session_name: String,
+    /// Requested duration.
+    pub duration: u32,
+    /// Inline session policy.
+    pub policy: Option<String>,
+    /// Managed session policies.
+    pub policy_arns: Vec<String>,
+    /// Where to send it.
+    pub target: StsTarget,
+}
+
+impl Base {
+    /// The profile the chain starts at.
+    pub fn profile(&self) -> &str {
+        match self {
+            Base::Keyring { profile } | Base::Process { profile, .. } => profile,
+            Base::WebIdentity(w) => &w.profile,
+        }
+    }
 }
 
 /// `GetSessionToken` on the long-term keys.
@@ -203,7 +226,7 @@ impl Chain {
     pub fn leaf_role_arn(&self) -> Option<&str> {
         match (&self.roles.last(), &self.base) {
             (Some(r), _) => Some(&r.role_arn),
-            (None, Base::WebIdentity { role_arn, .. }) => Some(role_arn),
+            (None, Base::WebIdentity(w)) => Some(&w.role_arn),
             _ => None,
         }
     }
@@ -214,7 +237,7 @@ impl Chain {
         let mut parts = vec![match &self.base {
             Base::Keyring { profile } => format!("keyring:{profile}"),
             Base::Process { profile, .. } => format!("credential_process:{profile}"),
-            Base::WebIdentity { profile, .. } => format!("AssumeRoleWithWebIdentity:{profile}"),
+            Base::WebIdentity(w) => format!("AssumeRoleWithWebIdentity:{}", w.profile),
         }];
         if let Some(s) = &self.session {
             parts.push(if s.mfa_serial.is_some() {
@@ -226,7 +249,11 @@ impl Chain {
         if let Some(f) = &self.federation {
             parts.push(format!("GetFederationToken({})", f.name));
         }
-        parts.extend(self.roles.iter().map(|r| format!("AssumeRole({})", r.profile)));
+        parts.extend(
+            self.roles
+                .iter()
+                .map(|r| format!("AssumeRole({})", r.profile)),
+        );
         parts.join(" -> ")
     }
 
@@ -236,9 +263,7 @@ impl Chain {
         for r in self.roles.iter().rev() {
             out.push(&r.profile);
         }
-        out.push(match &self.base {
-            Base::Keyring { profile } | Base::Process { profile, .. } | Base::WebIdentity { profile, .. } => profile,
-        });
+        out.push(self.base.profile());
         out.dedup();
         out
     }
@@ -373,8 +398,17 @@ impl<'a> Resolver<'a> {
             .get("AWS_REGION")
             .or_else(|| self.env.get("AWS_DEFAULT_REGION"))
             .map(str::to_owned)
-            .or_else(|| p.get("region").map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()))
-            .or_else(|| self.leaf.get("region").map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()))
+            .or_else(|| {
+                p.get("region")
+                    .map(|r| r.trim().to_owned())
+                    .filter(|r| !r.is_empty())
+            })
+            .or_else(|| {
+                self.leaf
+                    .get("region")
+                    .map(|r| r.trim().to_owned())
+                    .filter(|r| !r.is_empty())
+            })
             .unwrap_or_else(|| "us-east-1".into())
     }
 
@@ -395,9 +429,23 @@ impl<'a> Resolver<'a> {
             self.env
                 .get("AWS_ENDPOINT_URL_STS")
                 .map(|u| (u, "AWS_ENDPOINT_URL_STS".to_owned()))
-                .or_else(|| self.env.get("AWS_ENDPOINT_URL").map(|u| (u, "AWS_ENDPOINT_URL".to_owned())))
-                .or_else(|| services_url().map(|u| (u, format!("profile `{}`: [services] sts endpoint_url", p.name))))
-                .or_else(|| self.setting(p, "endpoint_url").map(|u| (u, format!("profile `{}`: endpoint_url", p.name))))
+                .or_else(|| {
+                    self.env
+                        .get("AWS_ENDPOINT_URL")
+                        .map(|u| (u, "AWS_ENDPOINT_URL".to_owned()))
+                })
+                .or_else(|| {
+                    services_url().map(|u| {
+                        (
+                            u,
+                            format!("profile `{}`: [services] sts endpoint_url", p.name),
+                        )
+                    })
+                })
+                .or_else(|| {
+                    self.setting(p, "endpoint_url")
+                        .map(|u| (u, format!("profile `{}`: endpoint_url", p.name)))
+                })
         };
         let endpoint = match custom {
             Some((url, from)) => {
@@ -405,7 +453,10 @@ impl<'a> Resolver<'a> {
                     .ok()
                     .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
                     .ok_or_else(|| {
-                        err(ErrorKind::BadValue, format!("{from} = {url:?} is not an http(s) URL"))
+                        err(
+                            ErrorKind::BadValue,
+                            format!("{from} = {url:?} is not an http(s) URL"),
+                        )
                     })?;
                 StsEndpoint::custom(parsed, &region)
             }
@@ -428,20 +479,39 @@ impl<'a> Resolver<'a> {
             .get("AWS_CA_BUNDLE")
             .or_else(|| self.setting(p, "ca_bundle"))
             .map(|b| self.env.expand(b));
-        Ok(StsTarget { endpoint, ca_bundle })
+        Ok(StsTarget {
+            endpoint,
+            ca_bundle,
+        })
     }
 
-    fn duration(&self, p: &Section, key: &str, default: u32, range: (u32, u32), why: &str) -> Result<u32, ResolveError> {
+    fn duration(
+        &self,
+        p: &Section,
+        key: &str,
+        default: u32,
+        range: (u32, u32),
+        why: &str,
+    ) -> Result<u32, ResolveError> {
         match p.get(key).map(str::trim).filter(|v| !v.is_empty()) {
             None => Ok(default.clamp(range.0, range.1)),
             Some(v) => {
                 let n: u32 = v.parse().map_err(|_| {
-                    err(ErrorKind::BadValue, format!("profile `{}`: {key} = {v:?} is not a number of seconds", p.name))
+                    err(
+                        ErrorKind::BadValue,
+                        format!(
+                            "profile `{}`: {key} = {v:?} is not a number of seconds",
+                            p.name
+                        ),
+                    )
                 })?;
                 if n < range.0 || n > range.1 {
                     return Err(err(
                         ErrorKind::BadValue,
-                        format!("profile `{}`: {key} = {n} is outside {}..={} seconds {why}", p.name, range.0, range.1),
+                        format!(
+                            "profile `{}`: {key} = {n} is outside {}..={} seconds {why}",
+                            p.name, range.0, range.1
+                        ),
                     ));
                 }
                 Ok(n)
@@ -450,7 +520,11 @@ impl<'a> Resolver<'a> {
     }
 
     fn policy(&self, p: &Section) -> Result<(Option<String>, Vec<String>), ResolveError> {
-        let policy = match p.get("credvend_policy").map(str::trim).filter(|v| !v.is_empty()) {
+        let policy = match p
+            .get("credvend_policy")
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+        {
             None => None,
             Some(v) => {
                 let text = match v.strip_prefix("file://") {
@@ -459,7 +533,11 @@ impl<'a> Resolver<'a> {
                         (self.read)(&path).map_err(|e| {
                             err(
                                 ErrorKind::File,
-                                format!("profile `{}`: credvend_policy file {} cannot be read: {e}", p.name, path.display()),
+                                format!(
+                                    "profile `{}`: credvend_policy file {} cannot be read: {e}",
+                                    p.name,
+                                    path.display()
+                                ),
                             )
                         })?
                     }
@@ -468,7 +546,10 @@ impl<'a> Resolver<'a> {
                 if serde_json::from_str::<serde_json::Value>(&text).is_err() {
                     return Err(err(
                         ErrorKind::BadValue,
-                        format!("profile `{}`: credvend_policy is not a JSON policy document", p.name),
+                        format!(
+                            "profile `{}`: credvend_policy is not a JSON policy document",
+                            p.name
+                        ),
                     ));
                 }
                 Some(text)
@@ -487,7 +568,10 @@ impl<'a> Resolver<'a> {
             if !arn.starts_with("arn:") {
                 return Err(err(
                     ErrorKind::BadValue,
-                    format!("profile `{}`: credvend_policy_arns entry {arn:?} is not an ARN", p.name),
+                    format!(
+                        "profile `{}`: credvend_policy_arns entry {arn:?} is not an ARN",
+                        p.name
+                    ),
                 ));
             }
         }
@@ -495,14 +579,22 @@ impl<'a> Resolver<'a> {
     }
 
     fn session_name(&self, p: &Section) -> Result<String, ResolveError> {
-        match p.get("role_session_name").map(str::trim).filter(|v| !v.is_empty()) {
+        match p
+            .get("role_session_name")
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+        {
             Some(v) => {
                 let ok = (2..=64).contains(&v.len())
-                    && v.chars().all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c));
+                    && v.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c));
                 if !ok {
                     return Err(err(
                         ErrorKind::BadValue,
-                        format!("profile `{}`: role_session_name {v:?} must be 2-64 characters of letters, digits and _+=,.@-", p.name),
+                        format!(
+                            "profile `{}`: role_session_name {v:?} must be 2-64 characters of letters, digits and _+=,.@-",
+                            p.name
+                        ),
                     ));
                 }
                 Ok(v.to_owned())
@@ -510,7 +602,13 @@ impl<'a> Resolver<'a> {
             None => {
                 let mut name: String = format!("credvend-{}", p.name)
                     .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) { c } else { '-' })
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) {
+                            c
+                        } else {
+                            '-'
+                        }
+                    })
                     .collect();
                 name.truncate(64);
                 Ok(name)
@@ -531,7 +629,10 @@ impl<'a> Resolver<'a> {
             role_arn: self.arn(p, "role_arn")?,
             session_name: self.session_name(p)?,
             duration: self.duration(p, "duration_seconds", 3600, (900, max), why)?,
-            external_id: p.get("external_id").map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()),
+            external_id: p
+                .get("external_id")
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty()),
             policy,
             policy_arns,
             target: self.target(p)?,
@@ -543,7 +644,10 @@ impl<'a> Resolver<'a> {
         if !v.starts_with("arn:") || v.split(':').count() < 6 {
             return Err(err(
                 ErrorKind::BadValue,
-                format!("profile `{}`: {key} = {v:?} is not an ARN (e.g. arn:aws:iam::123456789012:role/Name)", p.name),
+                format!(
+                    "profile `{}`: {key} = {v:?} is not an ARN (e.g. arn:aws:iam::123456789012:role/Name)",
+                    p.name
+                ),
             ));
         }
         Ok(v.to_owned())
@@ -553,13 +657,19 @@ impl<'a> Resolver<'a> {
         if p.get("credential_source").is_some() {
             return Err(err(
                 ErrorKind::Unsupported,
-                format!("profile `{}`: credential_source is not supported by credvend; use source_profile (keys in the keyring) instead", p.name),
+                format!(
+                    "profile `{}`: credential_source is not supported by credvend; use source_profile (keys in the keyring) instead",
+                    p.name
+                ),
             ));
         }
         if p.get("sso_session").is_some() || p.get("sso_start_url").is_some() {
             return Err(err(
                 ErrorKind::Unsupported,
-                format!("profile `{}`: IAM Identity Center (SSO) profiles are not supported by credvend; use `aws sso login` for them", p.name),
+                format!(
+                    "profile `{}`: IAM Identity Center (SSO) profiles are not supported by credvend; use `aws sso login` for them",
+                    p.name
+                ),
             ));
         }
         Ok(())
@@ -567,10 +677,20 @@ impl<'a> Resolver<'a> {
 
     fn command(&self, p: &Section, key: &str) -> Result<Vec<String>, ResolveError> {
         let v = p.get(key).unwrap_or_default();
-        let argv = split_command(v)
-            .map_err(|e| err(ErrorKind::BadValue, format!("profile `{}`: {key} cannot be split into a command: {e}", p.name)))?;
+        let argv = split_command(v).map_err(|e| {
+            err(
+                ErrorKind::BadValue,
+                format!(
+                    "profile `{}`: {key} cannot be split into a command: {e}",
+                    p.name
+                ),
+            )
+        })?;
         if argv.is_empty() {
-            return Err(err(ErrorKind::BadValue, format!("profile `{}`: {key} is empty", p.name)));
+            return Err(err(
+                ErrorKind::BadValue,
+                format!("profile `{}`: {key} is empty", p.name),
+            ));
         }
         Ok(argv)
     }
@@ -585,7 +705,9 @@ impl<'a> Resolver<'a> {
         loop {
             self.reject_unsupported(cur)?;
             let has_role = cur.get("role_arn").is_some_and(|v| !v.trim().is_empty());
-            let web = cur.get("web_identity_token_file").is_some_and(|v| !v.trim().is_empty());
+            let web = cur
+                .get("web_identity_token_file")
+                .is_some_and(|v| !v.trim().is_empty());
             if has_role {
                 if web {
                     base_section = cur;
@@ -593,7 +715,11 @@ impl<'a> Resolver<'a> {
                     break;
                 }
                 role_profiles.push(cur);
-                let Some(source) = cur.get("source_profile").map(str::trim).filter(|v| !v.is_empty()) else {
+                let Some(source) = cur
+                    .get("source_profile")
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                else {
                     return Err(err(
                         ErrorKind::Missing,
                         format!(
@@ -611,7 +737,10 @@ impl<'a> Resolver<'a> {
                     cycle.push(source);
                     return Err(err(
                         ErrorKind::Cycle,
-                        format!("source_profile loop: {} (break the cycle in the AWS config)", cycle.join(" -> ")),
+                        format!(
+                            "source_profile loop: {} (break the cycle in the AWS config)",
+                            cycle.join(" -> ")
+                        ),
                     ));
                 }
                 let next = self.source(source, &cur.name)?;
@@ -622,10 +751,16 @@ impl<'a> Resolver<'a> {
             if web {
                 return Err(err(
                     ErrorKind::Missing,
-                    format!("profile `{}`: web_identity_token_file needs role_arn (the role to assume with the token)", cur.name),
+                    format!(
+                        "profile `{}`: web_identity_token_file needs role_arn (the role to assume with the token)",
+                        cur.name
+                    ),
                 ));
             }
-            if cur.get("credential_process").is_some_and(|v| !v.trim().is_empty()) {
+            if cur
+                .get("credential_process")
+                .is_some_and(|v| !v.trim().is_empty())
+            {
                 base_kind = BaseKind::Process;
             }
             base_section = cur;
@@ -642,7 +777,10 @@ impl<'a> Resolver<'a> {
                 command: self.command(base_section, "credential_process")?,
             },
             BaseKind::WebIdentity => {
-                let file = base_section.get("web_identity_token_file").unwrap_or_default().trim();
+                let file = base_section
+                    .get("web_identity_token_file")
+                    .unwrap_or_default()
+                    .trim();
                 let token_file = self.env.expand(file);
                 (self.read)(&token_file).map_err(|e| {
                     err(
@@ -655,16 +793,22 @@ impl<'a> Resolver<'a> {
                     )
                 })?;
                 let (policy, policy_arns) = self.policy(base_section)?;
-                Base::WebIdentity {
+                Base::WebIdentity(Box::new(WebIdentityStep {
                     profile: base_section.name.clone(),
                     role_arn: self.arn(base_section, "role_arn")?,
                     token_file,
                     session_name: self.session_name(base_section)?,
-                    duration: self.duration(base_section, "duration_seconds", 3600, (900, 43200), "(AssumeRoleWithWebIdentity limits)")?,
+                    duration: self.duration(
+                        base_section,
+                        "duration_seconds",
+                        3600,
+                        (900, 43200),
+                        "(AssumeRoleWithWebIdentity limits)",
+                    )?,
                     policy,
                     policy_arns,
                     target: self.target(base_section)?,
-                }
+                }))
             }
         };
 
@@ -675,7 +819,10 @@ impl<'a> Resolver<'a> {
             roles.push(self.role_step(p, chained)?);
         }
 
-        let federation_name = leaf.get("credvend_federation_name").map(str::trim).filter(|v| !v.is_empty());
+        let federation_name = leaf
+            .get("credvend_federation_name")
+            .map(str::trim)
+            .filter(|v| !v.is_empty());
         let mfa_profile = std::iter::once(base_section)
             .chain(role_profiles.iter().copied())
             .find(|p| p.get("mfa_serial").is_some_and(|v| !v.trim().is_empty()));
@@ -687,7 +834,11 @@ impl<'a> Resolver<'a> {
                 format!(
                     "profile `{}`: mfa_serial is supported only in chains that start with keys in the keyring (here they start with {})",
                     p.name,
-                    if base_kind == BaseKind::Process { "credential_process" } else { "a web identity token" }
+                    if base_kind == BaseKind::Process {
+                        "credential_process"
+                    } else {
+                        "a web identity token"
+                    }
                 ),
             ));
         }
@@ -698,44 +849,76 @@ impl<'a> Resolver<'a> {
             if !roles.is_empty() || base_kind == BaseKind::WebIdentity {
                 return Err(err(
                     ErrorKind::BadValue,
-                    format!("profile `{name}`: credvend_federation_name cannot be combined with role_arn (federated users cannot assume roles)"),
+                    format!(
+                        "profile `{name}`: credvend_federation_name cannot be combined with role_arn (federated users cannot assume roles)"
+                    ),
                 ));
             }
             if mfa_profile.is_some() {
                 return Err(err(
                     ErrorKind::BadValue,
-                    format!("profile `{name}`: credvend_federation_name cannot be combined with mfa_serial (GetFederationToken takes no MFA)"),
+                    format!(
+                        "profile `{name}`: credvend_federation_name cannot be combined with mfa_serial (GetFederationToken takes no MFA)"
+                    ),
                 ));
             }
             if !(2..=32).contains(&fed.len())
-                || !fed.chars().all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c))
+                || !fed
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c))
             {
                 return Err(err(
                     ErrorKind::BadValue,
-                    format!("profile `{name}`: credvend_federation_name {fed:?} must be 2-32 characters of letters, digits and _+=,.@-"),
+                    format!(
+                        "profile `{name}`: credvend_federation_name {fed:?} must be 2-32 characters of letters, digits and _+=,.@-"
+                    ),
                 ));
             }
             let (policy, policy_arns) = self.policy(leaf)?;
             federation = Some(FederationStep {
                 profile: name.to_owned(),
                 name: fed.to_owned(),
-                duration: self.duration(leaf, "duration_seconds", 43200, (900, 129_600), "(GetFederationToken limits)")?,
+                duration: self.duration(
+                    leaf,
+                    "duration_seconds",
+                    43200,
+                    (900, 129_600),
+                    "(GetFederationToken limits)",
+                )?,
                 policy,
                 policy_arns,
                 target: self.target(leaf)?,
             });
         } else if base_kind == BaseKind::Keyring && (roles.is_empty() || mfa_profile.is_some()) {
-            let mfa_serial = mfa_profile.and_then(|p| p.get("mfa_serial")).map(|s| s.trim().to_owned());
-            let mfa_process = match mfa_profile.filter(|p| p.get("credvend_mfa_process").is_some()) {
+            let mfa_serial = mfa_profile
+                .and_then(|p| p.get("mfa_serial"))
+                .map(|s| s.trim().to_owned());
+            let mfa_process = match mfa_profile.filter(|p| p.get("credvend_mfa_process").is_some())
+            {
                 Some(p) => Some(self.command(p, "credvend_mfa_process")?),
-                None => leaf.get("credvend_mfa_process").map(|_| self.command(leaf, "credvend_mfa_process")).transpose()?,
+                None => leaf
+                    .get("credvend_mfa_process")
+                    .map(|_| self.command(leaf, "credvend_mfa_process"))
+                    .transpose()?,
             };
             // A session that exists only to carry roles uses the default length; a profile served
             // directly through GetSessionToken may set its own with duration_seconds.
             let duration = if roles.is_empty() {
-                self.duration(base_section, "duration_seconds", 43200, (900, 129_600), "(GetSessionToken limits)")?
+                self.duration(
+                    base_section,
+                    "duration_seconds",
+                    43200,
+                    (900, 129_600),
+                    "(GetSessionToken limits)",
+                )?
             } else {
-                self.duration(base_section, "credvend_session_duration_seconds", 43200, (900, 129_600), "(GetSessionToken limits)")?
+                self.duration(
+                    base_section,
+                    "credvend_session_duration_seconds",
+                    43200,
+                    (900, 129_600),
+                    "(GetSessionToken limits)",
+                )?
             };
             session = Some(SessionStep {
                 profile: base_section.name.clone(),
@@ -744,6 +927,16 @@ impl<'a> Resolver<'a> {
                 mfa_process,
                 target: self.target(base_section)?,
             });
+        }
+
+        let has_policy = leaf.get("credvend_policy").is_some() || leaf.get("credvend_policy_arns").is_some();
+        if has_policy && roles.is_empty() && federation.is_none() && base_kind != BaseKind::WebIdentity {
+            return Err(err(
+                ErrorKind::BadValue,
+                format!(
+                    "profile `{name}`: credvend_policy / credvend_policy_arns restrict role and federation sessions;                      add role_arn or credvend_federation_name, or remove them"
+                ),
+            ));
         }
 
         Ok(Chain {
@@ -765,17 +958,30 @@ enum BaseKind {
 }
 
 /// Resolves profile `name` of `set`.
-pub fn resolve(set: &ProfileSet, name: &str, env: &Env, read: FileReader<'_>) -> Result<Chain, ResolveError> {
+pub fn resolve(
+    set: &ProfileSet,
+    name: &str,
+    env: &Env,
+    read: FileReader<'_>,
+) -> Result<Chain, ResolveError> {
     let Some(leaf) = set.profiles.get(name) else {
         return Err(unknown_profile(name));
     };
-    Resolver { set, env, read, leaf }.resolve(name)
+    Resolver {
+        set,
+        env,
+        read,
+        leaf,
+    }
+    .resolve(name)
 }
 
 fn unknown_profile(name: &str) -> ResolveError {
     err(
         ErrorKind::UnknownProfile,
-        format!("profile `{name}` is not defined in the AWS config (add a [profile {name}] section, or check AWS_CONFIG_FILE)"),
+        format!(
+            "profile `{name}` is not defined in the AWS config (add a [profile {name}] section, or check AWS_CONFIG_FILE)"
+        ),
     )
 }
 
@@ -794,7 +1000,10 @@ mod tests {
     }
 
     fn no_files(_: &Path) -> std::io::Result<String> {
-        Err(std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory"))
+        Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "No such file or directory",
+        ))
     }
 
     fn res(config: &str, name: &str) -> Result<Chain, ResolveError> {
@@ -804,11 +1013,19 @@ mod tests {
     #[test]
     fn keyring_profile_is_served_through_get_session_token() {
         let c = res("[profile base]\nregion = eu-west-1\n", "base").unwrap();
-        assert_eq!(c.base, Base::Keyring { profile: "base".into() });
+        assert_eq!(
+            c.base,
+            Base::Keyring {
+                profile: "base".into()
+            }
+        );
         let s = c.session.unwrap();
         assert_eq!(s.duration, 43200);
         assert_eq!(s.mfa_serial, None);
-        assert_eq!(s.target.endpoint.url.as_str(), "https://sts.eu-west-1.amazonaws.com/");
+        assert_eq!(
+            s.target.endpoint.url.as_str(),
+            "https://sts.eu-west-1.amazonaws.com/"
+        );
         assert!(c.roles.is_empty());
         assert_eq!(c.region, "eu-west-1");
     }
@@ -818,13 +1035,24 @@ mod tests {
         let cfg = "[profile user]\n[profile a]\nrole_arn = arn:aws:iam::123456789012:role/a\nsource_profile = user\n\
                    [profile b]\nrole_arn = arn:aws:iam::123456789012:role/b\nsource_profile = a\nexternal_id = ext\n";
         let c = res(cfg, "b").unwrap();
-        assert_eq!(c.base, Base::Keyring { profile: "user".into() });
-        assert_eq!(c.session, None, "no MFA: roles are assumed with the keys directly");
+        assert_eq!(
+            c.base,
+            Base::Keyring {
+                profile: "user".into()
+            }
+        );
+        assert_eq!(
+            c.session, None,
+            "no MFA: roles are assumed with the keys directly"
+        );
         let names: Vec<_> = c.roles.iter().map(|r| r.profile.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
         assert_eq!(c.roles[1].external_id.as_deref(), Some("ext"));
         assert_eq!(c.roles[0].duration, 3600);
-        assert_eq!(c.describe(), "keyring:user -> AssumeRole(a) -> AssumeRole(b)");
+        assert_eq!(
+            c.describe(),
+            "keyring:user -> AssumeRole(a) -> AssumeRole(b)"
+        );
         assert_eq!(c.leaf_role_arn(), Some("arn:aws:iam::123456789012:role/b"));
     }
 
@@ -835,7 +1063,10 @@ mod tests {
         assert!(res(cfg, "a").is_ok(), "the first role may last 2 h");
         let e = res(cfg, "b").unwrap_err();
         assert_eq!(e.kind, ErrorKind::BadValue);
-        assert!(e.message.contains("profile `b`: duration_seconds = 7200"), "{e}");
+        assert!(
+            e.message.contains("profile `b`: duration_seconds = 7200"),
+            "{e}"
+        );
         assert!(e.message.contains("role chaining"), "{e}");
     }
 
@@ -853,7 +1084,12 @@ mod tests {
     fn self_reference_means_own_keys() {
         let cfg = "[profile me]\nrole_arn = arn:aws:iam::1:role/r\nsource_profile = me\n";
         let c = res(cfg, "me").unwrap();
-        assert_eq!(c.base, Base::Keyring { profile: "me".into() });
+        assert_eq!(
+            c.base,
+            Base::Keyring {
+                profile: "me".into()
+            }
+        );
         assert_eq!(c.roles.len(), 1);
     }
 
@@ -866,28 +1102,111 @@ mod tests {
         assert_eq!(s.mfa_serial.as_deref(), Some("arn:aws:iam::1:mfa/u"));
         assert_eq!(s.duration, 43200);
         assert_eq!(c.mfa_serial(), Some("arn:aws:iam::1:mfa/u"));
-        assert_eq!(c.describe(), "keyring:user -> GetSessionToken(MFA) -> AssumeRole(a)");
+        assert_eq!(
+            c.describe(),
+            "keyring:user -> GetSessionToken(MFA) -> AssumeRole(a)"
+        );
     }
 
     #[test]
     fn mistakes_have_one_clear_message_each() {
         for (cfg, name, kind, needle) in [
-            ("[profile a]\nrole_arn = arn:aws:iam::1:role/a\nsource_profile = ghost\n", "a", ErrorKind::UnknownProfile, "source_profile = ghost"),
-            ("[profile a]\n", "nope", ErrorKind::UnknownProfile, "profile `nope` is not defined"),
-            ("[profile w]\nweb_identity_token_file = /t\n", "w", ErrorKind::Missing, "needs role_arn"),
-            ("[profile w]\nweb_identity_token_file = /nonexistent/token\nrole_arn = arn:aws:iam::1:role/w\n", "w", ErrorKind::File, "/nonexistent/token cannot be read"),
-            ("[profile a]\nrole_arn = arn:aws:iam::1:role/a\n", "a", ErrorKind::Missing, "needs source_profile"),
-            ("[profile a]\nduration_seconds = 100\n", "a", ErrorKind::BadValue, "duration_seconds = 100 is outside 900..=129600"),
-            ("[profile a]\nduration_seconds = soon\n", "a", ErrorKind::BadValue, "not a number"),
-            ("[profile a]\nrole_arn = nope\nsource_profile = a\n", "a", ErrorKind::BadValue, "not an ARN"),
-            ("[profile a]\ncredential_source = Environment\n", "a", ErrorKind::Unsupported, "credential_source"),
-            ("[profile a]\nsso_session = x\n", "a", ErrorKind::Unsupported, "SSO"),
-            ("[profile a]\ncredential_process = 'unterminated\n", "a", ErrorKind::BadValue, "unterminated"),
-            ("[profile a]\nendpoint_url = ftp://x\n", "a", ErrorKind::BadValue, "endpoint_url"),
-            ("[profile a]\nsts_regional_endpoints = global\n", "a", ErrorKind::BadValue, "regional"),
-            ("[profile a]\ncredvend_policy = {nope\n", "a", ErrorKind::BadValue, "credvend_policy"),
-            ("[profile a]\ncredvend_federation_name = x\n", "a", ErrorKind::BadValue, "2-32"),
-            ("[profile p]\ncredential_process = x\n[profile r]\nrole_arn = arn:aws:iam::1:role/r\nsource_profile = p\nmfa_serial = m\n", "r", ErrorKind::Unsupported, "mfa_serial"),
+            (
+                "[profile a]\nrole_arn = arn:aws:iam::1:role/a\nsource_profile = ghost\n",
+                "a",
+                ErrorKind::UnknownProfile,
+                "source_profile = ghost",
+            ),
+            (
+                "[profile a]\n",
+                "nope",
+                ErrorKind::UnknownProfile,
+                "profile `nope` is not defined",
+            ),
+            (
+                "[profile w]\nweb_identity_token_file = /t\n",
+                "w",
+                ErrorKind::Missing,
+                "needs role_arn",
+            ),
+            (
+                "[profile w]\nweb_identity_token_file = /nonexistent/token\nrole_arn = arn:aws:iam::1:role/w\n",
+                "w",
+                ErrorKind::File,
+                "/nonexistent/token cannot be read",
+            ),
+            (
+                "[profile a]\nrole_arn = arn:aws:iam::1:role/a\n",
+                "a",
+                ErrorKind::Missing,
+                "needs source_profile",
+            ),
+            (
+                "[profile a]\nduration_seconds = 100\n",
+                "a",
+                ErrorKind::BadValue,
+                "duration_seconds = 100 is outside 900..=129600",
+            ),
+            (
+                "[profile a]\nduration_seconds = soon\n",
+                "a",
+                ErrorKind::BadValue,
+                "not a number",
+            ),
+            (
+                "[profile a]\nrole_arn = nope\nsource_profile = a\n",
+                "a",
+                ErrorKind::BadValue,
+                "not an ARN",
+            ),
+            (
+                "[profile a]\ncredential_source = Environment\n",
+                "a",
+                ErrorKind::Unsupported,
+                "credential_source",
+            ),
+            (
+                "[profile a]\nsso_session = x\n",
+                "a",
+                ErrorKind::Unsupported,
+                "SSO",
+            ),
+            (
+                "[profile a]\ncredential_process = 'unterminated\n",
+                "a",
+                ErrorKind::BadValue,
+                "unterminated",
+            ),
+            (
+                "[profile a]\nendpoint_url = ftp://x\n",
+                "a",
+                ErrorKind::BadValue,
+                "endpoint_url",
+            ),
+            (
+                "[profile a]\nsts_regional_endpoints = global\n",
+                "a",
+                ErrorKind::BadValue,
+                "regional",
+            ),
+            (
+                "[profile a]\ncredvend_policy = {nope\n",
+                "a",
+                ErrorKind::BadValue,
+                "credvend_policy",
+            ),
+            (
+                "[profile a]\ncredvend_federation_name = x\n",
+                "a",
+                ErrorKind::BadValue,
+                "2-32",
+            ),
+            (
+                "[profile p]\ncredential_process = x\n[profile r]\nrole_arn = arn:aws:iam::1:role/r\nsource_profile = p\nmfa_serial = m\n",
+                "r",
+                ErrorKind::Unsupported,
+                "mfa_serial",
+            ),
         ] {
             let e = res(cfg, name).unwrap_err();
             assert_eq!(e.kind, kind, "{cfg:?}: {e}");
@@ -913,24 +1232,48 @@ mod tests {
         };
         assert_eq!(url("a", &[]), "http://services:2/");
         assert_eq!(url("b", &[]), "http://profile-b:3/");
-        assert_eq!(url("a", &[("AWS_ENDPOINT_URL", "http://env:4")]), "http://env:4/");
         assert_eq!(
-            url("a", &[("AWS_ENDPOINT_URL", "http://env:4"), ("AWS_ENDPOINT_URL_STS", "http://env-sts:5")]),
+            url("a", &[("AWS_ENDPOINT_URL", "http://env:4")]),
+            "http://env:4/"
+        );
+        assert_eq!(
+            url(
+                "a",
+                &[
+                    ("AWS_ENDPOINT_URL", "http://env:4"),
+                    ("AWS_ENDPOINT_URL_STS", "http://env-sts:5")
+                ]
+            ),
             "http://env-sts:5/"
         );
         assert_eq!(
             url("a", &[("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")]),
             "https://sts.eu-west-2.amazonaws.com/"
         );
-        let c = resolve(&s, "a", &Env::from_pairs(&[("AWS_REGION", "ap-south-1")]), &no_files).unwrap();
+        let c = resolve(
+            &s,
+            "a",
+            &Env::from_pairs(&[("AWS_REGION", "ap-south-1")]),
+            &no_files,
+        )
+        .unwrap();
         assert_eq!(c.region, "ap-south-1");
-        assert_eq!(c.session.unwrap().target.endpoint.signing_region, "ap-south-1");
+        assert_eq!(
+            c.session.unwrap().target.endpoint.signing_region,
+            "ap-south-1"
+        );
     }
 
     #[test]
     fn legacy_global_endpoint_and_ca_bundle() {
         let cfg = "[profile a]\nregion = eu-west-1\nsts_regional_endpoints = legacy\nca_bundle = ~/ca.pem\n";
-        let c = resolve(&set(cfg), "a", &Env::from_pairs(&[("HOME", "/home/u")]), &no_files).unwrap();
+        let c = resolve(
+            &set(cfg),
+            "a",
+            &Env::from_pairs(&[("HOME", "/home/u")]),
+            &no_files,
+        )
+        .unwrap();
         let t = c.session.unwrap().target;
         assert_eq!(t.endpoint.url.as_str(), "https://sts.amazonaws.com/");
         assert_eq!(t.ca_bundle.as_deref(), Some(Path::new("/home/u/ca.pem")));
@@ -951,12 +1294,22 @@ mod tests {
         let s = set(cfg);
         let env = Env::from_pairs(&[("HOME", "/h")]);
         let w = resolve(&s, "w", &env, &files).unwrap();
-        assert!(matches!(&w.base, Base::WebIdentity { token_file, duration: 3600, .. } if token_file == Path::new("/h/tok")));
+        assert!(
+            matches!(&w.base, Base::WebIdentity(s) if s.token_file == Path::new("/h/tok") && s.duration == 3600)
+        );
         assert_eq!(w.session, None);
         let p = resolve(&s, "p", &env, &files).unwrap();
         assert_eq!(
             p.base,
-            Base::Process { profile: "p".into(), command: vec!["/opt/my tool".into(), "--profile".into(), "x y".into(), "a b".into()] }
+            Base::Process {
+                profile: "p".into(),
+                command: vec![
+                    "/opt/my tool".into(),
+                    "--profile".into(),
+                    "x y".into(),
+                    "a b".into()
+                ]
+            }
         );
         let f = resolve(&s, "f", &env, &files).unwrap();
         let fed = f.federation.unwrap();
@@ -968,7 +1321,10 @@ mod tests {
 
     #[test]
     fn command_splitting() {
-        assert_eq!(split_command("a 'b c' \"d \\\"e\\\"\" f\\ g").unwrap(), ["a", "b c", "d \"e\"", "f g"]);
+        assert_eq!(
+            split_command("a 'b c' \"d \\\"e\\\"\" f\\ g").unwrap(),
+            ["a", "b c", "d \"e\"", "f g"]
+        );
         assert_eq!(split_command("  ").unwrap(), Vec::<String>::new());
         assert_eq!(split_command("''").unwrap(), [""]);
         assert!(split_command("\"x").is_err());

@@ -1,9 +1,10 @@
-//! Shared test support: the shared moto server, a scripted fake STS for fault injection, and
-//! helpers for unique names and temporary directories.
+//! Shared test support: the shared moto server, a scripted fake STS for fault injection, private
+//! keyrings, and helpers for unique names and temporary directories.
 
 #![allow(dead_code)]
 
 pub mod fake_sts;
+pub mod keyring;
 pub mod moto;
 
 use std::sync::atomic::{AtomicU32, Ordering};
