@@ -929,8 +929,13 @@ impl<'a> Resolver<'a> {
             });
         }
 
-        let has_policy = leaf.get("credvend_policy").is_some() || leaf.get("credvend_policy_arns").is_some();
-        if has_policy && roles.is_empty() && federation.is_none() && base_kind != BaseKind::WebIdentity {
+        let has_policy =
+            leaf.get("credvend_policy").is_some() || leaf.get("credvend_policy_arns").is_some();
+        if has_policy
+            && roles.is_empty()
+            && federation.is_none()
+            && base_kind != BaseKind::WebIdentity
+        {
             return Err(err(
                 ErrorKind::BadValue,
                 format!(

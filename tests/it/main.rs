@@ -4,6 +4,7 @@
 
 mod support;
 
+mod daemon_basic;
 mod keystore;
 mod sigv4_botocore;
 mod sigv4_suite;

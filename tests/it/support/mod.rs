@@ -3,9 +3,12 @@
 
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod fake_sts;
+pub mod http;
 pub mod keyring;
 pub mod moto;
+pub mod sts_proxy;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -1,0 +1,189 @@
+//! A counting, fault-injecting front for moto: forwards each request's bytes unchanged (so SigV4
+//! signatures, which cover the Host header, stay valid) and counts STS actions. Fault modes make
+//! it a mock; tests that use them say `fault` in their name.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the proxy does with the next requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Forward to moto.
+    Forward,
+    /// Answer 500 with an STS error document.
+    Fail500,
+    /// Answer 400 Throttling.
+    Throttle,
+    /// Answer 200 with a body that is not XML.
+    Garbage,
+    /// Accept and never answer.
+    Hang,
+    /// Close the connection without answering.
+    Close,
+}
+
+/// The proxy; stops when dropped.
+pub struct StsProxy {
+    /// Listening address.
+    pub addr: SocketAddr,
+    counts: Arc<Mutex<HashMap<String, usize>>>,
+    mode: Arc<Mutex<Mode>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for StsProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn action_of(body: &[u8]) -> String {
+    String::from_utf8_lossy(body)
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("Action="))
+        .unwrap_or("?")
+        .to_owned()
+}
+
+async fn read_request(sock: &mut TcpStream) -> Option<(Vec<u8>, usize)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = sock.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                let n = sock.read(&mut chunk).await.ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return Some((buf, end + 4));
+        }
+    }
+}
+
+impl StsProxy {
+    /// Starts a proxy in front of `upstream` (e.g. moto's `http://127.0.0.1:PORT`).
+    pub async fn start(upstream: &str) -> StsProxy {
+        let upstream: SocketAddr = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let counts = Arc::new(Mutex::new(HashMap::new()));
+        let mode = Arc::new(Mutex::new(Mode::Forward));
+        let (c, m) = (counts.clone(), mode.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let (c, m) = (c.clone(), m.clone());
+                tokio::spawn(async move {
+                    // One request per connection: answers say `connection: close`.
+                    let Some((req, body_at)) = read_request(&mut sock).await else {
+                        return;
+                    };
+                    let action = action_of(&req[body_at..]);
+                    *c.lock().unwrap().entry(action).or_default() += 1;
+                    let mode = *m.lock().unwrap();
+                    let canned = |status: &str, body: &str| {
+                        format!(
+                            "HTTP/1.1 {status}\r\ncontent-type: text/xml\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                    };
+                    let err = |code: &str| {
+                        format!(
+                            "<ErrorResponse><Error><Type>Receiver</Type><Code>{code}</Code><Message>injected</Message></Error><RequestId>proxy</RequestId></ErrorResponse>"
+                        )
+                    };
+                    match mode {
+                        Mode::Forward => {
+                            let Ok(mut up) = TcpStream::connect(upstream).await else {
+                                return;
+                            };
+                            // Ask moto to close after answering so the copy below ends.
+                            let text = String::from_utf8_lossy(&req[..body_at]).replacen(
+                                "\r\n",
+                                "\r\nconnection: close\r\n",
+                                1,
+                            );
+                            let mut out = text.into_bytes();
+                            out.extend_from_slice(&req[body_at..]);
+                            if up.write_all(&out).await.is_err() {
+                                return;
+                            }
+                            let _ = tokio::io::copy(&mut up, &mut sock).await;
+                        }
+                        Mode::Fail500 => {
+                            let _ = sock
+                                .write_all(
+                                    canned("500 Internal Server Error", &err("InternalFailure"))
+                                        .as_bytes(),
+                                )
+                                .await;
+                        }
+                        Mode::Throttle => {
+                            let _ = sock
+                                .write_all(canned("400 Bad Request", &err("Throttling")).as_bytes())
+                                .await;
+                        }
+                        Mode::Garbage => {
+                            let _ = sock
+                                .write_all(canned("200 OK", "<<<not xml").as_bytes())
+                                .await;
+                        }
+                        Mode::Hang => std::future::pending::<()>().await,
+                        Mode::Close => {}
+                    }
+                });
+            }
+        });
+        StsProxy {
+            addr,
+            counts,
+            mode,
+            task,
+        }
+    }
+
+    /// The proxy's URL, to use as `endpoint_url`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Requests seen for `action`.
+    pub fn count(&self, action: &str) -> usize {
+        self.counts
+            .lock()
+            .unwrap()
+            .get(action)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Sets the fault mode.
+    pub fn set_mode(&self, mode: Mode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+}
