@@ -7,6 +7,7 @@ mod support;
 mod cli_keys;
 mod daemon_basic;
 mod keystore;
+mod profiles;
 mod sigv4_botocore;
 mod sigv4_suite;
 mod sts_fake;
