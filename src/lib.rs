@@ -14,6 +14,8 @@ pub mod cli;
 pub mod config;
 pub mod creds;
 pub mod daemon;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod keystore;
 pub mod logging;
 pub mod mint;

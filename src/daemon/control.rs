@@ -238,13 +238,9 @@ async fn handle(stream: UnixStream, daemon: Arc<Daemon>) {
     let mut line = String::new();
     let mut reader = BufReader::new(read).take(MAX_REQUEST as u64);
     let response = match tokio::time::timeout(IO_TIMEOUT, reader.read_line(&mut line)).await {
-        Ok(Ok(n)) if n > 0 => match serde_json::from_str::<Envelope<Request>>(&line) {
-            Ok(env) if env.v == VERSION => execute(env.body, &daemon).await,
-            Ok(env) => fail(format!(
-                "control protocol version {} is not supported (this daemon speaks {VERSION}); restart the daemon after upgrading",
-                env.v
-            )),
-            Err(_) => fail("malformed control request"),
+        Ok(Ok(n)) if n > 0 => match parse_request(&line) {
+            Ok(req) => execute(req, &daemon).await,
+            Err(e) => fail(e),
         },
         _ => fail("no request received"),
     };
@@ -255,6 +251,18 @@ async fn handle(stream: UnixStream, daemon: Arc<Daemon>) {
     .expect("responses serialize");
     out.push(b'\n');
     let _ = tokio::time::timeout(IO_TIMEOUT, write.write_all(&out)).await;
+}
+
+/// Parses one request line (pure; fuzzed).
+pub fn parse_request(line: &str) -> Result<Request, String> {
+    match serde_json::from_str::<Envelope<Request>>(line) {
+        Ok(env) if env.v == VERSION => Ok(env.body),
+        Ok(env) => Err(format!(
+            "control protocol version {} is not supported (this daemon speaks {VERSION}); restart the daemon after upgrading",
+            env.v
+        )),
+        Err(_) => Err("malformed control request".into()),
+    }
 }
 
 fn status_value(s: &Status) -> serde_json::Value {

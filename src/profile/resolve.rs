@@ -414,6 +414,15 @@ impl<'a> Resolver<'a> {
 
     fn target(&self, p: &'a Section) -> Result<StsTarget, ResolveError> {
         let region = self.region(p);
+        if !StsEndpoint::valid_region(&region) {
+            return Err(err(
+                ErrorKind::BadValue,
+                format!(
+                    "profile `{}`: region {region:?} is not a region name (e.g. us-east-1)",
+                    p.name
+                ),
+            ));
+        }
         let ignore = self
             .env
             .get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
@@ -471,7 +480,7 @@ impl<'a> Resolver<'a> {
                         err(ErrorKind::BadValue, format!("profile `{}`: {e}", p.name))
                     })?,
                 };
-                StsEndpoint::aws(&region, mode)
+                StsEndpoint::aws(&region, mode).expect("region validated above")
             }
         };
         let ca_bundle = self

@@ -57,8 +57,21 @@ pub struct StsEndpoint {
 }
 
 impl StsEndpoint {
-    /// The AWS endpoint for `region`.
-    pub fn aws(region: &str, mode: RegionalEndpoints) -> StsEndpoint {
+    /// Whether `region` can be a region name (`us-east-1`, `cn-north-1`, `local`): letters,
+    /// digits, `-`, `_` and `.`, 1 to 64 of them.
+    pub fn valid_region(region: &str) -> bool {
+        (1..=64).contains(&region.len())
+            && region
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && !region.starts_with(['.', '-'])
+    }
+
+    /// The AWS endpoint for `region`; `None` when `region` is not a region name.
+    pub fn aws(region: &str, mode: RegionalEndpoints) -> Option<StsEndpoint> {
+        if !Self::valid_region(region) {
+            return None;
+        }
         let global = region == "aws-global"
             || (mode == RegionalEndpoints::Legacy && LEGACY_GLOBAL_REGIONS.contains(&region));
         let (host, signing_region) = if global {
@@ -71,10 +84,10 @@ impl StsEndpoint {
             };
             (format!("sts.{region}.{suffix}"), region.to_owned())
         };
-        StsEndpoint {
-            url: Url::parse(&format!("https://{host}/")).expect("a host name built from a region"),
+        Some(StsEndpoint {
+            url: Url::parse(&format!("https://{host}/")).ok()?,
             signing_region,
-        }
+        })
     }
 
     /// A custom endpoint (`endpoint_url`): Ceph RGW, MinIO, moto, LocalStack, a VPC endpoint.
@@ -107,18 +120,25 @@ mod tests {
 
     #[test]
     fn regional_and_legacy() {
-        let e = StsEndpoint::aws("eu-west-1", RegionalEndpoints::Regional);
+        let aws = |r: &str, m| StsEndpoint::aws(r, m).unwrap();
+        let e = aws("eu-west-1", RegionalEndpoints::Regional);
         assert_eq!(e.url.as_str(), "https://sts.eu-west-1.amazonaws.com/");
         assert_eq!(e.signing_region, "eu-west-1");
-        let e = StsEndpoint::aws("eu-west-1", RegionalEndpoints::Legacy);
+        let e = aws("eu-west-1", RegionalEndpoints::Legacy);
         assert_eq!(e.url.as_str(), "https://sts.amazonaws.com/");
         assert_eq!(e.signing_region, "us-east-1");
-        let e = StsEndpoint::aws("ap-east-1", RegionalEndpoints::Legacy);
+        let e = aws("ap-east-1", RegionalEndpoints::Legacy);
         assert_eq!(e.url.as_str(), "https://sts.ap-east-1.amazonaws.com/");
-        let e = StsEndpoint::aws("cn-north-1", RegionalEndpoints::Regional);
+        let e = aws("cn-north-1", RegionalEndpoints::Regional);
         assert_eq!(e.url.as_str(), "https://sts.cn-north-1.amazonaws.com.cn/");
-        let e = StsEndpoint::aws("aws-global", RegionalEndpoints::Regional);
+        let e = aws("aws-global", RegionalEndpoints::Regional);
         assert_eq!(e.url.as_str(), "https://sts.amazonaws.com/");
+        for bad in ["us east 1", "", "a/b", "-x", "x\u{0}", "ü"] {
+            assert!(
+                StsEndpoint::aws(bad, RegionalEndpoints::Regional).is_none(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

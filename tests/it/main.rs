@@ -6,6 +6,7 @@ mod support;
 
 mod cli_keys;
 mod daemon_basic;
+mod fuzz_corpus;
 mod keystore;
 mod profiles;
 mod sigv4_botocore;
