@@ -72,8 +72,11 @@ pub fn control_request(data: &[u8]) {
     let _ = control::parse_request(&String::from_utf8_lossy(data));
 }
 
+/// A fuzz entry point.
+pub type Target = fn(&[u8]);
+
 /// The fuzz targets by name (the directory names under `fuzz/corpus/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("sts_xml", sts_xml),
     ("aws_config", aws_config),
     ("daemon_config", daemon_config),
