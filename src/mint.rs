@@ -362,6 +362,16 @@ impl Minter {
         Ok(session)
     }
 
+    /// When the MFA session `chain` uses expires, if one is held.
+    pub fn mfa_session_expiry(&self, chain: &Chain) -> Option<OffsetDateTime> {
+        let key = Self::session_key(chain)?;
+        self.links
+            .lock()
+            .expect("links")
+            .get(&key)
+            .map(|s| s.expiration)
+    }
+
     /// Supplies an MFA code for `chain`: mints (and caches) the MFA session. Returns its expiry.
     pub async fn login(
         &self,

@@ -387,9 +387,14 @@ async fn endpoint_env(
             format!("http://{}/", imds.address),
         );
     }
-    if let Ok(chain) = local_chain(profile) {
-        set("AWS_REGION", chain.region.clone());
-        set("AWS_DEFAULT_REGION", chain.region);
+    if let Some(region) = report
+        .profiles
+        .iter()
+        .find(|p| p.name == profile)
+        .and_then(|p| p.region.clone())
+    {
+        set("AWS_REGION", region.clone());
+        set("AWS_DEFAULT_REGION", region);
     }
     Ok(vars)
 }

@@ -109,6 +109,8 @@ pub struct ProfileStatus {
     pub expiration: Option<String>,
     /// Access key id being served.
     pub access_key_id: Option<String>,
+    /// The profile's region (what `credvend env` exports as AWS_REGION).
+    pub region: Option<String>,
     /// Credential responses served.
     pub requests: u64,
     /// MFA device, when the profile needs one.
@@ -285,6 +287,7 @@ async fn execute(req: Request, daemon: &Arc<Daemon>) -> Response {
                         .as_ref()
                         .map(|v| format_aws_time(v.creds.expiration)),
                     access_key_id: current.as_ref().map(|v| v.creds.access_key_id.clone()),
+                    region: chain.as_ref().ok().map(|c| c.region.clone()),
                     requests: cell.requests(),
                     mfa_serial: chain
                         .as_ref()
@@ -428,9 +431,16 @@ pub enum ClientError {
 /// Sends one request to the daemon whose control socket is `path`.
 pub async fn call(path: &Path, req: &Request) -> Result<serde_json::Value, ClientError> {
     let shown = path.display().to_string();
+    const CLOSED: &str =
+        "the daemon closed the connection without answering (is it running as another user?)";
     let io = |e: std::io::Error| ClientError::Io {
         path: shown.clone(),
-        detail: e.to_string(),
+        detail: match e.kind() {
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
+                CLOSED.to_owned()
+            }
+            _ => e.to_string(),
+        },
     };
     let stream = match UnixStream::connect(path).await {
         Ok(s) => s,
@@ -467,7 +477,7 @@ pub async fn call(path: &Path, req: &Request) -> Result<serde_json::Value, Clien
     if answer.is_empty() {
         return Err(ClientError::Io {
             path: shown,
-            detail: "the daemon closed the connection without answering (is it running as another user?)".into(),
+            detail: CLOSED.into(),
         });
     }
     let env: Envelope<Response> = serde_json::from_str(&answer).map_err(|e| ClientError::Io {

@@ -5,6 +5,7 @@ pub mod control;
 pub mod ecs;
 pub mod http;
 pub mod imds;
+pub mod notify;
 pub mod policy;
 pub mod refresher;
 pub mod server;

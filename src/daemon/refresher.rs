@@ -11,6 +11,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 
+use super::notify;
 use super::policy::Policy;
 use super::state::{Phase, Problem, ProfileCell, Vended};
 use crate::mint::{MintError, Minter, describe};
@@ -68,6 +69,10 @@ async fn run(
 ) {
     let mut failures: u32 = 0;
     let mut locked = false;
+    // The MFA session expiry the user was last reminded about, and whether they were told that a
+    // code is needed now (once per episode).
+    let mut reminded_for: Option<OffsetDateTime> = None;
+    let mut told_needs_mfa = false;
     loop {
         let mut wake: Option<OffsetDateTime> = None;
         if !locked {
@@ -78,6 +83,7 @@ async fn run(
             match minter.mint(&chain).await {
                 Ok(minted) => {
                     failures = 0;
+                    told_needs_mfa = false;
                     let next = policy.rotate_at(started, minted.creds.expiration, fastrand::f64());
                     tracing::info!(
                         profile = %cell.name,
@@ -92,6 +98,16 @@ async fn run(
                 Err(e @ MintError::NeedsMfa { .. }) => {
                     tracing::warn!(profile = %cell.name, "{e}");
                     cell.fail(Phase::NeedsMfa, problem(&e), None);
+                    if !told_needs_mfa {
+                        told_needs_mfa = true;
+                        notify::desktop(
+                            "credvend: MFA code needed",
+                            &format!(
+                                "Profile {} needs an MFA code: run `credvend login {}`",
+                                cell.name, cell.name
+                            ),
+                        );
+                    }
                     // Keep serving what is left; a new code arrives with `login` + `Refresh`.
                 }
                 Err(e) => {
@@ -108,18 +124,39 @@ async fn run(
                 }
             }
         }
-        // Wait for the wake time, a command, or shutdown.
+        // Wait for the wake time, a command, or shutdown; remind about an ending MFA session on
+        // the way.
         loop {
-            let sleep = match wake {
-                Some(at) => {
-                    let left = at - OffsetDateTime::now_utc();
-                    if left <= time::Duration::ZERO {
-                        break;
-                    }
-                    Duration::try_from(left)
-                        .unwrap_or(WALL_CLOCK_CHECK)
-                        .min(WALL_CLOCK_CHECK)
-                }
+            let now = OffsetDateTime::now_utc();
+            let remind = minter
+                .mfa_session_expiry(&chain)
+                .filter(|exp| reminded_for != Some(*exp) && *exp > now);
+            if let Some(exp) = remind
+                && notify::remind_at(exp) <= now
+            {
+                reminded_for = Some(exp);
+                let at = crate::creds::format_aws_time(exp);
+                tracing::info!(profile = %cell.name, session_expiration = %at, "the MFA session ends soon");
+                notify::desktop(
+                    "credvend: MFA session ending",
+                    &format!(
+                        "The MFA session of profile {} ends at {at}: run `credvend login {}`",
+                        cell.name, cell.name
+                    ),
+                );
+                continue;
+            }
+            if wake.is_some_and(|w| w <= now) {
+                break;
+            }
+            let next_event = match (wake, remind.map(notify::remind_at)) {
+                (Some(w), Some(r)) => Some(w.min(r)),
+                (w, r) => w.or(r),
+            };
+            let sleep = match next_event {
+                Some(at) => Duration::try_from(at - now)
+                    .unwrap_or(Duration::ZERO)
+                    .min(WALL_CLOCK_CHECK),
                 None => WALL_CLOCK_CHECK,
             };
             tokio::select! {

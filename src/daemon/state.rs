@@ -183,6 +183,7 @@ impl ProfileCell {
 
     /// Waits until credentials exist or `timeout` passes (cold start only).
     pub async fn wait_first(&self, timeout: std::time::Duration) -> Option<Arc<Vended>> {
+        tracing::debug!(profile = %self.name, "a request waits for the first credentials");
         let mut rx = self.current.subscribe();
         let waited = tokio::time::timeout(timeout, rx.wait_for(|c| c.is_some())).await;
         match waited {

@@ -9,6 +9,7 @@ mod daemon_basic;
 mod fuzz_corpus;
 mod keystore;
 mod profiles;
+mod service;
 mod sigv4_botocore;
 mod sigv4_suite;
 mod sts_fake;

@@ -26,18 +26,21 @@ pub enum Mode {
     Close,
 }
 
-/// The proxy; stops when dropped.
+/// The proxy; stops when dropped. It runs on a runtime thread of its own, so a test that blocks
+/// its own thread (waiting for a `credvend` child process) cannot starve it.
 pub struct StsProxy {
     /// Listening address.
     pub addr: SocketAddr,
     counts: Arc<Mutex<HashMap<String, usize>>>,
     mode: Arc<Mutex<Mode>>,
-    task: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Drop for StsProxy {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
 
@@ -87,12 +90,15 @@ impl StsProxy {
             .trim_end_matches('/')
             .parse()
             .unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let addr = std_listener.local_addr().unwrap();
         let counts = Arc::new(Mutex::new(HashMap::new()));
         let mode = Arc::new(Mutex::new(Mode::Forward));
         let (c, m) = (counts.clone(), mode.clone());
-        let task = tokio::spawn(async move {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serve = async move {
+            let listener = TcpListener::from_std(std_listener).unwrap();
             loop {
                 let Ok((mut sock, _)) = listener.accept().await else {
                     return;
@@ -158,12 +164,26 @@ impl StsProxy {
                     }
                 });
             }
+        };
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                tokio::select! {
+                    _ = serve => {}
+                    _ = stopped => {}
+                }
+            });
+            rt.shutdown_background();
         });
         StsProxy {
             addr,
             counts,
             mode,
-            task,
+            stop: Some(stop),
         }
     }
 

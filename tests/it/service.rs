@@ -1,0 +1,724 @@
+//! Issue 6: the daemon as a service: status, MFA login and reuse across restarts, the control
+//! socket's uid check, SIGHUP reload, SIGTERM drain, exec, systemd and launchd files, logs.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::support::daemon::{BIN, Setup, parse_ready, stderr, stdout};
+use crate::support::http;
+use crate::support::moto::{Moto, PrivateMoto, secret_of, venv_bin};
+use crate::support::sts_proxy::StsProxy;
+
+/// Polls `credvend status --json` until `pred` holds for profile `name` (bounded).
+fn wait_status(
+    setup: &Setup,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = setup.cli(&["status", "--json"]);
+        if out.status.success() {
+            let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            if let Some(p) = report["profiles"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                && pred(p)
+            {
+                return p.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "profile {name} never became {what}: {report:#}"
+            );
+        } else {
+            assert!(Instant::now() < deadline, "status failed: {}", stderr(&out));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn phase_is(phase: &'static str) -> impl Fn(&serde_json::Value) -> bool {
+    move |p| p["phase"] == phase
+}
+
+/// `status --json` shows a fresh profile, a profile whose STS went away (moto stopped: the last
+/// credentials are still served while the error is reported), and a profile waiting for MFA.
+#[tokio::test]
+async fn status_json_reflects_fresh_erroring_and_needs_mfa_profiles() {
+    let mut private = PrivateMoto::start(true);
+    let moto = private.moto.clone();
+    let user = moto.user("st").await;
+    let role = moto.role("st", &[&user.arn], None).await;
+    let setup = Setup::new();
+    setup.write_aws_config(&format!(
+        "[profile base]\nendpoint_url = {m}\n\
+         [profile fresh]\nrole_arn = {role}\nsource_profile = base\nendpoint_url = {m}\n\
+         [profile flaky]\nrole_arn = {role}\nsource_profile = base\nendpoint_url = {m}\n\
+         [profile mfa]\nmfa_serial = arn:aws:iam::123456789012:mfa/st\nendpoint_url = {m}\n",
+        m = moto.url
+    ));
+    setup.store_key("base", &user.key);
+    setup.store_key("mfa", &user.key);
+    setup.write_toml("[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"mfa\"\n[ecs]\nlisten = \"127.0.0.1:0\"\nprofiles = [\"fresh\", \"flaky\", \"mfa\"]\n");
+    let daemon = setup.start();
+    let fresh = wait_status(&setup, "fresh", "fresh", phase_is("fresh"));
+    assert!(
+        fresh["expiration"].is_string() && fresh["next_refresh"].is_string(),
+        "{fresh}"
+    );
+    assert_eq!(fresh["source"], "keyring:base -> AssumeRole(fresh)");
+    wait_status(&setup, "flaky", "fresh", phase_is("fresh"));
+    let mfa = wait_status(&setup, "mfa", "needs-mfa", phase_is("needs-mfa"));
+    assert_eq!(mfa["last_error"]["code"], "NeedsMfa");
+    assert!(
+        mfa["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("run `credvend login mfa`")
+    );
+    assert_eq!(mfa["mfa_serial"], "arn:aws:iam::123456789012:mfa/st");
+
+    // The IMDS answer names the fix too.
+    let token = http::token(daemon.imds(), 60).await;
+    let r = http::get(
+        daemon.imds(),
+        "/latest/meta-data/iam/security-credentials/mfa",
+        &token,
+    )
+    .await;
+    assert_eq!(r.json()["Code"], "NeedsMfa");
+    assert!(
+        r.json()["Message"]
+            .as_str()
+            .unwrap()
+            .contains("credvend login mfa")
+    );
+
+    private.stop();
+    let out = setup.cli(&["refresh", "flaky"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let flaky = wait_status(&setup, "flaky", "error", phase_is("error"));
+    assert_eq!(flaky["last_error"]["code"], "StsUnavailable", "{flaky}");
+    assert!(
+        flaky["expiration"].is_string(),
+        "the old credentials are still held"
+    );
+    assert!(flaky["next_refresh"].is_string(), "a retry is scheduled");
+    let text = stdout(&setup.cli(&["status"]));
+    assert!(
+        text.contains("flaky  error") && text.contains("last error:"),
+        "{text}"
+    );
+}
+
+/// Needs-MFA becomes fresh with `login --code`; after a restart the MFA session cached in the
+/// keyring is reused: no second GetSessionToken, no new code. A desktop notification (a fake
+/// `notify-send` on PATH) tells the user when the code is needed.
+#[tokio::test]
+async fn login_turns_needs_mfa_into_fresh_and_the_session_survives_a_restart() {
+    let moto = Moto::shared();
+    let proxy = StsProxy::start(&moto.url).await;
+    let user = moto.user("mfa").await;
+    let bin_dir = tempfile::tempdir().unwrap();
+    let notes = bin_dir.path().join("notes");
+    let fake = bin_dir.path().join("notify-send");
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\necho \"$@\" >> {}\n", notes.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let setup = Setup::new().with_env("PATH", &path);
+    setup.write_aws_config(&format!(
+        "[profile dev]\nmfa_serial = arn:aws:iam::123456789012:mfa/dev\nendpoint_url = {}\n",
+        proxy.url()
+    ));
+    setup.store_key("dev", &user.key);
+    setup.write_toml(
+        "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"dev\"\n[ecs]\nenabled = false\n",
+    );
+    let daemon = setup.start();
+    wait_status(&setup, "dev", "needs-mfa", phase_is("needs-mfa"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&notes)
+        .unwrap_or_default()
+        .contains("credvend login dev")
+    {
+        assert!(Instant::now() < deadline, "no desktop notification");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        proxy.count("GetSessionToken"),
+        0,
+        "nothing is minted without a code"
+    );
+
+    let out = setup.cli(&["login", "dev", "--code", "12345"]);
+    assert_eq!(out.status.code(), Some(1), "a code has 6 digits");
+    let out = setup.cli(&["login", "dev", "--code", "123456"]);
+    assert!(
+        out.status.success(),
+        "login: {}\n{}",
+        stderr(&out),
+        daemon.log()
+    );
+    assert!(
+        stderr(&out).contains("MFA session for `dev` valid until"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("123456"));
+    wait_status(&setup, "dev", "fresh", phase_is("fresh"));
+    assert_eq!(proxy.count("GetSessionToken"), 1);
+
+    assert_eq!(daemon.terminate().code(), Some(0));
+    let _daemon = setup.start();
+    let p = wait_status(&setup, "dev", "fresh", phase_is("fresh"));
+    assert_eq!(
+        proxy.count("GetSessionToken"),
+        1,
+        "the cached MFA session was reused: {p}"
+    );
+    setup.remember("dev");
+}
+
+/// The socket is 0600 in a 0700 directory; even when someone loosens both, the daemon refuses a
+/// peer of another uid (SO_PEERCRED).
+#[tokio::test]
+async fn control_socket_refuses_other_uids() {
+    let setup = Setup::new();
+    setup.write_toml("[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"nobody-has-this\"\n[ecs]\nenabled = false\n");
+    let daemon = setup.start();
+    let sock = &daemon.ready.control;
+    assert_eq!(
+        std::fs::metadata(sock).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(setup.state_dir())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    let as_nobody = |setup: &Setup| {
+        let mut cmd = std::process::Command::new("setpriv");
+        setup.apply_env(&mut cmd);
+        cmd.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            BIN,
+            "status",
+        ])
+        .output()
+        .unwrap()
+    };
+    let out = as_nobody(&setup);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).to_lowercase().contains("permission denied"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Loosen everything on the way to the socket: the peer-uid check still refuses.
+    for dir in [setup.home(), &setup.state_dir()] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).unwrap();
+    }
+    std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = as_nobody(&setup);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("closed the connection without answering"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(daemon.wait_for_log(
+        "refused a control connection from another user",
+        Duration::from_secs(5)
+    ));
+    assert!(
+        setup.cli(&["status"]).status.success(),
+        "the owner is still served"
+    );
+}
+
+#[tokio::test]
+async fn sighup_with_a_broken_file_keeps_serving_and_a_fixed_file_adds_a_listener() {
+    let moto = Moto::shared();
+    let setup = Setup::new();
+    setup.role_profile(&moto).await;
+    setup.write_toml(
+        "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"role\"\n[ecs]\nenabled = false\n",
+    );
+    let daemon = setup.start();
+    let first = daemon.imds();
+    wait_status(&setup, "role", "fresh", phase_is("fresh"));
+
+    setup.write_toml("[[imds]\nlisten = ");
+    daemon.signal(libc::SIGHUP);
+    assert!(
+        daemon.wait_for_log(
+            "reload failed, the previous configuration keeps serving",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        daemon.log()
+    );
+    let token = http::token(first, 60).await;
+    let r = http::get(
+        first,
+        "/latest/meta-data/iam/security-credentials/role",
+        &token,
+    )
+    .await;
+    assert_eq!(r.json()["Code"], "Success");
+
+    setup.write_toml(
+        "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"role\"\n\
+         [[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"role\"\nrole_name = \"second\"\n[ecs]\nenabled = false\n",
+    );
+    daemon.signal(libc::SIGHUP);
+    assert!(daemon.wait_for_log("configuration reloaded", Duration::from_secs(10)));
+    let status: serde_json::Value =
+        serde_json::from_slice(&setup.cli(&["status", "--json"]).stdout).unwrap();
+    let addrs: Vec<std::net::SocketAddr> = status["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["address"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(addrs.len(), 2);
+    assert!(
+        addrs.contains(&first),
+        "the unchanged listener kept its socket"
+    );
+    let second = *addrs.iter().find(|a| **a != first).unwrap();
+    let token = http::token(second, 60).await;
+    assert_eq!(
+        http::get(
+            second,
+            "/latest/meta-data/iam/security-credentials/",
+            &token
+        )
+        .await
+        .body,
+        "second"
+    );
+    let r = http::get(
+        second,
+        "/latest/meta-data/iam/security-credentials/second",
+        &token,
+    )
+    .await;
+    assert_eq!(r.json()["Code"], "Success");
+    // Unchanged profile: same credentials, no new mint.
+    let r1 = http::get(
+        first,
+        "/latest/meta-data/iam/security-credentials/role",
+        &http::token(first, 60).await,
+    )
+    .await;
+    assert_eq!(r1.json()["AccessKeyId"], r.json()["AccessKeyId"]);
+}
+
+/// SIGTERM while requests are inside the handler (waiting on a cold start whose STS hangs):
+/// every one of them is answered, and the process exits 0 within 5 s.
+#[tokio::test]
+async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
+    let moto = Moto::shared();
+    let proxy = StsProxy::start(&moto.url).await;
+    proxy.set_mode(crate::support::sts_proxy::Mode::Hang);
+    let setup = Setup::new();
+    let user = moto.user("term").await;
+    setup.write_aws_config(&format!("[profile slow]\nendpoint_url = {}\n", proxy.url()));
+    setup.store_key("slow", &user.key);
+    setup.write_toml("[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"slow\"\nimds_v1 = true\n[ecs]\nenabled = false\n");
+    let daemon = setup.start();
+    let addr = daemon.imds();
+    const N: usize = 40;
+    let mut requests = Vec::new();
+    for _ in 0..N {
+        requests.push(tokio::spawn(http::request(
+            addr,
+            "GET",
+            "/latest/meta-data/iam/security-credentials/slow",
+            &[],
+        )));
+    }
+    // Every request is inside the handler once the daemon logged it waiting.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while daemon
+        .log()
+        .matches("a request waits for the first credentials")
+        .count()
+        < N
+    {
+        assert!(
+            Instant::now() < deadline,
+            "requests never reached the handler"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    daemon.signal(libc::SIGTERM);
+    for r in requests {
+        let resp = r.await.unwrap();
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.json()["Code"], "CredentialsPending", "{}", resp.body);
+    }
+    let status = daemon.wait();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "exit took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn exec_runs_the_aws_cli_and_boto3_and_passes_the_exit_code() {
+    let moto = Moto::shared();
+    let setup = Setup::new();
+    let scenario = setup.role_profile(&moto).await;
+    setup.write_toml("[ecs]\nlisten = \"127.0.0.1:0\"\nprofiles = [\"role\"]\n[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"role\"\n");
+    let _daemon = setup.start();
+    wait_status(&setup, "role", "fresh", phase_is("fresh"));
+    let empty = setup.home().join("empty");
+    std::fs::write(&empty, "").unwrap();
+    let run = |args: &[&str]| {
+        let mut all = vec!["exec", "role", "--"];
+        all.extend_from_slice(args);
+        setup
+            .command(&all)
+            .env("AWS_CONFIG_FILE", &empty)
+            .env("AWS_SHARED_CREDENTIALS_FILE", &empty)
+            .env("AWS_ACCESS_KEY_ID", "AKIASHOULDBEREMOVED")
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        &venv_bin("aws"),
+        "sts",
+        "get-caller-identity",
+        "--endpoint-url",
+        &moto.url,
+        "--output",
+        "text",
+        "--query",
+        "Arn",
+    ]);
+    assert!(out.status.success(), "aws: {}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!(":assumed-role/{}/", scenario.role_name())),
+        "{}",
+        stdout(&out)
+    );
+    let script = format!(
+        "import boto3, sys\nsts = boto3.client('sts', endpoint_url='{}')\nprint(sts.get_caller_identity()['Arn'])\nsys.exit(3)\n",
+        moto.url
+    );
+    let out = run(&[&venv_bin("python"), "-c", &script]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "boto3 script exit code passes through: {}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains(":assumed-role/"), "{}", stdout(&out));
+    let out = run(&[
+        "sh",
+        "-c",
+        "test -z \"$AWS_ACCESS_KEY_ID\" && test -n \"$AWS_CONTAINER_CREDENTIALS_FULL_URI\" && kill -TERM $$",
+    ]);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(libc::SIGTERM),
+        "signals pass through"
+    );
+    let out = run(&["/nonexistent/program"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("cannot run"), "{}", stderr(&out));
+}
+
+#[test]
+fn exec_without_a_daemon_says_how_to_start_it() {
+    let setup = Setup::new();
+    let out = setup.cli(&["exec", "dev", "--", "true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("daemon is not running"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("credvend serve"), "{}", stderr(&out));
+}
+
+fn unit_copies(dir: &Path) -> Vec<std::path::PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut out = Vec::new();
+    for (src, name) in [
+        ("systemd/credvend.service", "credvend.service"),
+        ("systemd/credvend.socket", "credvend.socket"),
+        ("systemd/credvend-ecs.socket", "credvend-ecs.socket"),
+        (
+            "systemd/system/credvend-link-local@.socket",
+            "credvend-link-local@.socket",
+        ),
+        (
+            "systemd/system/credvend-link-local@.service",
+            "credvend-link-local@.service",
+        ),
+    ] {
+        let text = std::fs::read_to_string(root.join(src))
+            .unwrap()
+            .replace("@CREDVEND@", BIN)
+            .replace("/usr/local/bin/credvend", BIN);
+        std::fs::write(dir.join(name), text).unwrap();
+        out.push(dir.join(name));
+    }
+    out
+}
+
+#[test]
+fn systemd_units_pass_systemd_analyze_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let units = unit_copies(dir.path());
+    let mut args: Vec<String> = units[..3].iter().map(|p| p.display().to_string()).collect();
+    args.push(
+        dir.path()
+            .join("credvend-link-local@alice.socket")
+            .display()
+            .to_string(),
+    );
+    args.push(
+        dir.path()
+            .join("credvend-link-local@alice.service")
+            .display()
+            .to_string(),
+    );
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn launchd_plist_is_a_valid_property_list() {
+    let plist = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/launchd/dev.credvend.agent.plist"
+    );
+    let out = std::process::Command::new(venv_bin("python"))
+        .args([
+            "-c",
+            "import plistlib, sys\nd = plistlib.load(open(sys.argv[1], 'rb'))\nassert d['Label'] == 'dev.credvend.agent'\nassert d['ProgramArguments'][1] == 'serve'\nprint('ok')",
+            plist,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn install_service_dry_run_shows_units_with_this_binary_and_changes_nothing() {
+    let setup = Setup::new();
+    let out = setup.cli(&["install-service", "--dry-run", "--sockets"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains(&format!("ExecStart={BIN} serve")), "{text}");
+    assert!(
+        text.contains("Type=notify") && text.contains("LimitCORE=0"),
+        "{text}"
+    );
+    assert!(text.contains("# would run: systemctl --user enable --now credvend.socket credvend-ecs.socket credvend.service"), "{text}");
+    assert!(
+        !setup.home().join(".config/systemd").exists(),
+        "dry run wrote nothing"
+    );
+}
+
+/// Socket activation exactly as systemd does it, through `systemd-socket-activate`, inside a
+/// private network namespace (so the fixed port it needs is ours alone). The daemon serves on the
+/// inherited socket (config says port 0; the ready line shows the inherited 9254) and reports
+/// READY=1 on NOTIFY_SOCKET.
+#[test]
+fn socket_activation_serves_inherited_sockets_and_reports_ready() {
+    let setup = Setup::new();
+    setup.write_toml(
+        "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"none\"\n[ecs]\nenabled = false\n",
+    );
+    let notify_path = setup.home().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let toml = setup.toml_path();
+    let mut cmd = std::process::Command::new("unshare");
+    setup.apply_env(&mut cmd);
+    let script = format!(
+        "ip link set lo up && exec systemd-socket-activate -l 127.0.0.1:9254 --fdname=imds -E NOTIFY_SOCKET \
+         -E HOME -E CREDVEND_STATE_DIR -E CREDVEND_KEYSTORE -E CREDVEND_KEYRING_SERVICE -E AWS_CONFIG_FILE -E PATH \
+         {BIN} --config {} serve",
+        toml.display()
+    );
+    let mut child = cmd
+        .env("NOTIFY_SOCKET", &notify_path)
+        .args(["-n", "sh", "-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // systemd-socket-activate only starts the service on the first connection: knock from inside
+    // the namespace, which also proves the socket is served.
+    let pid = child.id().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let out = std::process::Command::new("nsenter")
+            .args([
+                "-t",
+                &pid,
+                "-n",
+                "curl",
+                "-s",
+                "-m",
+                "5",
+                "-X",
+                "PUT",
+                "-H",
+                "x-aws-ec2-metadata-token-ttl-seconds: 60",
+                "http://127.0.0.1:9254/latest/api/token",
+            ])
+            .output()
+            .unwrap();
+        if out.status.success() && out.stdout.len() == 57 {
+            break String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no answer on the activated socket"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(body.len(), 57);
+    let mut buf = [0u8; 512];
+    let mut states = String::new();
+    while !states.contains("READY=1") {
+        let n = notify.recv(&mut buf).expect("READY=1 on NOTIFY_SOCKET");
+        states.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let ready = parse_ready(&line);
+    assert_eq!(
+        ready.imds,
+        vec!["127.0.0.1:9254".parse().unwrap()],
+        "served on the inherited socket"
+    );
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let _ = child.wait();
+}
+
+/// A whole session at trace level: add, serve, IMDS and ECS fetches, status, credential-process,
+/// refresh, lock. No secret appears in any log (the access key ids may).
+#[tokio::test]
+async fn trace_level_logs_hold_no_secrets() {
+    let moto = Moto::shared();
+    let setup = Setup::new().with_env("CREDVEND_LOG", "trace");
+    let scenario = setup.role_profile(&moto).await;
+    setup.write_toml("[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"role\"\n[ecs]\nlisten = \"127.0.0.1:0\"\nprofiles = [\"role\"]\n");
+    let daemon = setup.start();
+    wait_status(&setup, "role", "fresh", phase_is("fresh"));
+    let token = http::token(daemon.imds(), 60).await;
+    let creds = http::get(
+        daemon.imds(),
+        "/latest/meta-data/iam/security-credentials/role",
+        &token,
+    )
+    .await
+    .json();
+    let ecs_token = std::fs::read_to_string(setup.state_dir().join("ecs-token-role")).unwrap();
+    assert_eq!(
+        http::ecs_get(daemon.ecs(), "role", Some(&ecs_token))
+            .await
+            .status,
+        200
+    );
+    let mut cli_logs = String::new();
+    for args in [
+        &["status"][..],
+        &["credential-process", "role"],
+        &["refresh", "role"],
+        &["lock", "role"],
+        &["list"],
+    ] {
+        let out = setup.cli(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        cli_logs.push_str(&stderr(&out));
+    }
+    wait_status(&setup, "role", "locked", phase_is("locked"));
+    let logs = format!("{}\n{cli_logs}", daemon.log());
+    assert!(
+        logs.contains("TRACE") || logs.contains("trace"),
+        "trace level was on"
+    );
+    for (what, secret) in [
+        ("long-term secret", secret_of(&scenario.user.key)),
+        (
+            "temporary secret",
+            creds["SecretAccessKey"].as_str().unwrap().to_owned(),
+        ),
+        ("session token", creds["Token"].as_str().unwrap().to_owned()),
+        ("ECS token", ecs_token),
+        ("IMDS token", token),
+    ] {
+        assert!(!logs.contains(&secret), "the {what} is in the logs");
+    }
+    assert!(
+        logs.contains(creds["AccessKeyId"].as_str().unwrap()),
+        "key ids are logged (audit)"
+    );
+}
+
+#[tokio::test]
+async fn json_log_format_is_one_object_per_line() {
+    let setup = Setup::new();
+    setup.write_toml(
+        "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"none\"\n[ecs]\nenabled = false\n",
+    );
+    let daemon = setup.start_with(&["--log-format", "json"]);
+    assert!(daemon.wait_for_log("credvend ready", Duration::from_secs(10)));
+    for line in daemon.log().lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["message"].is_string(), "{line}");
+    }
+}
