@@ -112,9 +112,13 @@ impl MintError {
                 {
                     "InvalidKeys"
                 }
+                StsError::Service(e) if e.is_retryable() && e.status < 500 => "StsThrottled",
                 StsError::Service(_) => "StsError",
                 StsError::Setup(_) => "InvalidConfiguration",
-                _ => "StsUnavailable",
+                StsError::Malformed { .. } | StsError::TooLarge { .. } => "StsBadResponse",
+                StsError::Http { .. } | StsError::Transport { .. } | StsError::Timeout { .. } => {
+                    "StsUnavailable"
+                }
             },
             MintError::Process { .. } => "CredentialProcessFailed",
             MintError::TokenFile { .. } => "WebIdentityTokenUnreadable",

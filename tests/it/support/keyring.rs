@@ -333,6 +333,38 @@ impl SessionBus {
         );
     }
 
+    /// Unlocks the default collection with the login password, as a desktop session does at
+    /// login (GNOME Keyring's private `UnlockWithMasterPassword`, which Seahorse uses too: no
+    /// prompt).
+    pub fn unlock_default_collection(&self) {
+        use dbus::arg::{RefArg, Variant};
+        let conn = self.connect();
+        let path = self
+            .default_collection(&conn)
+            .expect("no default collection");
+        let service = conn.with_proxy(SECRETS, SECRETS_PATH, Duration::from_secs(2));
+        let (_out, session): (Variant<Box<dyn RefArg>>, dbus::Path<'static>) = service
+            .method_call(SERVICE_IFACE, "OpenSession", ("plain", Variant("")))
+            .unwrap();
+        let secret = (
+            session,
+            Vec::<u8>::new(),
+            PASSWORD.as_bytes().to_vec(),
+            "text/plain",
+        );
+        let () = service
+            .method_call(
+                "org.gnome.keyring.InternalUnsupportedGuiltRiddenInterface",
+                "UnlockWithMasterPassword",
+                (path, secret),
+            )
+            .unwrap();
+        assert!(
+            !self.default_collection_locked(),
+            "the collection did not unlock"
+        );
+    }
+
     /// The `Locked` property of the default collection.
     pub fn default_collection_locked(&self) -> bool {
         let conn = self.connect();
