@@ -4,6 +4,7 @@
 
 mod support;
 
+mod conformance;
 mod daemon_basic;
 mod keystore;
 mod sigv4_botocore;
