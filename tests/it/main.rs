@@ -6,6 +6,7 @@ mod support;
 
 mod conformance;
 mod daemon_basic;
+mod hostile;
 mod keystore;
 mod sigv4_botocore;
 mod sigv4_suite;
