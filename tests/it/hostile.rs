@@ -120,6 +120,53 @@ async fn hostile_foreign_host_header_is_refused_on_both_endpoints() {
     assert_still_serves(&s).await;
 }
 
+/// An absolute-form request target names its host in the URI, which then overrides `Host`
+/// (RFC 9112 section 3.2.2): a foreign authority there is refused like a foreign `Host`, and
+/// the listener's own authority is served.
+#[tokio::test]
+async fn hostile_absolute_form_target_with_foreign_authority_is_refused() {
+    let s = Served::start(ROLE_TOML).await;
+    let token = http::token(s.imds(), 60).await;
+    let imds = s.imds();
+    let own = imds.to_string();
+    let absolute = |authority: &str, method: &str, path: &str, headers: &[(&str, &str)]| {
+        raw::request(
+            method,
+            &format!("http://{authority}{path}"),
+            Some(&own),
+            headers,
+        )
+    };
+    let evil = format!("evil.example:{}", imds.port());
+    for req in [
+        absolute(&evil, "GET", ROLE_CREDS, &[(TOKEN, &token)]),
+        absolute(&evil, "PUT", "/latest/api/token", &[(TTL, "60")]),
+        absolute(
+            &format!("user@{own}"),
+            "GET",
+            ROLE_CREDS,
+            &[(TOKEN, &token)],
+        ),
+    ] {
+        let r = raw::exchange(imds, &req).await.answered("absolute form");
+        assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&req));
+    }
+    let ecs = s.ecs();
+    let req = raw::request(
+        "GET",
+        &format!("http://evil.example:{}/credentials/role", ecs.port()),
+        Some(&ecs.to_string()),
+        &[("Authorization", &s.ecs_token("role"))],
+    );
+    let r = raw::exchange(ecs, &req).await.answered("ECS absolute form");
+    assert_eq!(r.status, 403);
+
+    let ok = absolute(&own, "GET", ROLE_CREDS, &[(TOKEN, &token)]);
+    let r = raw::exchange(imds, &ok).await.answered("own authority");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_still_serves(&s).await;
+}
+
 /// Requests carrying browser headers (`Origin`, `Referer`, `Sec-Fetch-*`) are refused with 403 on
 /// both endpoints, token PUT included, even with valid tokens.
 #[tokio::test]
