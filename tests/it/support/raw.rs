@@ -84,54 +84,81 @@ pub fn request(
     out.into_bytes()
 }
 
+/// A connection to the daemon. Bytes read past the end of one response (pipelined answers
+/// arriving together) are kept for the next [`read_response`].
+pub struct Conn {
+    stream: TcpStream,
+    pending: Vec<u8>,
+}
+
+impl Conn {
+    /// Writes `bytes` as they are.
+    pub async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    /// Reads more bytes into the pending buffer; false on EOF or reset.
+    async fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 4096];
+        match self.stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.pending.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+}
+
 /// Connects to `addr` (bounded by [`HANG`]).
-pub async fn connect(addr: SocketAddr) -> TcpStream {
-    tokio::time::timeout(HANG, TcpStream::connect(addr))
+pub async fn connect(addr: SocketAddr) -> Conn {
+    let stream = tokio::time::timeout(HANG, TcpStream::connect(addr))
         .await
         .unwrap_or_else(|_| panic!("connecting to {addr} hung"))
-        .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"))
+        .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    Conn {
+        stream,
+        pending: Vec::new(),
+    }
 }
 
 /// Sends `bytes` on a fresh connection and reads one response.
 pub async fn exchange(addr: SocketAddr, bytes: &[u8]) -> Outcome {
-    let mut s = connect(addr).await;
-    send_on(&mut s, bytes).await
+    let mut c = connect(addr).await;
+    send_on(&mut c, bytes).await
 }
 
-/// Sends `bytes` on `s` and reads one response (a HEAD request gets no body).
-pub async fn send_on(s: &mut TcpStream, bytes: &[u8]) -> Outcome {
+/// Sends `bytes` on `c` and reads one response (a HEAD request gets no body).
+pub async fn send_on(c: &mut Conn, bytes: &[u8]) -> Outcome {
     // The server may close before taking everything (e.g. oversized heads); what it answered
     // before closing is still read.
-    let _ = s.write_all(bytes).await;
-    read_response(s, bytes.starts_with(b"HEAD ")).await
+    let _ = c.write_all(bytes).await;
+    read_response(c, bytes.starts_with(b"HEAD ")).await
 }
 
-/// Reads one response from `s`; `Closed` on EOF or reset before it is complete.
-pub async fn read_response(s: &mut TcpStream, head_request: bool) -> Outcome {
-    tokio::time::timeout(HANG, read_response_unbounded(s, head_request))
+/// Reads one response from `c`; `Closed` on EOF or reset before it is complete.
+pub async fn read_response(c: &mut Conn, head_request: bool) -> Outcome {
+    tokio::time::timeout(HANG, read_response_unbounded(c, head_request))
         .await
         .expect("the daemon neither answered nor closed the connection (hang)")
 }
 
-async fn read_response_unbounded(s: &mut TcpStream, head_request: bool) -> Outcome {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
+async fn read_response_unbounded(c: &mut Conn, head_request: bool) -> Outcome {
     let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+        if let Some(i) = c.pending.windows(4).position(|w| w == b"\r\n\r\n") {
             break i;
         }
-        match s.read(&mut chunk).await {
-            Ok(0) | Err(_) => return Outcome::Closed,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        if !c.fill().await {
+            return Outcome::Closed;
         }
     };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let head = String::from_utf8_lossy(&c.pending[..head_end]).into_owned();
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
     let status: u16 = status_line
         .split(' ')
         .nth(1)
-        .and_then(|c| c.parse().ok())
+        .and_then(|code| code.parse().ok())
         .unwrap_or_else(|| panic!("not an HTTP status line: {status_line:?}"));
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
@@ -147,14 +174,14 @@ async fn read_response_unbounded(s: &mut TcpStream, head_request: bool) -> Outco
     } else {
         len
     };
-    let mut body = buf[head_end + 4..].to_vec();
-    while body.len() < want {
-        match s.read(&mut chunk).await {
-            Ok(0) | Err(_) => return Outcome::Closed,
-            Ok(n) => body.extend_from_slice(&chunk[..n]),
+    while c.pending.len() < head_end + 4 + want {
+        if !c.fill().await {
+            return Outcome::Closed;
         }
     }
-    body.truncate(want);
+    let rest = c.pending.split_off(head_end + 4 + want);
+    let body = c.pending[head_end + 4..].to_vec();
+    c.pending = rest;
     Outcome::Answered(RawResp {
         status,
         headers,
@@ -162,16 +189,12 @@ async fn read_response_unbounded(s: &mut TcpStream, head_request: bool) -> Outco
     })
 }
 
-/// Waits until the server closes `s` (EOF or reset), discarding anything it sends; `false` if
+/// Waits until the server closes `c` (EOF or reset), discarding anything it sends; `false` if
 /// it is still open after `limit`.
-pub async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
+pub async fn closed_within(c: &mut Conn, limit: Duration) -> bool {
     let drain = async {
-        let mut chunk = [0u8; 4096];
-        loop {
-            match s.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
+        while c.fill().await {
+            c.pending.clear();
         }
     };
     tokio::time::timeout(limit, drain).await.is_ok()
