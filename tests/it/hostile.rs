@@ -10,7 +10,6 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::support::http;
@@ -304,10 +303,10 @@ async fn hostile_configured_header_cap_is_honoured() {
 }
 
 /// Slowloris: with `[limits] header_timeout_ms = 500`, a client that sends half a request head
-/// and stalls, one that trickles a byte every 100 ms, one that sends nothing, and one that idles
-/// on a kept-alive connection after a request, are all closed by the server (the read sees EOF)
-/// within a generous 10 s, on both endpoints; well-behaved clients are served while they hang
-/// on.
+/// and stalls, one that trickles a header line every 100 ms, one that sends nothing, one that
+/// idles on a kept-alive connection after a request, and one that announces a body it never
+/// sends, are all closed by the server (the read sees EOF) within a generous 10 s, on both
+/// endpoints; well-behaved clients are served while they hang on.
 #[tokio::test]
 async fn hostile_slowloris_is_closed_by_the_header_read_timeout() {
     let s = Served::start(&with_limits("header_timeout_ms = 500")).await;
@@ -328,6 +327,15 @@ async fn hostile_slowloris_is_closed_by_the_header_read_timeout() {
         .await;
         assert!(first.status().is_some(), "the first request is answered");
         stalled.push(("idle after a request", idle));
+        // Handlers never read bodies, so a body that never arrives cannot hold the connection
+        // either: the request is answered from its head, then the connection is closed.
+        let mut body = raw::connect(addr).await;
+        let put = format!(
+            "PUT /latest/api/token HTTP/1.1\r\nHost: {addr}\r\n{TTL}: 60\r\nContent-Length: 1000000\r\n\r\npartial"
+        );
+        let answer = raw::send_on(&mut body, put.as_bytes()).await;
+        assert!(answer.status().is_some(), "answered before the body");
+        stalled.push(("a body that never arrives", body));
         // The trickler paces itself like a real slow client; it stops when a write fails.
         let mut trickle = raw::connect(addr).await;
         tricklers.push(tokio::spawn(async move {
