@@ -785,3 +785,34 @@ async fn fault_sts_500_gives_imds_failure_document_and_ecs_503() {
     assert_eq!(ecs.header("content-type"), Some("application/json"));
     assert!(ecs.json()["code"].is_string() && ecs.json()["message"].is_string());
 }
+
+/// An IPv6 loopback listener works like an IPv4 one: tokens, credentials, the `[::1]` Host the
+/// SDKs send, and the ECS endpoint (which `AWS_CONTAINER_CREDENTIALS_FULL_URI=http://[::1]:PORT`
+/// reaches in every SDK).
+#[tokio::test]
+async fn ipv6_loopback_listeners_serve_imds_and_ecs() {
+    let s = Served::start(
+        "[[imds]]\nlisten = \"[::1]:0\"\nprofile = \"role\"\n\
+         [ecs]\nlisten = \"[::1]:0\"\nprofiles = [\"role\"]\n",
+    )
+    .await;
+    assert!(s.imds().is_ipv6() && s.ecs().is_ipv6());
+    let token = http::token(s.imds(), 60).await;
+    let creds = http::get(s.imds(), ROLE_CREDS, &token).await;
+    assert_eq!(creds.json()["Code"], "Success");
+    let ecs = http::ecs_get(s.ecs(), "role", Some(&s.ecs_token("role"))).await;
+    assert_eq!(ecs.status, 200);
+    assert_eq!(ecs.json()["AccessKeyId"], creds.json()["AccessKeyId"]);
+    let evil = raw::exchange(
+        s.imds(),
+        &raw::request(
+            "GET",
+            ROLE_CREDS,
+            Some(&format!("evil.example:{}", s.imds().port())),
+            &[(TOKEN, &token)],
+        ),
+    )
+    .await
+    .answered("foreign Host over IPv6");
+    assert_eq!(evil.status, 403);
+}
