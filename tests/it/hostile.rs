@@ -647,3 +647,66 @@ async fn hostile_slow_clients_do_not_delay_shutdown() {
     assert_eq!(status.code(), Some(0));
     drop(held);
 }
+
+/// After serving credentials and refusing wrong tokens on both endpoints, the daemon's log (at
+/// debug level) holds none of the secrets: not the secret key or session token it vended, not
+/// the ECS token, not an IMDS token, not a wrong token an attacker presented.
+#[tokio::test]
+async fn hostile_requests_leave_no_secrets_in_the_log() {
+    let s = Served::start(ROLE_TOML).await;
+    let token = http::token(s.imds(), 60).await;
+    let creds = http::get(s.imds(), ROLE_CREDS, &token).await.json();
+    let ecs_token = s.ecs_token("role");
+    let near_miss = format!("{}0", &ecs_token[..ecs_token.len() - 1]);
+    let forged_imds = format!("{}0", &token[..token.len() - 1]);
+    assert_eq!(
+        http::ecs_get(s.ecs(), "role", Some(&near_miss))
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        http::get(s.imds(), ROLE_CREDS, &forged_imds).await.status,
+        401
+    );
+    assert_eq!(
+        http::ecs_get(s.ecs(), "role", Some(&ecs_token))
+            .await
+            .status,
+        200
+    );
+    let put = raw::request(
+        "PUT",
+        "/latest/api/token",
+        Some(&s.imds().to_string()),
+        &[
+            (TTL, "60"),
+            ("X-Forwarded-For", "203.0.113.7"),
+            ("Origin", "http://evil.example"),
+        ],
+    );
+    assert_eq!(raw::exchange(s.imds(), &put).await.status(), Some(403));
+    // The refusals above are logged; wait for that line rather than for time to pass.
+    assert!(
+        s.daemon.wait_for_log("refused", Duration::from_secs(10)),
+        "refusals are logged"
+    );
+    let log = s.daemon.log();
+    for (what, secret) in [
+        (
+            "secret access key",
+            creds["SecretAccessKey"].as_str().unwrap(),
+        ),
+        ("session token", creds["Token"].as_str().unwrap()),
+        ("ECS token", ecs_token.as_str()),
+        ("IMDS token", token.as_str()),
+        ("presented ECS token", near_miss.as_str()),
+        ("presented IMDS token", forged_imds.as_str()),
+    ] {
+        assert!(!log.contains(secret), "the log holds the {what}");
+    }
+    assert!(
+        log.contains(creds["AccessKeyId"].as_str().unwrap()),
+        "the audit log names the access key id it vended"
+    );
+}
