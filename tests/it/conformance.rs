@@ -357,7 +357,8 @@ async fn must_pass_14_region_and_identity_document() {
 }
 
 /// Every IMDS answer carries `Server: EC2ws`, metadata is `text/plain`, `Content-Length` is
-/// present and right (no chunking), and a request with `Connection: close` is answered and then
+/// present and right (no chunking), `Accept-Ranges: none` and an HTTP-date `Last-Modified` are
+/// there as on EC2, and a request with `Connection: close` is answered and then
 /// the connection is closed.
 #[tokio::test]
 async fn must_pass_15_response_headers_and_connection_close() {
@@ -391,6 +392,17 @@ async fn must_pass_15_response_headers_and_connection_close() {
         assert!(
             r.header("transfer-encoding").is_none(),
             "{what}: no chunking"
+        );
+        assert_eq!(r.header("accept-ranges"), Some("none"), "{what}");
+        let modified = r.header("last-modified").expect("Last-Modified");
+        assert!(
+            modified.ends_with(" GMT")
+                && OffsetDateTime::parse(
+                    &modified.replace(" GMT", " +0000"),
+                    &time::format_description::well_known::Rfc2822
+                )
+                .is_ok(),
+            "{what}: Last-Modified {modified:?} is an HTTP date"
         );
     }
     // Error answers carry the Server header too.
@@ -558,6 +570,31 @@ async fn must_pass_18_ecs_refusals_are_json_and_tokens_are_per_profile() {
     assert_eq!(json["AccountId"], "123456789012");
 }
 
+/// The container document has the four credential fields as strings, an `Expiration` the JS
+/// SDK's strict RFC 3339 `...Z` parser takes, and `AccountId` and `RoleArn` (item 19's server
+/// side).
+#[tokio::test]
+async fn must_pass_19_ecs_json_has_account_id_and_role_arn() {
+    let s = Served::start(ROLE_TOML).await;
+    let r = http::ecs_get(s.ecs(), "role", Some(&s.ecs_token("role"))).await;
+    assert_eq!(r.status, 200);
+    let json = r.json();
+    for field in ["AccessKeyId", "SecretAccessKey", "Token", "Expiration"] {
+        assert!(
+            json[field].as_str().is_some_and(|v| !v.is_empty()),
+            "{field}: {}",
+            r.body
+        );
+    }
+    assert!(is_whole_second_utc(json["Expiration"].as_str().unwrap()));
+    assert_eq!(json["AccountId"], "123456789012");
+    assert_eq!(json["RoleArn"], s.scenario.role_arn.as_str());
+    assert!(
+        json.get("Code").is_none(),
+        "no IMDS Code on the container document"
+    );
+}
+
 /// With `imds_v1 = true`, tokenless GETs are served (item 12's server side), a present but
 /// invalid token is still a 401, and a valid token still works.
 #[tokio::test]
@@ -580,8 +617,9 @@ async fn imds_v1_mode_serves_tokenless_gets_and_401s_invalid_tokens() {
     assert_eq!(http::get(s.imds(), ROLE_CREDS, &token).await.status, 200);
 }
 
-/// A token minted before a restart is accepted after it (same listener address, key kept in the
-/// state directory), so a Rust SDK client holding it gets fresh answers, not 401s.
+/// Item 10's server side: a token minted before a restart is accepted after it (same listener
+/// address, key kept in the state directory), so a Rust SDK client holding it gets fresh
+/// credentials, not 401s it would answer with stale ones.
 #[tokio::test]
 async fn token_minted_before_restart_is_accepted_after_it() {
     let Served {
