@@ -485,7 +485,9 @@ async fn must_pass_16_ecs_full_uri_with_ip_localhost_and_query() {
 
 /// The token file holds the `Authorization` value byte for byte: no trailing newline, mode 0600,
 /// at least 32 bytes. The exact bytes are accepted; any other value (a byte more or less, a
-/// literal `\n`, the token with a newline on the wire) is refused.
+/// literal `\n`, a value folded onto a second line by a CR LF inside it) is refused. A bare LF
+/// after the token cannot be told apart on the wire: HTTP/1.1 ends the header line there, so
+/// the daemon sees the exact token; the SDKs refuse to send such a value in the first place.
 #[tokio::test]
 async fn must_pass_17_ecs_authorization_equals_token_file_bytes() {
     let s = Served::start(ROLE_TOML).await;

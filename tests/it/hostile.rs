@@ -372,7 +372,7 @@ async fn hostile_slowloris_is_closed_by_the_header_read_timeout() {
 /// Connection flood: with `[limits] max_connections = 256`, as many idle connections as the fd
 /// limit allows (up to 10,000; the test raises its soft limit first) are opened at once. More
 /// than the cap get established (the rest of the kernel backlog), the daemon's RSS stays under
-/// 64 MB throughout, and once they are closed a well-behaved client gets credentials again.
+/// 64 MB with them open and after, and once they are closed a well-behaved client gets credentials again.
 #[tokio::test]
 async fn hostile_connection_flood_keeps_rss_bounded_and_service_recovers() {
     const CAP: usize = 256;
