@@ -30,6 +30,9 @@ pub struct Head {
     pub path: String,
     /// Raw query (may be empty).
     pub query: String,
+    /// Authority of an absolute-form target (`GET http://host:port/path`). When present it names
+    /// the target host instead of `Host` (RFC 9112 section 3.2.2), so the guards check it too.
+    pub authority: Option<String>,
     /// Headers.
     pub headers: HeaderMap,
     /// Peer address.
@@ -162,7 +165,8 @@ fn split_host_port(host: &str) -> (&str, Option<u16>) {
     }
 }
 
-/// The guards every request passes before routing.
+/// The guards every request passes before routing: no browser headers, and exactly one `Host`
+/// naming this listener (as does the authority of an absolute-form target).
 pub fn check_request(head: &Head, hosts: &HostPolicy, port: u16) -> Result<(), Refusal> {
     for name in ["origin", "referer"] {
         if head.headers.contains_key(name) {
@@ -175,6 +179,11 @@ pub fn check_request(head: &Head, hosts: &HostPolicy, port: u16) -> Result<(), R
         .any(|k| k.as_str().starts_with("sec-fetch-"))
     {
         return Err(Refusal::BrowserRequest);
+    }
+    if let Some(authority) = &head.authority
+        && !hosts.allows(authority, port)
+    {
+        return Err(Refusal::ForeignHost);
     }
     let mut host_headers = head.headers.get_all(hyper::header::HOST).iter();
     if let Some(host) = host_headers.next() {
@@ -275,6 +284,7 @@ pub async fn serve<H: Handler>(
                         method: parts.method,
                         path: parts.uri.path().to_owned(),
                         query: parts.uri.query().unwrap_or("").to_owned(),
+                        authority: parts.uri.authority().map(|a| a.as_str().to_owned()),
                         headers: parts.headers,
                         peer,
                     };
@@ -340,5 +350,54 @@ fn set_hop_limit(stream: &tokio::net::TcpStream, peer: SocketAddr, ttl: u8) {
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "could not set the response hop limit");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(target: &str, host: Option<&str>) -> Head {
+        let uri: hyper::Uri = target.parse().unwrap();
+        let mut headers = HeaderMap::new();
+        if let Some(h) = host {
+            headers.insert(hyper::header::HOST, HeaderValue::from_str(h).unwrap());
+        }
+        Head {
+            method: Method::GET,
+            path: uri.path().to_owned(),
+            query: uri.query().unwrap_or("").to_owned(),
+            authority: uri.authority().map(|a| a.as_str().to_owned()),
+            headers,
+            peer: "127.0.0.1:40000".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn absolute_form_authority_must_name_the_listener() {
+        let hosts = HostPolicy::new("127.0.0.1:9254".parse().unwrap(), &[]);
+        let check = |target, host| check_request(&head(target, host), &hosts, 9254);
+        assert_eq!(check("/latest/meta-data/", Some("127.0.0.1:9254")), Ok(()));
+        assert_eq!(
+            check("http://127.0.0.1:9254/latest/", Some("127.0.0.1:9254")),
+            Ok(())
+        );
+        assert_eq!(check("http://localhost/latest/", None), Ok(()));
+        for target in [
+            "http://evil.example:9254/latest/",
+            "http://evil.example/latest/",
+            "http://user@127.0.0.1:9254/latest/",
+            "http://127.0.0.1:1/latest/",
+        ] {
+            assert_eq!(
+                check(target, Some("127.0.0.1:9254")),
+                Err(Refusal::ForeignHost),
+                "{target}"
+            );
+        }
+        assert_eq!(
+            check("/latest/", Some("evil.example:9254")),
+            Err(Refusal::ForeignHost)
+        );
     }
 }

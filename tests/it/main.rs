@@ -5,9 +5,11 @@
 mod support;
 
 mod cli_keys;
+mod conformance;
 mod daemon_basic;
 mod faults;
 mod fuzz_corpus;
+mod hostile;
 mod keystore;
 mod profiles;
 mod service;

@@ -8,6 +8,8 @@ pub mod fake_sts;
 pub mod http;
 pub mod keyring;
 pub mod moto;
+pub mod raw;
+pub mod served;
 pub mod sts_proxy;
 
 use std::sync::atomic::{AtomicU32, Ordering};

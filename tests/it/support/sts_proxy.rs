@@ -1,5 +1,6 @@
 //! A counting, fault-injecting front for moto: forwards each request's bytes unchanged (so SigV4
-//! signatures, which cover the Host header, stay valid) and counts STS actions. Fault modes make
+//! signatures, which cover the Host header, stay valid), counts STS actions and records the
+//! answers. Fault modes make
 //! it a mock; tests that use them say `fault` in their name.
 
 use std::collections::HashMap;
@@ -32,6 +33,7 @@ pub struct StsProxy {
     /// Listening address.
     pub addr: SocketAddr,
     counts: Arc<Mutex<HashMap<String, usize>>>,
+    responses: Arc<Mutex<Vec<String>>>,
     mode: Arc<Mutex<Mode>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -94,8 +96,9 @@ impl StsProxy {
         std_listener.set_nonblocking(true).unwrap();
         let addr = std_listener.local_addr().unwrap();
         let counts = Arc::new(Mutex::new(HashMap::new()));
+        let responses = Arc::new(Mutex::new(Vec::new()));
         let mode = Arc::new(Mutex::new(Mode::Forward));
-        let (c, m) = (counts.clone(), mode.clone());
+        let (c, r, m) = (counts.clone(), responses.clone(), mode.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let serve = async move {
             let listener = TcpListener::from_std(std_listener).unwrap();
@@ -103,7 +106,7 @@ impl StsProxy {
                 let Ok((mut sock, _)) = listener.accept().await else {
                     return;
                 };
-                let (c, m) = (c.clone(), m.clone());
+                let (c, r, m) = (c.clone(), r.clone(), m.clone());
                 tokio::spawn(async move {
                     // One request per connection: answers say `connection: close`.
                     let Some((req, body_at)) = read_request(&mut sock).await else {
@@ -139,7 +142,26 @@ impl StsProxy {
                             if up.write_all(&out).await.is_err() {
                                 return;
                             }
-                            let _ = tokio::io::copy(&mut up, &mut sock).await;
+                            // Copy the answer through, recording each chunk before the
+                            // client can see it.
+                            let slot = {
+                                let mut r = r.lock().unwrap();
+                                r.push(String::new());
+                                r.len() - 1
+                            };
+                            let mut chunk = [0u8; 8192];
+                            loop {
+                                match up.read(&mut chunk).await {
+                                    Ok(0) | Err(_) => break,
+                                    Ok(n) => {
+                                        r.lock().unwrap()[slot]
+                                            .push_str(&String::from_utf8_lossy(&chunk[..n]));
+                                        if sock.write_all(&chunk[..n]).await.is_err() {
+                                            break;
+                                        }
+                                    }
+                                }
+                            }
                         }
                         Mode::Fail500 => {
                             let _ = sock
@@ -182,6 +204,7 @@ impl StsProxy {
         StsProxy {
             addr,
             counts,
+            responses,
             mode,
             stop: Some(stop),
         }
@@ -200,6 +223,12 @@ impl StsProxy {
             .get(action)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// The raw upstream answers forwarded so far (status line, headers and body), oldest first;
+    /// whatever a client has received is already in here.
+    pub fn responses(&self) -> Vec<String> {
+        self.responses.lock().unwrap().clone()
     }
 
     /// Sets the fault mode.
