@@ -13,9 +13,14 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
 fn main() {
-    let path = std::env::args().nth(1).expect("usage: minimal_hyper BODY_FILE");
+    let path = std::env::args()
+        .nth(1)
+        .expect("usage: minimal_hyper BODY_FILE");
     let body = Bytes::from(std::fs::read(path).expect("body file"));
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         println!("ready {}", listener.local_addr().unwrap());
@@ -24,14 +29,15 @@ fn main() {
             let _ = stream.set_nodelay(true);
             let body = body.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
-                    let mut resp = Response::new(Full::new(body.clone()));
-                    let h = resp.headers_mut();
-                    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-                    h.insert(SERVER, HeaderValue::from_static("EC2ws"));
-                    h.insert(ACCEPT_RANGES, HeaderValue::from_static("none"));
-                    async move { Ok::<_, Infallible>(resp) }
-                });
+                let svc =
+                    hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
+                        let mut resp = Response::new(Full::new(body.clone()));
+                        let h = resp.headers_mut();
+                        h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                        h.insert(SERVER, HeaderValue::from_static("EC2ws"));
+                        h.insert(ACCEPT_RANGES, HeaderValue::from_static("none"));
+                        async move { Ok::<_, Infallible>(resp) }
+                    });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
