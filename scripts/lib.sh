@@ -38,6 +38,15 @@ ensure_venv() {
   cp "$ROOT/scripts/requirements.txt" "$stamp"
 }
 
+# ensure_sdk_rust_client: builds the AWS SDK for Rust test client (tests/sdk/rust, its own
+# workspace and lock file) into target/sdk-rust, where tests/it/support/clients.rs looks for it.
+SDK_RUST_MANIFEST="$ROOT/tests/sdk/rust/Cargo.toml"
+SDK_RUST_TARGET="$ROOT/target/sdk-rust"
+ensure_sdk_rust_client() {
+  log "building the Rust SDK test client (tests/sdk/rust)"
+  CARGO_TARGET_DIR="$SDK_RUST_TARGET" cargo build --quiet --locked --manifest-path "$SDK_RUST_MANIFEST"
+}
+
 # Processes started by these helpers; killed by cleanup (installed as an EXIT trap).
 STARTED_PIDS=()
 cleanup() {
