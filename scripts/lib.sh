@@ -4,8 +4,10 @@
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$ROOT/.venv"
 # keyutils, gnome-keyring, dbus*, libsecret-tools: the keyring tests (kernel keyring, a private
-# Secret Service); xvfb and gcr (gcr-prompter): a desktop unlock prompt for the no-hang test.
-APT_PACKAGES=(keyutils gnome-keyring dbus dbus-daemon libdbus-1-dev pkg-config libsecret-tools xvfb gcr iproute2 curl procps)
+# Secret Service); xvfb and gcr (gcr-prompter): a desktop unlock prompt for the no-hang test;
+# iproute2, nftables, util-linux (unshare) and curl: the network-namespace tests (veth "containers",
+# the DNAT of scripts/imds-dnat.sh).
+APT_PACKAGES=(keyutils gnome-keyring dbus dbus-daemon libdbus-1-dev pkg-config libsecret-tools xvfb gcr iproute2 nftables util-linux curl procps)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -6,6 +6,7 @@ mod support;
 
 mod daemon_basic;
 mod keystore;
+mod netns;
 mod sdk;
 mod sigv4_botocore;
 mod sigv4_suite;
