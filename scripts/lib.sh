@@ -4,8 +4,10 @@
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$ROOT/.venv"
 # keyutils, gnome-keyring, dbus*, libsecret-tools: the keyring tests (kernel keyring, a private
-# Secret Service); xvfb and gcr (gcr-prompter): a desktop unlock prompt for the no-hang test.
-APT_PACKAGES=(keyutils gnome-keyring dbus dbus-daemon libdbus-1-dev pkg-config libsecret-tools xvfb gcr iproute2 curl procps)
+# Secret Service); xvfb and gcr (gcr-prompter): a desktop unlock prompt for the no-hang test;
+# iproute2, nftables, util-linux (unshare) and curl: the network-namespace tests (veth "containers",
+# the DNAT of scripts/imds-dnat.sh).
+APT_PACKAGES=(keyutils gnome-keyring dbus dbus-daemon libdbus-1-dev pkg-config libsecret-tools xvfb gcr iproute2 nftables util-linux curl procps)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -36,6 +38,15 @@ ensure_venv() {
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check -r "$ROOT/scripts/requirements.txt"
   cp "$ROOT/scripts/requirements.txt" "$stamp"
+}
+
+# ensure_sdk_rust_client: builds the AWS SDK for Rust test client (tests/sdk/rust, its own
+# workspace and lock file) into target/sdk-rust, where tests/it/support/clients.rs looks for it.
+SDK_RUST_MANIFEST="$ROOT/tests/sdk/rust/Cargo.toml"
+SDK_RUST_TARGET="$ROOT/target/sdk-rust"
+ensure_sdk_rust_client() {
+  log "building the Rust SDK test client (tests/sdk/rust)"
+  CARGO_TARGET_DIR="$SDK_RUST_TARGET" cargo build --quiet --locked --manifest-path "$SDK_RUST_MANIFEST"
 }
 
 # Processes started by these helpers; killed by cleanup (installed as an EXIT trap).

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod clients;
 pub mod daemon;
 pub mod fake_sts;
 pub mod http;

@@ -217,12 +217,18 @@ pub fn venv_bin(name: &str) -> String {
 }
 
 impl PrivateMoto {
-    /// Starts moto on a free port. With `auth`, it is seeded with an admin user and SigV4
-    /// authentication is switched on, as `scripts/test` does for the shared one.
+    /// Starts moto on a free loopback port. With `auth`, it is seeded with an admin user and
+    /// SigV4 authentication is switched on, as `scripts/test` does for the shared one.
     pub fn start(auth: bool) -> PrivateMoto {
+        PrivateMoto::start_on("127.0.0.1", auth)
+    }
+
+    /// Like [`PrivateMoto::start`], listening on `host` (an address of one interface, e.g. a
+    /// veth inside a test's own network namespace).
+    pub fn start_on(host: &str, auth: bool) -> PrivateMoto {
         use std::io::BufRead;
         let mut child = std::process::Command::new(venv_bin("moto_server"))
-            .args(["-H", "127.0.0.1", "-p", "0"])
+            .args(["-H", host, "-p", "0"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 /// What the proxy does with the next requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +26,9 @@ pub enum Mode {
     Hang,
     /// Close the connection without answering.
     Close,
+    /// Count each request on arrival, then hold it until the mode changes, and treat it by the
+    /// new mode (so a test can keep an STS call in flight for as long as it needs).
+    Hold,
 }
 
 /// The proxy; stops when dropped. It runs on a runtime thread of its own, so a test that blocks
@@ -34,7 +38,7 @@ pub struct StsProxy {
     pub addr: SocketAddr,
     counts: Arc<Mutex<HashMap<String, usize>>>,
     responses: Arc<Mutex<Vec<String>>>,
-    mode: Arc<Mutex<Mode>>,
+    mode: Arc<watch::Sender<Mode>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -97,7 +101,7 @@ impl StsProxy {
         let addr = std_listener.local_addr().unwrap();
         let counts = Arc::new(Mutex::new(HashMap::new()));
         let responses = Arc::new(Mutex::new(Vec::new()));
-        let mode = Arc::new(Mutex::new(Mode::Forward));
+        let mode = Arc::new(watch::channel(Mode::Forward).0);
         let (c, r, m) = (counts.clone(), responses.clone(), mode.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let serve = async move {
@@ -114,7 +118,13 @@ impl StsProxy {
                     };
                     let action = action_of(&req[body_at..]);
                     *c.lock().unwrap().entry(action).or_default() += 1;
-                    let mode = *m.lock().unwrap();
+                    let mode = {
+                        let mut rx = m.subscribe();
+                        let Ok(mode) = rx.wait_for(|m| *m != Mode::Hold).await else {
+                            return;
+                        };
+                        *mode
+                    };
                     let canned = |status: &str, body: &str| {
                         format!(
                             "HTTP/1.1 {status}\r\ncontent-type: text/xml\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -182,7 +192,7 @@ impl StsProxy {
                                 .await;
                         }
                         Mode::Hang => std::future::pending::<()>().await,
-                        Mode::Close => {}
+                        Mode::Close | Mode::Hold => {}
                     }
                 });
             }
@@ -231,8 +241,21 @@ impl StsProxy {
         self.responses.lock().unwrap().clone()
     }
 
-    /// Sets the fault mode.
+    /// Sets the fault mode (held requests then proceed by the new mode).
     pub fn set_mode(&self, mode: Mode) {
-        *self.mode.lock().unwrap() = mode;
+        self.mode.send_replace(mode);
+    }
+
+    /// Waits (bounded) until at least `n` requests for `action` have arrived; the count, not
+    /// the time, is the synchronisation. False on timeout.
+    pub async fn wait_count(&self, action: &str, n: usize, timeout: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if self.count(action) >= n {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        self.count(action) >= n
     }
 }

@@ -1,0 +1,331 @@
+//! Tests in private network namespaces: the default metadata address 169.254.169.254:80, and
+//! "containers" on a bridge (an allow list, a peer outside it, DNAT of the metadata address).
+//!
+//! Each test re-executes itself under `unshare -n -m`, so moto, the daemon and every client run
+//! in a network namespace of the test's own (only `lo` at first) with a private mount namespace;
+//! nothing is added to the machine's namespace and no packet leaves the namespaces the test
+//! made. Fixed addresses and ports are fine in there. The "container" namespaces come from
+//! `tests/netns/topology.sh`, the DNAT rule from `scripts/imds-dnat.sh` (the commands the README
+//! documents).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::process::{Command, Output, Stdio};
+
+use crate::support::clients::{Client, Sdk, Whoami, assumed_role_prefix};
+use crate::support::daemon::{Daemon, RoleProfile, Setup};
+use crate::support::http;
+use crate::support::moto::PrivateMoto;
+
+/// Set (to the test's name) in the re-executed test process inside the namespaces.
+const CHILD: &str = "CREDVEND_NETNS_TEST";
+/// The namespaces the test started in, for the inner process (and topology.sh) to check it is
+/// elsewhere.
+const OUTER_NET: &str = "CREDVEND_OUTER_NETNS";
+const OUTER_MNT: &str = "CREDVEND_OUTER_MNTNS";
+
+/// The bridge listener of the container tests (inside the test's own namespace).
+const BRIDGE_LISTEN: &str = "198.18.1.1:9254";
+
+fn namespace(kind: &str) -> String {
+    std::fs::read_link(format!("/proc/self/ns/{kind}"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/self/ns/{kind}: {e}"))
+        .display()
+        .to_string()
+}
+
+/// Panics unless this process is in namespaces other than the ones the test started in, and the
+/// network namespace has no interface but `lo` (so it was made for this test).
+fn assert_private_namespaces() {
+    for (kind, var) in [("net", OUTER_NET), ("mnt", OUTER_MNT)] {
+        let outer = std::env::var(var).unwrap_or_default();
+        let here = namespace(kind);
+        assert!(
+            !outer.is_empty() && here != outer,
+            "refusing to change the network: not in a private {kind} namespace ({here} vs {outer:?})"
+        );
+    }
+    let dev = std::fs::read_to_string("/proc/self/net/dev").unwrap();
+    let interfaces: Vec<&str> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(
+        interfaces,
+        ["lo"],
+        "refusing to change the network: this namespace has other interfaces"
+    );
+}
+
+/// Runs `cmd`, panicking with its output unless it succeeds.
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs the calling test's `body` inside a private network + mount namespace: re-executes this
+/// test binary, filtered to `name`, under `unshare -n -m`, and there brings `lo` up and runs
+/// `body` on a tokio runtime.
+fn in_private_netns<F: Future<Output = ()>>(name: &str, body: impl FnOnce() -> F) {
+    if std::env::var(CHILD).as_deref() == Ok(name) {
+        assert_private_namespaces();
+        run(Command::new("ip").args(["link", "set", "lo", "up"]));
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(body());
+        return;
+    }
+    let test = format!("netns::{name}");
+    let out = Command::new("unshare")
+        .args(["--net", "--mount", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args([test.as_str(), "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, name)
+        .env(OUTER_NET, namespace("net"))
+        .env(OUTER_MNT, namespace("mnt"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("unshare (util-linux) is missing");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("--- inside the private namespace:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{test} failed inside `unshare -n -m` ({}); see the output above",
+        out.status
+    );
+}
+
+/// A private moto at `host` with the role scenario and a daemon with `toml`.
+async fn serve(host: &str, toml: &str) -> (PrivateMoto, Setup, RoleProfile, Daemon) {
+    let moto = PrivateMoto::start_on(host, true);
+    let setup = Setup::new();
+    let scenario = setup.role_profile(&moto.moto).await;
+    setup.write_toml(toml);
+    let daemon = setup.start();
+    (moto, setup, scenario, daemon)
+}
+
+/// The access key the daemon serves on `addr`.
+async fn served_key(addr: SocketAddr) -> String {
+    let token = http::token(addr, 60).await;
+    let r = http::get(
+        addr,
+        "/latest/meta-data/iam/security-credentials/role",
+        &token,
+    )
+    .await;
+    r.json()["AccessKeyId"].as_str().unwrap().to_owned()
+}
+
+async fn whoami(client: Client, sdk: Sdk, sts: &str) -> Result<Whoami, String> {
+    let sts = sts.to_owned();
+    tokio::task::spawn_blocking(move || client.whoami(sdk, &sts))
+        .await
+        .unwrap()
+}
+
+/// Checks that `who` used the role's credentials as served on `imds`, found over IMDS.
+async fn assert_role_over_imds(sdk: Sdk, who: &Whoami, scenario: &RoleProfile, imds: SocketAddr) {
+    let prefix = assumed_role_prefix(&scenario.role_arn);
+    assert!(
+        who.arn.starts_with(&prefix),
+        "{sdk:?}: GetCallerIdentity returned {}, expected {prefix}...",
+        who.arn
+    );
+    if let Some(key) = &who.access_key_id {
+        assert_eq!(*key, served_key(imds).await, "{sdk:?}: access key");
+    }
+    if let Some(method) = &who.method {
+        assert_eq!(method, "iam-role", "{sdk:?}: credential provider");
+    }
+}
+
+/// boto3, the AWS CLI and the Rust SDK with no metadata variable at all find a daemon listening
+/// on 169.254.169.254:80 (an address on `lo` of the test's namespace) and call STS on a moto in
+/// the same namespace. The peer address of such local connections is 169.254.169.254 itself,
+/// hence the allow entry.
+#[test]
+fn netns_link_local_default_address() {
+    in_private_netns("netns_link_local_default_address", || async {
+        run(Command::new("ip").args(["addr", "add", "169.254.169.254/32", "dev", "lo"]));
+        let (moto, _setup, scenario, daemon) = serve(
+            "127.0.0.1",
+            "[[imds]]\nlisten = \"169.254.169.254:80\"\nprofile = \"role\"\n\
+             allow = [\"169.254.169.254/32\"]\n[ecs]\nenabled = false\n",
+        )
+        .await;
+        let imds: SocketAddr = "169.254.169.254:80".parse().unwrap();
+        assert_eq!(daemon.imds(), imds);
+        for sdk in Sdk::ALL {
+            let who = whoami(Client::new(), sdk, &moto.moto.url)
+                .await
+                .unwrap_or_else(|e| panic!("{e}\ndaemon log:\n{}", daemon.log()));
+            assert_role_over_imds(sdk, &who, &scenario, imds).await;
+        }
+        assert_eq!(daemon.terminate().code(), Some(0));
+    });
+}
+
+/// Builds the two "container" namespaces (tests/netns/topology.sh).
+fn topology() {
+    run(Command::new("bash").arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/netns/topology.sh"
+    )));
+}
+
+/// The daemon of the container tests: IMDS on the bridge address allowing the first container's
+/// subnet, plus loopback-only IMDS and ECS listeners.
+const CONTAINER_TOML: &str = "[[imds]]\nlisten = \"198.18.1.1:9254\"\nprofile = \"role\"\n\
+     allow = [\"198.18.1.0/24\"]\n\
+     [[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"role\"\n\
+     [ecs]\nlisten = \"127.0.0.1:0\"\nprofiles = [\"role\"]\n";
+
+/// curl in container `ns`; returns its exit code and stdout.
+fn curl(ns: &str, args: &[&str]) -> (Option<i32>, String) {
+    let mut all = vec!["-sS", "--max-time", "5"];
+    all.extend_from_slice(args);
+    let out = Client::new()
+        .in_netns(ns)
+        .command("curl", &all)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Containers on a bridge: boto3 in the allowed container (198.18.1.2) with only
+/// `AWS_EC2_METADATA_SERVICE_ENDPOINT` set gets credentials from the bridge listener and calls
+/// STS; the container outside the allow list (198.18.2.2, routed to 198.18.1.1) has its
+/// connections closed unanswered, and the daemon keeps serving the allowed one; neither
+/// container can reach the daemon's 127.0.0.1 listeners.
+#[test]
+fn netns_bridge_allowlist() {
+    in_private_netns("netns_bridge_allowlist", || async {
+        topology();
+        let (moto, _setup, scenario, daemon) = serve("198.18.1.1", CONTAINER_TOML).await;
+        let bridge: SocketAddr = BRIDGE_LISTEN.parse().unwrap();
+        assert_eq!(daemon.ready.imds[0], bridge);
+        let local = daemon.ready.imds[1];
+        assert!(local.ip().is_loopback());
+        let endpoint = format!("http://{bridge}");
+        let container = |ns: &str| {
+            Client::new()
+                .in_netns(ns)
+                .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &endpoint)
+        };
+
+        let who = whoami(container("cv1"), Sdk::Boto3, &moto.moto.url)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\ndaemon log:\n{}", daemon.log()));
+        assert_role_over_imds(Sdk::Boto3, &who, &scenario, bridge).await;
+
+        // Outside the allow list: the connection is closed before any HTTP.
+        let token_url = format!("{endpoint}/latest/api/token");
+        let (code, body) = curl(
+            "cv2",
+            &[
+                "-X",
+                "PUT",
+                "-H",
+                "x-aws-ec2-metadata-token-ttl-seconds: 60",
+                &token_url,
+            ],
+        );
+        assert!(
+            matches!(code, Some(52 | 56)),
+            "cv2 expected an empty reply or a reset, got curl exit {code:?} with {body:?}"
+        );
+        let refused = whoami(container("cv2"), Sdk::Boto3, &moto.moto.url).await;
+        assert!(refused.is_err(), "cv2 got credentials: {refused:?}");
+        assert!(
+            daemon.wait_for_log(
+                "refused a connection from a peer outside the allow list peer=198.18.2.2",
+                std::time::Duration::from_secs(5)
+            ),
+            "{}",
+            daemon.log()
+        );
+
+        // The daemon keeps serving the allowed container.
+        let again = whoami(container("cv1"), Sdk::Boto3, &moto.moto.url)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_role_over_imds(Sdk::Boto3, &again, &scenario, bridge).await;
+        let (code, token) = curl(
+            "cv1",
+            &[
+                "-X",
+                "PUT",
+                "-H",
+                "x-aws-ec2-metadata-token-ttl-seconds: 60",
+                &token_url,
+            ],
+        );
+        assert_eq!(code, Some(0));
+        assert!(!token.is_empty());
+
+        // 127.0.0.1 in a container is its own loopback: the daemon's loopback listeners are out
+        // of reach, and so are they through the bridge address.
+        for ns in ["cv1", "cv2"] {
+            for port in [local.port(), daemon.ecs().port()] {
+                for host in ["127.0.0.1", "198.18.1.1"] {
+                    let (code, body) = curl(ns, &[&format!("http://{host}:{port}/")]);
+                    assert_eq!(
+                        code,
+                        Some(7),
+                        "{ns} reached {host}:{port} (curl exit {code:?}): {body}"
+                    );
+                }
+            }
+        }
+        assert_eq!(daemon.terminate().code(), Some(0));
+    });
+}
+
+/// The allowed container finds the daemon with no environment variable at all: its default
+/// route leads to the host, where `scripts/imds-dnat.sh` DNATs 169.254.169.254:80 arriving on its
+/// veth to the bridge listener. boto3, the AWS CLI and the Rust SDK all get the role's
+/// credentials; after `imds-dnat.sh remove` they find none.
+#[test]
+fn netns_dnat_link_local() {
+    in_private_netns("netns_dnat_link_local", || async {
+        topology();
+        let dnat = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/imds-dnat.sh");
+        run(Command::new("sh").args([dnat, "add", "cvh1", "198.18.1.1", "9254"]));
+        let (moto, _setup, scenario, daemon) = serve("198.18.1.1", CONTAINER_TOML).await;
+        let bridge: SocketAddr = BRIDGE_LISTEN.parse().unwrap();
+        for sdk in Sdk::ALL {
+            let who = whoami(Client::new().in_netns("cv1"), sdk, &moto.moto.url)
+                .await
+                .unwrap_or_else(|e| panic!("{e}\ndaemon log:\n{}", daemon.log()));
+            assert_role_over_imds(sdk, &who, &scenario, bridge).await;
+        }
+        assert!(
+            daemon.wait_for_log("peer=198.18.1.2:", std::time::Duration::from_secs(5)),
+            "the container's requests reached the bridge listener from its own address:\n{}",
+            daemon.log()
+        );
+        run(Command::new("sh").args([dnat, "remove"]));
+        let gone = whoami(Client::new().in_netns("cv1"), Sdk::Boto3, &moto.moto.url).await;
+        assert!(gone.is_err(), "credentials without the DNAT rule: {gone:?}");
+        assert_eq!(daemon.terminate().code(), Some(0));
+    });
+}
