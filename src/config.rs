@@ -217,8 +217,22 @@ fn parse_allow(values: Vec<String>, what: &str) -> Result<Vec<IpNet>, ConfigErro
         .collect()
 }
 
+/// The link-local addresses AWS clients look for by default (IMDS, ECS, EKS Pod Identity). Bound
+/// on `lo` they are local-only without an `allow` list: their clients connect from the address
+/// itself.
+pub const METADATA_ADDRESSES: &[&str] = &[
+    "169.254.169.254",
+    "169.254.170.2",
+    "169.254.170.23",
+    "fd00:ec2::254",
+    "fd00:ec2::23",
+];
+
 fn check_exposure(listen: SocketAddr, allow: &[IpNet], what: &str) -> Result<(), ConfigError> {
-    if !listen.ip().is_loopback() && allow.is_empty() {
+    let metadata = METADATA_ADDRESSES
+        .iter()
+        .any(|a| a.parse::<IpAddr>().ok() == Some(listen.ip()));
+    if !listen.ip().is_loopback() && !metadata && allow.is_empty() {
         return Err(ConfigError(format!(
             "{what}: listen = \"{listen}\" is not a loopback address, so it needs an `allow` list of the \
              peers that may connect (e.g. allow = [\"172.17.0.0/16\"] for Docker's default bridge), or use \
@@ -407,6 +421,14 @@ min_interval_seconds = 5
         assert!(e.0.contains("allow"), "{e}");
         let e = DaemonConfig::parse("[ecs]\nlisten = \"192.168.1.2:9255\"\n", "c").unwrap_err();
         assert!(e.0.contains("[ecs]"), "{e}");
+    }
+
+    #[test]
+    fn metadata_addresses_need_no_allow_list() {
+        let c = DaemonConfig::parse("[[imds]]\nlisten = \"169.254.169.254:80\"\n", "c").unwrap();
+        assert!(c.imds[0].allow.is_empty());
+        assert!(DaemonConfig::parse("[[imds]]\nlisten = \"[fd00:ec2::254]:80\"\n", "c").is_ok());
+        assert!(DaemonConfig::parse("[[imds]]\nlisten = \"169.254.1.1:80\"\n", "c").is_err());
     }
 
     #[test]

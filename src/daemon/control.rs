@@ -35,6 +35,8 @@ use crate::creds::format_aws_time;
 pub const VERSION: u32 = 1;
 const MAX_REQUEST: usize = 64 * 1024;
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a `credentials` request waits for the first credentials of a starting profile.
+const COLD_START_WAIT: Duration = Duration::from_secs(15);
 
 /// A request.
 #[derive(Debug, Serialize, Deserialize)]
@@ -364,11 +366,13 @@ async fn execute(req: Request, daemon: &Arc<Daemon>) -> Response {
             let Some((cell, _)) = daemon.profile(&profile).await else {
                 return fail(not_served(&profile));
             };
+            // A CLI caller can wait longer than an SDK on a cold start (the first mint).
+            let mut current = cell.current();
+            if current.is_none() && cell.status().phase == super::state::Phase::Starting {
+                current = cell.wait_first(COLD_START_WAIT).await;
+            }
             let now = OffsetDateTime::now_utc();
-            match cell
-                .current()
-                .filter(|v| Policy::servable(v.creds.expiration, now))
-            {
+            match current.filter(|v| Policy::servable(v.creds.expiration, now)) {
                 Some(v) => {
                     cell.count_request();
                     let c = &v.creds;

@@ -198,10 +198,16 @@ pub fn check_request(head: &Head, hosts: &HostPolicy, port: u16) -> Result<(), R
     Ok(())
 }
 
-/// Whether `peer` may connect to a listener with allowlist `allow` (loopback always may).
-pub fn peer_allowed(peer: IpAddr, allow: &[IpNet]) -> bool {
+/// Whether `peer`, connected to our address `local`, may use a listener with allowlist `allow`.
+/// Loopback peers always may, and so may a peer whose address is the very address it connected
+/// to: that connection comes from this machine (Linux drops packets arriving from outside with
+/// one of its own addresses as source), e.g. a client of a listener on 169.254.169.254 bound to
+/// `lo`.
+pub fn peer_allowed(peer: IpAddr, local: Option<IpAddr>, allow: &[IpNet]) -> bool {
     let peer = peer.to_canonical();
-    peer.is_loopback() || allow.iter().any(|net| net.contains(&peer))
+    peer.is_loopback()
+        || local.is_some_and(|l| l.to_canonical() == peer)
+        || allow.iter().any(|net| net.contains(&peer))
 }
 
 /// What a listener does with a request that passed the guards.
@@ -259,7 +265,8 @@ pub async fn serve<H: Handler>(
             _ = stopped(&mut shutdown) => break,
         };
         let opts = options.borrow().clone();
-        if !peer_allowed(peer.ip(), &opts.allow) {
+        let local = stream.local_addr().ok().map(|a| a.ip());
+        if !peer_allowed(peer.ip(), local, &opts.allow) {
             tracing::warn!(%peer, "refused a connection from a peer outside the allow list");
             drop(stream);
             continue;
@@ -355,6 +362,33 @@ fn set_hop_limit(stream: &tokio::net::TcpStream, peer: SocketAddr, ttl: u8) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn peers_loopback_self_and_allowed_only() {
+        let allow: Vec<IpNet> = vec!["198.18.1.0/24".parse().unwrap()];
+        let ll: IpAddr = "169.254.169.254".parse().unwrap();
+        assert!(peer_allowed("127.0.0.1".parse().unwrap(), None, &[]));
+        assert!(peer_allowed("::ffff:127.0.0.1".parse().unwrap(), None, &[]));
+        assert!(
+            peer_allowed(ll, Some(ll), &[]),
+            "a connection from the listener's own address is local"
+        );
+        assert!(!peer_allowed(
+            ll,
+            Some("169.254.170.2".parse().unwrap()),
+            &[]
+        ));
+        assert!(peer_allowed(
+            "198.18.1.2".parse().unwrap(),
+            Some("198.18.1.1".parse().unwrap()),
+            &allow
+        ));
+        assert!(!peer_allowed(
+            "198.18.2.2".parse().unwrap(),
+            Some("198.18.1.1".parse().unwrap()),
+            &allow
+        ));
+    }
+
     use super::*;
 
     fn head(target: &str, host: Option<&str>) -> Head {

@@ -6,6 +6,7 @@ mod support;
 
 mod cli_keys;
 mod conformance;
+mod containers;
 mod daemon_basic;
 mod faults;
 mod fuzz_corpus;

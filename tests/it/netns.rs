@@ -157,16 +157,15 @@ async fn assert_role_over_imds(sdk: Sdk, who: &Whoami, scenario: &RoleProfile, i
 
 /// boto3, the AWS CLI and the Rust SDK with no metadata variable at all find a daemon listening
 /// on 169.254.169.254:80 (an address on `lo` of the test's namespace) and call STS on a moto in
-/// the same namespace. The peer address of such local connections is 169.254.169.254 itself,
-/// hence the allow entry.
+/// the same namespace. No `allow` list: the peer address of such local connections is
+/// 169.254.169.254 itself, which the daemon recognises as local.
 #[test]
 fn netns_link_local_default_address() {
     in_private_netns("netns_link_local_default_address", || async {
         run(Command::new("ip").args(["addr", "add", "169.254.169.254/32", "dev", "lo"]));
         let (moto, _setup, scenario, daemon) = serve(
             "127.0.0.1",
-            "[[imds]]\nlisten = \"169.254.169.254:80\"\nprofile = \"role\"\n\
-             allow = [\"169.254.169.254/32\"]\n[ecs]\nenabled = false\n",
+            "[[imds]]\nlisten = \"169.254.169.254:80\"\nprofile = \"role\"\n[ecs]\nenabled = false\n",
         )
         .await;
         let imds: SocketAddr = "169.254.169.254:80".parse().unwrap();
