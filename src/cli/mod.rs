@@ -200,7 +200,7 @@ pub fn main() -> ExitCode {
             "warn"
         }
     };
-    crate::logging::init(cli.log_format, default_level);
+    let _log_guard = crate::logging::init(cli.log_format, default_level);
     let ctx = Context {
         config: cli.config,
         keystore: cli.keystore,

@@ -148,18 +148,21 @@ impl Handler for EcsHandler {
         }
         if let Some(v) = current.filter(|v| Policy::servable(v.creds.expiration, now)) {
             cell.count_request();
-            tracing::info!(
-                target: "credvend::audit",
-                listener = %self.listener_id,
-                profile = %cell.name,
-                peer = %head.peer,
-                user_agent = head.header("user-agent").unwrap_or("-"),
-                access_key_id = %v.creds.access_key_id,
-                "vended credentials over ECS"
+            head.audit.vended(
+                "ECS",
+                &cell.name,
+                head.header("user-agent").unwrap_or("-"),
+                &v.creds.access_key_id,
             );
             return Reply::new(StatusCode::OK, "application/json", v.ecs_json.clone());
         }
         let (code, message) = unavailable(cell);
+        head.audit.refused(
+            "ECS",
+            &cell.name,
+            head.header("user-agent").unwrap_or("-"),
+            &code,
+        );
         let status = match cell.status().phase {
             Phase::NeedsMfa | Phase::Locked => StatusCode::FORBIDDEN,
             Phase::Error if code == "InvalidConfiguration" || code == "MissingKeys" => {

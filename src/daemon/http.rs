@@ -37,6 +37,8 @@ pub struct Head {
     pub headers: HeaderMap,
     /// Peer address.
     pub peer: SocketAddr,
+    /// The connection's audit trail.
+    pub audit: std::sync::Arc<super::audit::ConnAudit>,
 }
 
 impl Head {
@@ -265,8 +267,8 @@ pub async fn serve<H: Handler>(
             _ = stopped(&mut shutdown) => break,
         };
         let opts = options.borrow().clone();
-        let local = stream.local_addr().ok().map(|a| a.ip());
-        if !peer_allowed(peer.ip(), local, &opts.allow) {
+        let local = stream.local_addr().ok();
+        if !peer_allowed(peer.ip(), local.map(|a| a.ip()), &opts.allow) {
             tracing::warn!(%peer, "refused a connection from a peer outside the allow list");
             drop(stream);
             continue;
@@ -279,12 +281,14 @@ pub async fn serve<H: Handler>(
         let limits = opts.limits;
         let mut shutdown = shutdown.clone();
         let alive = alive_tx.clone();
+        let audit = super::audit::ConnAudit::new(local.unwrap_or(peer), peer);
         tokio::spawn(async move {
             let _permit = permit;
             let _alive = alive;
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let handler = handler.clone();
                 let opts = opts.clone();
+                let audit = audit.clone();
                 async move {
                     let (parts, _body) = req.into_parts();
                     let head = Head {
@@ -294,6 +298,7 @@ pub async fn serve<H: Handler>(
                         authority: parts.uri.authority().map(|a| a.as_str().to_owned()),
                         headers: parts.headers,
                         peer,
+                        audit: audit.clone(),
                     };
                     let reply = match check_request(&head, &opts.hosts, port) {
                         Ok(()) => handler.handle(head).await,
@@ -404,6 +409,10 @@ mod tests {
             authority: uri.authority().map(|a| a.as_str().to_owned()),
             headers,
             peer: "127.0.0.1:40000".parse().unwrap(),
+            audit: crate::daemon::audit::ConnAudit::new(
+                "127.0.0.1:9254".parse().unwrap(),
+                "127.0.0.1:40000".parse().unwrap(),
+            ),
         }
     }
 

@@ -196,14 +196,11 @@ impl ImdsHandler {
         }
         if let Some(v) = current.filter(|v| Policy::servable(v.creds.expiration, now)) {
             self.cell.count_request();
-            tracing::info!(
-                target: "credvend::audit",
-                listener = %self.listener_id,
-                profile = %self.cell.name,
-                peer = %head.peer,
-                user_agent = head.header("user-agent").unwrap_or("-"),
-                access_key_id = %v.creds.access_key_id,
-                "vended credentials over IMDS"
+            head.audit.vended(
+                "IMDS",
+                &self.cell.name,
+                head.header("user-agent").unwrap_or("-"),
+                &v.creds.access_key_id,
             );
             let body = if extended {
                 &v.imds_extended_json
@@ -213,13 +210,11 @@ impl ImdsHandler {
             return text(body.clone());
         }
         let (code, message) = unavailable(&self.cell);
-        tracing::info!(
-            target: "credvend::audit",
-            listener = %self.listener_id,
-            profile = %self.cell.name,
-            peer = %head.peer,
-            code,
-            "no credentials to vend over IMDS"
+        head.audit.refused(
+            "IMDS",
+            &self.cell.name,
+            head.header("user-agent").unwrap_or("-"),
+            &code,
         );
         failure_json(&code, &message, now)
     }

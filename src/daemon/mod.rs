@@ -1,6 +1,7 @@
 //! The daemon: per-profile credential cells, the refresher that fills them, and the IMDS and ECS
 //! endpoints that serve them.
 
+pub mod audit;
 pub mod control;
 pub mod ecs;
 pub mod http;

@@ -722,3 +722,56 @@ async fn json_log_format_is_one_object_per_line() {
         assert!(v["level"].is_string() && v["message"].is_string(), "{line}");
     }
 }
+
+/// Under systemd (`JOURNAL_STREAM` naming our stderr), lines carry syslog priority prefixes and
+/// no timestamps, so journald records their levels.
+#[test]
+fn journal_stream_lines_carry_syslog_priorities() {
+    use std::os::unix::fs::MetadataExt;
+    let setup = Setup::new();
+    setup.write_toml(
+        "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"none\"\n[ecs]\nenabled = false\n",
+    );
+    let log = setup.home().join("journal.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let meta = file.metadata().unwrap();
+    let mut child = setup
+        .command(&["--config", setup.toml_path().to_str().unwrap(), "serve"])
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.starts_with("credvend ready"));
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("<6>") && l.contains("credvend ready")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("<3>") || l.starts_with("<4>")),
+        "the unresolvable profile is an error/warning: {text}"
+    );
+    assert!(
+        text.lines().all(|l| l.starts_with('<')),
+        "every line has a priority: {text}"
+    );
+    assert!(
+        text.lines().all(|l| !l[3..]
+            .trim_start()
+            .starts_with(|c: char| c.is_ascii_digit())),
+        "no timestamps: {text}"
+    );
+    assert!(!text.contains("\u{1b}["), "no colours: {text}");
+}
