@@ -7,7 +7,7 @@ VENV="$ROOT/.venv"
 # Secret Service); xvfb and gcr (gcr-prompter): a desktop unlock prompt for the no-hang test;
 # iproute2, nftables, util-linux (unshare) and curl: the network-namespace tests (veth "containers",
 # the DNAT of scripts/imds-dnat.sh).
-APT_PACKAGES=(keyutils gnome-keyring dbus dbus-daemon libdbus-1-dev pkg-config libsecret-tools xvfb gcr iproute2 nftables util-linux curl procps)
+APT_PACKAGES=(keyutils gnome-keyring dbus dbus-daemon libdbus-1-dev pkg-config libsecret-tools xvfb gcr iproute2 nftables util-linux curl procps openssl)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -61,8 +61,17 @@ pub enum Route {
 /// Maps a request path to a [`Route`]. Empty segments are dropped, so trailing slashes and `//`
 /// do not matter.
 pub fn route(path: &str) -> Route {
-    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    match segs.as_slice() {
+    // At most 5 segments name anything; collected without allocating.
+    let mut buf = [""; 6];
+    let mut n = 0;
+    for seg in path.split('/').filter(|s| !s.is_empty()) {
+        if n == buf.len() {
+            return Route::NotFound;
+        }
+        buf[n] = seg;
+        n += 1;
+    }
+    match &buf[..n] {
         [] => Route::Listing("latest"),
         ["latest"] => Route::Listing("dynamic\nmeta-data"),
         ["latest", "api", "token"] => Route::Token,

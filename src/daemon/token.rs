@@ -19,8 +19,9 @@ const TOKEN_LEN: usize = 1 + 16 + MAC_BYTES * 2;
 /// Smallest and largest TTL a client may ask for, in seconds (as EC2).
 pub const TTL_RANGE: std::ops::RangeInclusive<u64> = 1..=21600;
 
-/// The HMAC key. `Debug` does not print it.
-pub struct TokenKey([u8; 32]);
+/// The HMAC key, kept as a keyed HMAC state (cloned per token, which spares re-deriving the inner
+/// and outer pads on every request). `Debug` does not print it.
+pub struct TokenKey(Hmac<Sha256>);
 
 impl std::fmt::Debug for TokenKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -31,7 +32,7 @@ impl std::fmt::Debug for TokenKey {
 impl TokenKey {
     /// A key from raw bytes (tests).
     pub fn from_bytes(bytes: [u8; 32]) -> TokenKey {
-        TokenKey(bytes)
+        TokenKey(Hmac::<Sha256>::new_from_slice(&bytes).expect("any key length"))
     }
 
     /// Reads the key at `path`, or creates it (32 random bytes, mode 0600) when it is missing or
@@ -46,7 +47,7 @@ impl TokenKey {
                 }
                 let mut key = [0u8; 32];
                 key.copy_from_slice(&bytes);
-                return Ok(TokenKey(key));
+                return Ok(TokenKey::from_bytes(key));
             }
             Ok(_) => {
                 tracing::warn!(path = %path.display(), "IMDS token key has the wrong size; replacing it (outstanding tokens become invalid)")
@@ -57,11 +58,11 @@ impl TokenKey {
         let mut key = [0u8; 32];
         getrandom::getrandom(&mut key).map_err(std::io::Error::other)?;
         crate::paths::write_private_file(path, &key)?;
-        Ok(TokenKey(key))
+        Ok(TokenKey::from_bytes(key))
     }
 
     fn mac(&self, listener: &str, expiry: u64) -> [u8; MAC_BYTES] {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("any key length");
+        let mut mac = self.0.clone();
         mac.update(b"credvend-imds-token-v1\0");
         mac.update(listener.as_bytes());
         mac.update(b"\0");
@@ -90,11 +91,12 @@ impl TokenKey {
         let Ok(expiry) = u64::from_str_radix(&token[1..17], 16) else {
             return false;
         };
-        let Ok(given) = hex::decode(&token[17..]) else {
+        let mut given = [0u8; MAC_BYTES];
+        if hex::decode_to_slice(&token[17..], &mut given).is_err() {
             return false;
-        };
+        }
         let expected = self.mac(listener, expiry);
-        let mac_ok: bool = expected.ct_eq(&given[..]).into();
+        let mac_ok: bool = expected.ct_eq(&given).into();
         mac_ok && now < expiry
     }
 }

@@ -21,3 +21,4 @@ mod sigv4_suite;
 mod sts_fake;
 mod sts_moto;
 mod sts_samples;
+mod transport;

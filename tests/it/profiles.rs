@@ -343,3 +343,57 @@ fn bad_config_gives_one_clear_message_each() {
         assert!(stdout(&out).is_empty());
     }
 }
+
+/// The web identity token file is read again at every refresh: unreadable, the refresh fails
+/// naming the file; readable again, the next refresh succeeds. (moto with authentication off, as
+/// above: web identity is unsigned.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_identity_token_file_is_reread_at_every_refresh() {
+    let private = PrivateMoto::start(false);
+    let moto = &private.moto;
+    let role = moto.web_identity_role("wr").await;
+    let setup = Setup::new();
+    let token_file = setup.home().join("token.jwt");
+    std::fs::write(&token_file, "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.").unwrap();
+    setup.write_aws_config(&format!(
+        "[profile wi]\nrole_arn = {role}\nweb_identity_token_file = {}\nendpoint_url = {}\n",
+        token_file.display(),
+        moto.url
+    ));
+    setup.write_toml(
+        "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"wi\"\n[ecs]\nenabled = false\n",
+    );
+    let _daemon = setup.start();
+    let status = |setup: &Setup| -> serde_json::Value {
+        let out = setup.cli(&["status", "--json"]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["profiles"][0].clone()
+    };
+    let wait = |what: &str, pred: &dyn Fn(&serde_json::Value) -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let p = status(&setup);
+            if pred(&p) {
+                return p;
+            }
+            assert!(std::time::Instant::now() < deadline, "never {what}: {p}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    wait("fresh", &|p| p["phase"] == "fresh");
+    std::fs::remove_file(&token_file).unwrap();
+    assert!(setup.cli(&["refresh", "wi"]).status.success());
+    let p = wait("error", &|p| p["phase"] == "error");
+    assert_eq!(p["last_error"]["code"], "WebIdentityTokenUnreadable");
+    assert!(
+        p["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("token.jwt"),
+        "{p}"
+    );
+    std::fs::write(&token_file, "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ5In0.").unwrap();
+    assert!(setup.cli(&["refresh", "wi"]).status.success());
+    wait("fresh again", &|p| {
+        p["phase"] == "fresh" && p["last_error"].is_null()
+    });
+}

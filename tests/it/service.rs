@@ -775,3 +775,72 @@ fn journal_stream_lines_carry_syslog_priorities() {
     );
     assert!(!text.contains("\u{1b}["), "no colours: {text}");
 }
+
+/// `credvend_mfa_process` supplies the code: the profile mints without `credvend login`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mfa_process_supplies_the_code() {
+    let moto = Moto::shared();
+    let proxy = StsProxy::start(&moto.url).await;
+    let user = moto.user("mp").await;
+    let setup = Setup::new();
+    let script = setup.home().join("code.sh");
+    std::fs::write(&script, "#!/bin/sh\necho 654321\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).unwrap();
+    setup.write_aws_config(&format!(
+        "[profile dev]\nmfa_serial = arn:aws:iam::123456789012:mfa/dev\ncredvend_mfa_process = {}\nendpoint_url = {}\n",
+        script.display(),
+        proxy.url()
+    ));
+    setup.store_key("dev", &user.key);
+    setup.write_toml(
+        "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"dev\"\n[ecs]\nenabled = false\n",
+    );
+    let _daemon = setup.start();
+    let p = wait_status(&setup, "dev", "fresh", phase_is("fresh"));
+    assert_eq!(p["source"], "keyring:dev -> GetSessionToken(MFA)");
+    assert_eq!(proxy.count("GetSessionToken"), 1);
+    setup.remember("dev");
+}
+
+/// The daemon serves `credential-process` from its cache (the same key IMDS serves), and the
+/// process runs with core dumps off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credential_process_asks_the_running_daemon_and_core_dumps_are_off() {
+    let moto = Moto::shared();
+    let setup = Setup::new();
+    setup.role_profile(&moto).await;
+    setup.write_toml(
+        "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"role\"\n[ecs]\nenabled = false\n",
+    );
+    let daemon = setup.start();
+    wait_status(&setup, "role", "fresh", phase_is("fresh"));
+    let token = http::token(daemon.imds(), 60).await;
+    let served = http::get(
+        daemon.imds(),
+        "/latest/meta-data/iam/security-credentials/role",
+        &token,
+    )
+    .await
+    .json();
+    let out = setup.cli(&["credential-process", "role"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cp: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        cp["AccessKeyId"], served["AccessKeyId"],
+        "the daemon's cached credentials"
+    );
+    let status = wait_status(&setup, "role", "counted", |p| {
+        p["requests"].as_u64() >= Some(2)
+    });
+    assert!(status["requests"].as_u64().unwrap() >= 2);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", daemon.pid())).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(
+        core.split_whitespace().nth(4),
+        Some("0"),
+        "soft core limit: {core}"
+    );
+}
