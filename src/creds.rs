@@ -80,6 +80,22 @@ impl TemporaryCredentials {
     }
 }
 
+/// The `credential_process` Version 1 document for `creds` (`Version` is the integer 1, as
+/// botocore and the Java SDK require).
+pub fn credential_process_json(creds: &TemporaryCredentials) -> serde_json::Value {
+    let mut out = serde_json::json!({
+        "Version": 1,
+        "AccessKeyId": creds.access_key_id,
+        "SecretAccessKey": creds.secret_access_key.expose_secret(),
+        "SessionToken": creds.session_token.as_ref().map(|t| t.expose_secret().to_owned()),
+        "Expiration": format_aws_time(creds.expiration),
+    });
+    if let Some(account) = &creds.account_id {
+        out["AccountId"] = account.clone().into();
+    }
+    out
+}
+
 /// The 12-digit account id inside an ARN (`arn:aws:sts::123456789012:assumed-role/...`).
 pub fn account_from_arn(arn: &str) -> Option<String> {
     let account = arn.split(':').nth(4)?;

@@ -301,19 +301,7 @@ async fn current_credentials(ctx: &Context, profile: &str) -> anyhow::Result<ser
     let chain = local_chain(profile)?;
     let minter = Arc::new(local_minter(ctx, false).await?);
     let minted = minter.mint(&chain).await?;
-    let c = &minted.creds;
-    use secrecy::ExposeSecret;
-    let mut out = serde_json::json!({
-        "Version": 1,
-        "AccessKeyId": c.access_key_id,
-        "SecretAccessKey": c.secret_access_key.expose_secret(),
-        "SessionToken": c.session_token.as_ref().map(|t| t.expose_secret().to_owned()),
-        "Expiration": format_aws_time(c.expiration),
-    });
-    if let Some(a) = &c.account_id {
-        out["AccountId"] = a.clone().into();
-    }
-    Ok(out)
+    Ok(crate::creds::credential_process_json(&minted.creds))
 }
 
 /// `credvend credential-process PROFILE`.

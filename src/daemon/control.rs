@@ -375,18 +375,7 @@ async fn execute(req: Request, daemon: &Arc<Daemon>) -> Response {
             match current.filter(|v| Policy::servable(v.creds.expiration, now)) {
                 Some(v) => {
                     cell.count_request();
-                    let c = &v.creds;
-                    let mut out = serde_json::json!({
-                        "Version": 1,
-                        "AccessKeyId": c.access_key_id,
-                        "SecretAccessKey": c.secret_access_key.expose_secret(),
-                        "SessionToken": c.session_token.as_ref().map(|t| t.expose_secret().to_owned()),
-                        "Expiration": format_aws_time(c.expiration),
-                    });
-                    if let Some(a) = &c.account_id {
-                        out["AccountId"] = a.clone().into();
-                    }
-                    ok(out)
+                    ok(crate::creds::credential_process_json(&v.creds))
                 }
                 None => {
                     let (code, message) = super::imds::unavailable(&cell);

@@ -4,44 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::daemon::{Setup, stderr};
+use crate::support::daemon::Setup;
 use crate::support::http;
 use crate::support::keyring::{SessionBus, in_own_process};
 use crate::support::moto::Moto;
 use crate::support::sts_proxy::{Mode, StsProxy};
-
-fn status_of(setup: &Setup, name: &str) -> serde_json::Value {
-    let out = setup.cli(&["status", "--json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    report["profiles"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == name)
-        .unwrap()
-        .clone()
-}
-
-fn wait_until(
-    setup: &Setup,
-    name: &str,
-    what: &str,
-    pred: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let p = status_of(setup, name);
-        if pred(&p) {
-            return p;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} never became {what}: {p:#}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// A role profile whose STS calls go through `proxy`.
 async fn proxied_role(moto: &Moto, proxy: &StsProxy, setup: &Setup) -> String {
@@ -79,7 +46,7 @@ async fn fault_sts_failures_keep_serving_current_credentials_and_recover() {
         "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"role\"\n[ecs]\nenabled = false\n",
     );
     let daemon = setup.start();
-    wait_until(&setup, "role", "fresh", |p| p["phase"] == "fresh");
+    setup.wait_status("role", "fresh", |p| p["phase"] == "fresh");
     let before = creds(daemon.imds()).await;
     assert_eq!(before["Code"], "Success");
 
@@ -92,7 +59,7 @@ async fn fault_sts_failures_keep_serving_current_credentials_and_recover() {
         proxy.set_mode(mode);
         let calls_before = proxy.count("AssumeRole");
         assert!(setup.cli(&["refresh", "role"]).status.success());
-        let p = wait_until(&setup, "role", "error", |p| p["phase"] == "error");
+        let p = setup.wait_status("role", "error", |p| p["phase"] == "error");
         let err = &p["last_error"];
         assert_eq!(err["code"], code, "{mode:?}: {p:#}");
         assert!(
@@ -122,14 +89,14 @@ async fn fault_sts_failures_keep_serving_current_credentials_and_recover() {
     }
     // Backoff: after several consecutive failures the scheduled retry is further out than the
     // first one (RETRY_BASE 2 s doubling), but never past a quarter of the remaining lifetime.
-    let p = status_of(&setup, "role");
+    let p = setup.profile_status("role").unwrap();
     let next = credvend::creds::parse_aws_time(p["next_refresh"].as_str().unwrap()).unwrap();
     let exp = credvend::creds::parse_aws_time(p["expiration"].as_str().unwrap()).unwrap();
     assert!(next < exp, "retries happen before expiry");
 
     proxy.set_mode(Mode::Forward);
     assert!(setup.cli(&["refresh", "role"]).status.success());
-    wait_until(&setup, "role", "fresh again", |p| {
+    setup.wait_status("role", "fresh again", |p| {
         p["phase"] == "fresh" && p["last_error"].is_null()
     });
     let after = creds(daemon.imds()).await;
@@ -151,11 +118,11 @@ async fn fault_sts_hanging_does_not_delay_requests() {
         "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"role\"\n[ecs]\nenabled = false\n",
     );
     let daemon = setup.start();
-    wait_until(&setup, "role", "fresh", |p| p["phase"] == "fresh");
+    setup.wait_status("role", "fresh", |p| p["phase"] == "fresh");
     proxy.set_mode(Mode::Hang);
     let hung_before = proxy.count("AssumeRole");
     assert!(setup.cli(&["refresh", "role"]).status.success());
-    wait_until(&setup, "role", "refreshing", |p| p["phase"] == "refreshing");
+    setup.wait_status("role", "refreshing", |p| p["phase"] == "refreshing");
     assert!(
         proxy.count("AssumeRole") > hung_before,
         "the refresh is stuck on STS"
@@ -200,7 +167,7 @@ fn fault_keyring_locked_at_start_recovers_once_unlocked() {
             setup.write_toml("[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"role\"\n[ecs]\nenabled = false\n");
             bus.lock_default_collection();
             let daemon = setup.start();
-            let p = wait_until(&setup, "role", "error", |p| p["phase"] == "error");
+            let p = setup.wait_status("role", "error", |p| p["phase"] == "error");
             assert_eq!(p["last_error"]["code"], "KeyringUnavailable", "{p:#}");
             assert!(p["last_error"]["message"].as_str().unwrap().contains("locked"), "{p:#}");
             let c = creds(daemon.imds()).await;
@@ -209,7 +176,7 @@ fn fault_keyring_locked_at_start_recovers_once_unlocked() {
 
             bus.unlock_default_collection();
             assert!(setup.cli(&["refresh", "role"]).status.success());
-            wait_until(&setup, "role", "fresh", |p| p["phase"] == "fresh");
+            setup.wait_status("role", "fresh", |p| p["phase"] == "fresh");
             assert_eq!(creds(daemon.imds()).await["Code"], "Success");
         });
         },
@@ -229,11 +196,11 @@ async fn fault_kill_9_during_refresh_then_restart_serves_and_old_tokens_work() {
     );
     let daemon = setup.start();
     let addr = daemon.imds();
-    wait_until(&setup, "role", "fresh", |p| p["phase"] == "fresh");
+    setup.wait_status("role", "fresh", |p| p["phase"] == "fresh");
     let token = http::token(addr, 21600).await;
     proxy.set_mode(Mode::Hang);
     assert!(setup.cli(&["refresh", "role"]).status.success());
-    wait_until(&setup, "role", "refreshing", |p| p["phase"] == "refreshing");
+    setup.wait_status("role", "refreshing", |p| p["phase"] == "refreshing");
     daemon.signal(libc::SIGKILL);
     let status = daemon.wait();
     assert_eq!(
@@ -248,7 +215,7 @@ async fn fault_kill_9_during_refresh_then_restart_serves_and_old_tokens_work() {
     ));
     let restarted = setup.start();
     assert_eq!(restarted.imds(), addr);
-    wait_until(&setup, "role", "fresh", |p| p["phase"] == "fresh");
+    setup.wait_status("role", "fresh", |p| p["phase"] == "fresh");
     let r = http::get(
         addr,
         "/latest/meta-data/iam/security-credentials/role",

@@ -3,7 +3,7 @@
 
 use credvend::sts::StsEndpoint;
 
-use crate::support::daemon::{Setup, stderr, stdout};
+use crate::support::daemon::{Setup, phase_is, stderr, stdout};
 use crate::support::moto::{Moto, PrivateMoto, secret_of, venv_bin};
 
 /// Temporary credentials printed by `credential-process`, as signing material.
@@ -364,25 +364,10 @@ async fn web_identity_token_file_is_reread_at_every_refresh() {
         "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"wi\"\n[ecs]\nenabled = false\n",
     );
     let _daemon = setup.start();
-    let status = |setup: &Setup| -> serde_json::Value {
-        let out = setup.cli(&["status", "--json"]);
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["profiles"][0].clone()
-    };
-    let wait = |what: &str, pred: &dyn Fn(&serde_json::Value) -> bool| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            let p = status(&setup);
-            if pred(&p) {
-                return p;
-            }
-            assert!(std::time::Instant::now() < deadline, "never {what}: {p}");
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    };
-    wait("fresh", &|p| p["phase"] == "fresh");
+    setup.wait_status("wi", "fresh", phase_is("fresh"));
     std::fs::remove_file(&token_file).unwrap();
     assert!(setup.cli(&["refresh", "wi"]).status.success());
-    let p = wait("error", &|p| p["phase"] == "error");
+    let p = setup.wait_status("wi", "error", phase_is("error"));
     assert_eq!(p["last_error"]["code"], "WebIdentityTokenUnreadable");
     assert!(
         p["last_error"]["message"]
@@ -393,7 +378,7 @@ async fn web_identity_token_file_is_reread_at_every_refresh() {
     );
     std::fs::write(&token_file, "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ5In0.").unwrap();
     assert!(setup.cli(&["refresh", "wi"]).status.success());
-    wait("fresh again", &|p| {
+    setup.wait_status("wi", "fresh again", |p| {
         p["phase"] == "fresh" && p["last_error"].is_null()
     });
 }

@@ -5,46 +5,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::support::daemon::{BIN, Setup, parse_ready, stderr, stdout};
+use crate::support::daemon::{BIN, Setup, parse_ready, phase_is, stderr, stdout};
 use crate::support::http;
 use crate::support::moto::{Moto, PrivateMoto, secret_of, venv_bin};
 use crate::support::sts_proxy::StsProxy;
-
-/// Polls `credvend status --json` until `pred` holds for profile `name` (bounded).
-fn wait_status(
-    setup: &Setup,
-    name: &str,
-    what: &str,
-    pred: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let out = setup.cli(&["status", "--json"]);
-        if out.status.success() {
-            let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            if let Some(p) = report["profiles"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|p| p["name"] == name)
-                && pred(p)
-            {
-                return p.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "profile {name} never became {what}: {report:#}"
-            );
-        } else {
-            assert!(Instant::now() < deadline, "status failed: {}", stderr(&out));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn phase_is(phase: &'static str) -> impl Fn(&serde_json::Value) -> bool {
-    move |p| p["phase"] == phase
-}
 
 /// `status --json` shows a fresh profile, a profile whose STS went away (moto stopped: the last
 /// credentials are still served while the error is reported), and a profile waiting for MFA.
@@ -66,14 +30,14 @@ async fn status_json_reflects_fresh_erroring_and_needs_mfa_profiles() {
     setup.store_key("mfa", &user.key);
     setup.write_toml("[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"mfa\"\n[ecs]\nlisten = \"127.0.0.1:0\"\nprofiles = [\"fresh\", \"flaky\", \"mfa\"]\n");
     let daemon = setup.start();
-    let fresh = wait_status(&setup, "fresh", "fresh", phase_is("fresh"));
+    let fresh = setup.wait_status("fresh", "fresh", phase_is("fresh"));
     assert!(
         fresh["expiration"].is_string() && fresh["next_refresh"].is_string(),
         "{fresh}"
     );
     assert_eq!(fresh["source"], "keyring:base -> AssumeRole(fresh)");
-    wait_status(&setup, "flaky", "fresh", phase_is("fresh"));
-    let mfa = wait_status(&setup, "mfa", "needs-mfa", phase_is("needs-mfa"));
+    setup.wait_status("flaky", "fresh", phase_is("fresh"));
+    let mfa = setup.wait_status("mfa", "needs-mfa", phase_is("needs-mfa"));
     assert_eq!(mfa["last_error"]["code"], "NeedsMfa");
     assert!(
         mfa["last_error"]["message"]
@@ -102,7 +66,7 @@ async fn status_json_reflects_fresh_erroring_and_needs_mfa_profiles() {
     private.stop();
     let out = setup.cli(&["refresh", "flaky"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let flaky = wait_status(&setup, "flaky", "error", phase_is("error"));
+    let flaky = setup.wait_status("flaky", "error", phase_is("error"));
     assert_eq!(flaky["last_error"]["code"], "StsUnavailable", "{flaky}");
     assert!(
         flaky["expiration"].is_string(),
@@ -148,7 +112,7 @@ async fn login_turns_needs_mfa_into_fresh_and_the_session_survives_a_restart() {
         "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"dev\"\n[ecs]\nenabled = false\n",
     );
     let daemon = setup.start();
-    wait_status(&setup, "dev", "needs-mfa", phase_is("needs-mfa"));
+    setup.wait_status("dev", "needs-mfa", phase_is("needs-mfa"));
     let deadline = Instant::now() + Duration::from_secs(10);
     while !std::fs::read_to_string(&notes)
         .unwrap_or_default()
@@ -178,12 +142,12 @@ async fn login_turns_needs_mfa_into_fresh_and_the_session_survives_a_restart() {
         stderr(&out)
     );
     assert!(!stderr(&out).contains("123456"));
-    wait_status(&setup, "dev", "fresh", phase_is("fresh"));
+    setup.wait_status("dev", "fresh", phase_is("fresh"));
     assert_eq!(proxy.count("GetSessionToken"), 1);
 
     assert_eq!(daemon.terminate().code(), Some(0));
     let _daemon = setup.start();
-    let p = wait_status(&setup, "dev", "fresh", phase_is("fresh"));
+    let p = setup.wait_status("dev", "fresh", phase_is("fresh"));
     assert_eq!(
         proxy.count("GetSessionToken"),
         1,
@@ -265,7 +229,7 @@ async fn sighup_with_a_broken_file_keeps_serving_and_a_fixed_file_adds_a_listene
     );
     let daemon = setup.start();
     let first = daemon.imds();
-    wait_status(&setup, "role", "fresh", phase_is("fresh"));
+    setup.wait_status("role", "fresh", phase_is("fresh"));
 
     setup.write_toml("[[imds]\nlisten = ");
     daemon.signal(libc::SIGHUP);
@@ -395,7 +359,7 @@ async fn exec_runs_the_aws_cli_and_boto3_and_passes_the_exit_code() {
     let scenario = setup.role_profile(&moto).await;
     setup.write_toml("[ecs]\nlisten = \"127.0.0.1:0\"\nprofiles = [\"role\"]\n[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"role\"\n");
     let _daemon = setup.start();
-    wait_status(&setup, "role", "fresh", phase_is("fresh"));
+    setup.wait_status("role", "fresh", phase_is("fresh"));
     let empty = setup.home().join("empty");
     std::fs::write(&empty, "").unwrap();
     let run = |args: &[&str]| {
@@ -656,7 +620,7 @@ async fn trace_level_logs_hold_no_secrets() {
     let scenario = setup.role_profile(&moto).await;
     setup.write_toml("[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"role\"\n[ecs]\nlisten = \"127.0.0.1:0\"\nprofiles = [\"role\"]\n");
     let daemon = setup.start();
-    wait_status(&setup, "role", "fresh", phase_is("fresh"));
+    setup.wait_status("role", "fresh", phase_is("fresh"));
     let token = http::token(daemon.imds(), 60).await;
     let creds = http::get(
         daemon.imds(),
@@ -684,7 +648,7 @@ async fn trace_level_logs_hold_no_secrets() {
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
         cli_logs.push_str(&stderr(&out));
     }
-    wait_status(&setup, "role", "locked", phase_is("locked"));
+    setup.wait_status("role", "locked", phase_is("locked"));
     let logs = format!("{}\n{cli_logs}", daemon.log());
     assert!(
         logs.contains("TRACE") || logs.contains("trace"),
@@ -796,7 +760,7 @@ async fn mfa_process_supplies_the_code() {
         "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"dev\"\n[ecs]\nenabled = false\n",
     );
     let _daemon = setup.start();
-    let p = wait_status(&setup, "dev", "fresh", phase_is("fresh"));
+    let p = setup.wait_status("dev", "fresh", phase_is("fresh"));
     assert_eq!(p["source"], "keyring:dev -> GetSessionToken(MFA)");
     assert_eq!(proxy.count("GetSessionToken"), 1);
     setup.remember("dev");
@@ -813,7 +777,7 @@ async fn credential_process_asks_the_running_daemon_and_core_dumps_are_off() {
         "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"role\"\n[ecs]\nenabled = false\n",
     );
     let daemon = setup.start();
-    wait_status(&setup, "role", "fresh", phase_is("fresh"));
+    setup.wait_status("role", "fresh", phase_is("fresh"));
     let token = http::token(daemon.imds(), 60).await;
     let served = http::get(
         daemon.imds(),
@@ -829,9 +793,7 @@ async fn credential_process_asks_the_running_daemon_and_core_dumps_are_off() {
         cp["AccessKeyId"], served["AccessKeyId"],
         "the daemon's cached credentials"
     );
-    let status = wait_status(&setup, "role", "counted", |p| {
-        p["requests"].as_u64() >= Some(2)
-    });
+    let status = setup.wait_status("role", "counted", |p| p["requests"].as_u64() >= Some(2));
     assert!(status["requests"].as_u64().unwrap() >= 2);
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", daemon.pid())).unwrap();
     let core = limits

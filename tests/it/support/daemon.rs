@@ -191,6 +191,40 @@ impl Setup {
         RoleProfile { user, role_arn }
     }
 
+    /// The entry of `name` in `credvend status --json`, when the daemon answers and serves it.
+    pub fn profile_status(&self, name: &str) -> Option<serde_json::Value> {
+        let out = self.cli(&["status", "--json"]);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        report["profiles"]
+            .as_array()?
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+    }
+
+    /// Polls `credvend status --json` (bounded, 30 s) until `pred` holds for profile `name`.
+    pub fn wait_status(
+        &self,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let entry = self.profile_status(name);
+            if let Some(p) = &entry
+                && pred(p)
+            {
+                return p.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "profile {name} never became {what}: {entry:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Starts `credvend serve` with this setup's config and waits for the ready line.
     pub fn start(&self) -> Daemon {
         self.start_with(&[])
@@ -347,6 +381,11 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A [`Setup::wait_status`] predicate: the profile is in `phase`.
+pub fn phase_is(phase: &'static str) -> impl Fn(&serde_json::Value) -> bool {
+    move |p| p["phase"] == phase
 }
 
 /// Parses `credvend ready imds=A[,B] ecs=C control=P`.

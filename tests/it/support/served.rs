@@ -91,11 +91,7 @@ pub async fn wait_for_credentials(addr: SocketAddr, path: &str) -> serde_json::V
 pub async fn wait_for_phase(setup: &Setup, profile: &str, phase: &str) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let out = setup.cli(&["status", "--json"]);
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let entry = report["profiles"]
-            .as_array()
-            .and_then(|ps| ps.iter().find(|p| p["name"] == profile).cloned());
+        let entry = setup.profile_status(profile);
         if let Some(e) = &entry
             && e["phase"] == phase
         {
