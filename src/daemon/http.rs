@@ -246,7 +246,8 @@ pub async fn serve<H: Handler>(
 ) {
     let max = options.borrow().limits.max_connections;
     let slots = Arc::new(Semaphore::new(max));
-    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let bound = listener.local_addr().ok();
+    let port = bound.map_or(0, |a| a.port());
     // Every connection task holds a clone; when all are gone the drain below completes.
     let (alive_tx, mut alive_rx) = tokio::sync::mpsc::channel::<()>(1);
     loop {
@@ -326,6 +327,12 @@ pub async fn serve<H: Handler>(
                 }
             }
         });
+    }
+    // Close the socket before draining: new connections are refused at once rather than queued
+    // in the backlog of a listener that will never accept them.
+    drop(listener);
+    if let Some(address) = bound {
+        tracing::info!(%address, "stopped listening");
     }
     drop(alive_tx);
     let _ = alive_rx.recv().await;

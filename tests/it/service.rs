@@ -296,6 +296,35 @@ async fn sighup_with_a_broken_file_keeps_serving_and_a_fixed_file_adds_a_listene
     )
     .await;
     assert_eq!(r1.json()["AccessKeyId"], r.json()["AccessKeyId"]);
+
+    // Back to one listener: the second one stops listening, the first keeps serving.
+    setup.write_toml(
+        "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"role\"\n[ecs]\nenabled = false\n",
+    );
+    daemon.signal(libc::SIGHUP);
+    assert!(
+        daemon.wait_for_log("listener removed", Duration::from_secs(10)),
+        "{}",
+        daemon.log()
+    );
+    let closed = format!("stopped listening address={second}");
+    assert!(
+        daemon.wait_for_log(&closed, Duration::from_secs(10)),
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        tokio::net::TcpStream::connect(second).await.is_err(),
+        "the removed listener still accepts"
+    );
+    let token = http::token(first, 60).await;
+    let r = http::get(
+        first,
+        "/latest/meta-data/iam/security-credentials/role",
+        &token,
+    )
+    .await;
+    assert_eq!(r.json()["Code"], "Success");
 }
 
 /// SIGTERM while requests are inside the handler (waiting on a cold start whose STS hangs):
