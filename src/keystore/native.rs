@@ -1,7 +1,8 @@
 //! The macOS Keychain and the Windows Credential Manager, through keyring-core's native stores.
 //!
-//! UNVERIFIED: this module is type-checked for both targets but has never run; credvend's tests
-//! run on Linux only. Known limits: the Windows Credential Manager holds at most 2560 bytes per
+//! UNVERIFIED: this module was type-checked for both targets when written but has never run, and
+//! CI does not build it (macOS needs Apple's SDK; the rest of the crate is Unix-only, so Windows
+//! does not build as a whole); credvend's tests run on Linux only. Known limits: the Windows Credential Manager holds at most 2560 bytes per
 //! entry, which a session with a long session token can exceed (reported as a keyring error);
 //! Windows target names are `ACCOUNT.SERVICE`, so listing relies on the service containing no `.`
 //! (true for `credvend`; session entries use `credvend.session` and are never listed).
