@@ -22,17 +22,6 @@ async fn proxied_role(moto: &Moto, proxy: &StsProxy, setup: &Setup) -> String {
     role
 }
 
-async fn creds(addr: std::net::SocketAddr) -> serde_json::Value {
-    let token = http::token(addr, 60).await;
-    http::get(
-        addr,
-        "/latest/meta-data/iam/security-credentials/role",
-        &token,
-    )
-    .await
-    .json()
-}
-
 /// For each fault — STS down (connection closed), 500s, Throttling, malformed XML — a refresh
 /// fails, the current credentials keep being served, the error is in `status` with a retry
 /// scheduled, retries back off, and the next refresh after STS recovers succeeds.
@@ -47,7 +36,7 @@ async fn fault_sts_failures_keep_serving_current_credentials_and_recover() {
     );
     let daemon = setup.start();
     setup.wait_status("role", "fresh", |p| p["phase"] == "fresh");
-    let before = creds(daemon.imds()).await;
+    let before = http::imds_creds(daemon.imds(), "role").await;
     assert_eq!(before["Code"], "Success");
 
     for (mode, code) in [
@@ -80,7 +69,7 @@ async fn fault_sts_failures_keep_serving_current_credentials_and_recover() {
         } else {
             assert!(attempts >= 2, "{mode:?}: retried ({attempts} attempts)");
         }
-        let during = creds(daemon.imds()).await;
+        let during = http::imds_creds(daemon.imds(), "role").await;
         assert_eq!(during["Code"], "Success", "{mode:?}: still served");
         assert_eq!(
             during["AccessKeyId"], before["AccessKeyId"],
@@ -99,7 +88,7 @@ async fn fault_sts_failures_keep_serving_current_credentials_and_recover() {
     setup.wait_status("role", "fresh again", |p| {
         p["phase"] == "fresh" && p["last_error"].is_null()
     });
-    let after = creds(daemon.imds()).await;
+    let after = http::imds_creds(daemon.imds(), "role").await;
     assert_ne!(
         after["AccessKeyId"], before["AccessKeyId"],
         "recovered with new credentials"
@@ -130,7 +119,7 @@ async fn fault_sts_hanging_does_not_delay_requests() {
     let mut slowest = Duration::ZERO;
     for _ in 0..50 {
         let started = Instant::now();
-        let c = creds(daemon.imds()).await;
+        let c = http::imds_creds(daemon.imds(), "role").await;
         slowest = slowest.max(started.elapsed());
         assert_eq!(c["Code"], "Success");
     }
@@ -170,14 +159,14 @@ fn fault_keyring_locked_at_start_recovers_once_unlocked() {
             let p = setup.wait_status("role", "error", |p| p["phase"] == "error");
             assert_eq!(p["last_error"]["code"], "KeyringUnavailable", "{p:#}");
             assert!(p["last_error"]["message"].as_str().unwrap().contains("locked"), "{p:#}");
-            let c = creds(daemon.imds()).await;
+            let c = http::imds_creds(daemon.imds(), "role").await;
             assert_eq!(c["Code"], "KeyringUnavailable");
             assert!(c["Message"].as_str().unwrap().contains("unlock"), "{c}");
 
             bus.unlock_default_collection();
             assert!(setup.cli(&["refresh", "role"]).status.success());
             setup.wait_status("role", "fresh", |p| p["phase"] == "fresh");
-            assert_eq!(creds(daemon.imds()).await["Code"], "Success");
+            assert_eq!(http::imds_creds(daemon.imds(), "role").await["Code"], "Success");
         });
         },
     );

@@ -122,14 +122,10 @@ async fn serve(host: &str, toml: &str) -> (PrivateMoto, Setup, RoleProfile, Daem
 
 /// The access key the daemon serves on `addr`.
 async fn served_key(addr: SocketAddr) -> String {
-    let token = http::token(addr, 60).await;
-    let r = http::get(
-        addr,
-        "/latest/meta-data/iam/security-credentials/role",
-        &token,
-    )
-    .await;
-    r.json()["AccessKeyId"].as_str().unwrap().to_owned()
+    http::imds_creds(addr, "role").await["AccessKeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 async fn whoami(client: Client, sdk: Sdk, sts: &str) -> Result<Whoami, String> {

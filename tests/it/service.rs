@@ -241,14 +241,7 @@ async fn sighup_with_a_broken_file_keeps_serving_and_a_fixed_file_adds_a_listene
         "{}",
         daemon.log()
     );
-    let token = http::token(first, 60).await;
-    let r = http::get(
-        first,
-        "/latest/meta-data/iam/security-credentials/role",
-        &token,
-    )
-    .await;
-    assert_eq!(r.json()["Code"], "Success");
+    assert_eq!(http::imds_creds(first, "role").await["Code"], "Success");
 
     setup.write_toml(
         "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"role\"\n\
@@ -317,14 +310,7 @@ async fn sighup_with_a_broken_file_keeps_serving_and_a_fixed_file_adds_a_listene
         tokio::net::TcpStream::connect(second).await.is_err(),
         "the removed listener still accepts"
     );
-    let token = http::token(first, 60).await;
-    let r = http::get(
-        first,
-        "/latest/meta-data/iam/security-credentials/role",
-        &token,
-    )
-    .await;
-    assert_eq!(r.json()["Code"], "Success");
+    assert_eq!(http::imds_creds(first, "role").await["Code"], "Success");
 }
 
 /// SIGTERM while requests are inside the handler (waiting on a cold start whose STS hangs):

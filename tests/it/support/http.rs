@@ -63,6 +63,13 @@ pub async fn get(addr: SocketAddr, path: &str, token: &str) -> Resp {
     request(addr, "GET", path, &[("x-aws-ec2-metadata-token", token)]).await
 }
 
+/// The IMDS credentials document of `role` on `addr` (token PUT, then GET), as JSON.
+pub async fn imds_creds(addr: SocketAddr, role: &str) -> serde_json::Value {
+    let token = token(addr, 60).await;
+    let path = format!("/latest/meta-data/iam/security-credentials/{role}");
+    get(addr, &path, &token).await.json()
+}
+
 /// GET the ECS credentials of `profile` with `token`.
 pub async fn ecs_get(addr: SocketAddr, profile: &str, token: Option<&str>) -> Resp {
     let path = format!("/credentials/{profile}");
