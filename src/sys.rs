@@ -147,3 +147,206 @@ pub fn inherited_sockets() -> Vec<Inherited> {
     }
     out
 }
+
+/// The uid owning the other end of a TCP connection that was made from this machine (in this
+/// network namespace): `peer` is the client's address, `local` ours. Linux only; `None` when the
+/// client is elsewhere (another host, a container's namespace, or a DNAT'd connection), or the
+/// kernel does not answer.
+///
+/// It asks the kernel's socket-diagnostics interface (`NETLINK_SOCK_DIAG`, what `ss -e` uses) for
+/// the one socket whose local address is `peer` and remote address is `local`: an exact hash
+/// lookup in the kernel, a handful of syscalls, no privilege needed, and no scan of `/proc`.
+pub fn tcp_peer_uid(peer: std::net::SocketAddr, local: std::net::SocketAddr) -> Option<u32> {
+    #[cfg(target_os = "linux")]
+    {
+        sock_diag::peer_uid(peer, local)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (peer, local);
+        None
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod sock_diag {
+    use std::io::Read;
+    use std::net::{IpAddr, SocketAddr};
+    use std::time::Duration;
+
+    // From linux/netlink.h, linux/sock_diag.h and linux/inet_diag.h.
+    const NETLINK_SOCK_DIAG: i32 = 4;
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const NLM_F_REQUEST: u16 = 1;
+    const NLMSG_HDR_LEN: usize = 16;
+    /// `struct inet_diag_req_v2`: family, protocol, ext, pad, states, then `inet_diag_sockid`.
+    const REQ_LEN: usize = 56;
+    /// Offset of `idiag_uid` in `struct inet_diag_msg`: family, state, timer, retrans (4 bytes),
+    /// `inet_diag_sockid` (48), expires, rqueue, wqueue (12).
+    const UID_OFFSET: usize = 64;
+    /// Offset of `inet_diag_sockid` in the request, and the length of its ports and addresses.
+    const SOCKID: usize = NLMSG_HDR_LEN + 8;
+    const ENDPOINTS_LEN: usize = 36;
+    const TCP_TIME_WAIT: u8 = 6;
+
+    pub(super) fn peer_uid(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
+        let request = request(peer, local)?;
+        let socket = socket2::Socket::new(
+            socket2::Domain::from(libc::AF_NETLINK),
+            socket2::Type::DGRAM.cloexec(),
+            Some(socket2::Protocol::from(NETLINK_SOCK_DIAG)),
+        )
+        .ok()?;
+        // The kernel answers before send returns; the timeout only guards against surprises.
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .ok()?;
+        // An unconnected netlink socket sends to the kernel.
+        socket.send(&request).ok()?;
+        let mut reply = [0u8; 512];
+        let n = (&socket).read(&mut reply).ok()?;
+        parse(&reply[..n], &request[SOCKID..SOCKID + ENDPOINTS_LEN])
+    }
+
+    fn unmapped(ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        }
+    }
+
+    /// The `SOCK_DIAG_BY_FAMILY` request for the TCP socket bound to `peer` and connected to
+    /// `local`, or `None` when the two are of different families.
+    pub(super) fn request(peer: SocketAddr, local: SocketAddr) -> Option<Vec<u8>> {
+        let (src, dst) = (unmapped(peer.ip()), unmapped(local.ip()));
+        let family = match (src, dst) {
+            (IpAddr::V4(_), IpAddr::V4(_)) => libc::AF_INET,
+            (IpAddr::V6(_), IpAddr::V6(_)) => libc::AF_INET6,
+            _ => return None,
+        };
+        let addr16 = |ip: IpAddr| -> [u8; 16] {
+            let mut out = [0u8; 16];
+            match ip {
+                IpAddr::V4(v4) => out[..4].copy_from_slice(&v4.octets()),
+                IpAddr::V6(v6) => out = v6.octets(),
+            }
+            out
+        };
+        let len = NLMSG_HDR_LEN + REQ_LEN;
+        let mut m = Vec::with_capacity(len);
+        // struct nlmsghdr (host byte order).
+        m.extend_from_slice(&(len as u32).to_ne_bytes());
+        m.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        m.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+        m.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+        m.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
+        // struct inet_diag_req_v2.
+        m.push(family as u8);
+        m.push(libc::IPPROTO_TCP as u8);
+        m.push(0); // no extensions
+        m.push(0);
+        m.extend_from_slice(&u32::MAX.to_ne_bytes()); // any state
+        // struct inet_diag_sockid: ports and addresses in network byte order.
+        m.extend_from_slice(&peer.port().to_be_bytes());
+        m.extend_from_slice(&local.port().to_be_bytes());
+        m.extend_from_slice(&addr16(src));
+        m.extend_from_slice(&addr16(dst));
+        m.extend_from_slice(&0u32.to_ne_bytes()); // any interface
+        m.extend_from_slice(&[0xff; 8]); // INET_DIAG_NOCOOKIE
+        debug_assert_eq!(m.len(), len);
+        Some(m)
+    }
+
+    /// The uid in a `SOCK_DIAG_BY_FAMILY` answer, if it describes a live connection with exactly
+    /// the `endpoints` asked for (ports and addresses as in the request). Anything else is `None`:
+    /// an error answer (no such socket), a listening socket the kernel matched by port alone, a
+    /// TIME_WAIT remnant (owned by nobody), or a malformed reply.
+    pub(super) fn parse(reply: &[u8], endpoints: &[u8]) -> Option<u32> {
+        let u32_at = |at: usize| {
+            reply
+                .get(at..at + 4)
+                .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let len = u32_at(0)? as usize;
+        let kind = reply.get(4..6).map(|b| u16::from_ne_bytes([b[0], b[1]]))?;
+        if kind != SOCK_DIAG_BY_FAMILY || len > reply.len() || len < NLMSG_HDR_LEN + UID_OFFSET + 4
+        {
+            return None;
+        }
+        let msg = NLMSG_HDR_LEN;
+        // family, state, timer, retrans, then the socket id.
+        if reply[msg + 1] == TCP_TIME_WAIT
+            || reply.get(msg + 4..msg + 4 + ENDPOINTS_LEN)? != endpoints
+        {
+            return None;
+        }
+        u32_at(msg + UID_OFFSET)
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+
+    fn pair(bind: &str) -> Option<(TcpListener, TcpStream)> {
+        let listener = TcpListener::bind(bind).ok()?;
+        let client = TcpStream::connect(listener.local_addr().unwrap()).ok()?;
+        Some((listener, client))
+    }
+
+    #[test]
+    fn the_peer_of_a_local_connection_is_this_process_s_uid() {
+        // SAFETY: getuid has no preconditions.
+        let me = unsafe { libc::getuid() };
+        for bind in ["127.0.0.1:0", "[::1]:0"] {
+            let Some((listener, client)) = pair(bind) else {
+                assert_eq!(bind, "[::1]:0", "IPv4 loopback must work");
+                continue; // no IPv6 on this machine
+            };
+            let (_server, peer) = listener.accept().unwrap();
+            let local = listener.local_addr().unwrap();
+            assert_eq!(peer, client.local_addr().unwrap());
+            assert_eq!(tcp_peer_uid(peer, local), Some(me), "{bind}");
+            // Asked the other way round, it is the accepted socket: ours as well.
+            assert_eq!(tcp_peer_uid(local, peer), Some(me), "{bind}");
+            // A "client" at the listener's own address: the kernel would match the listening
+            // socket by port alone, which is not the peer.
+            let elsewhere = SocketAddr::new(local.ip(), peer.port().wrapping_add(1).max(1));
+            assert_eq!(tcp_peer_uid(local, elsewhere), None, "{bind}");
+        }
+    }
+
+    #[test]
+    fn a_family_mismatch_gives_none_and_mapped_peers_are_asked_as_ipv4() {
+        let local: SocketAddr = "127.0.0.1:9254".parse().unwrap();
+        let v6: SocketAddr = "[::1]:40000".parse().unwrap();
+        assert_eq!(sock_diag::request(v6, local), None);
+        assert_eq!(tcp_peer_uid(v6, local), None);
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:40000".parse().unwrap();
+        let request = sock_diag::request(mapped, local).unwrap();
+        assert_eq!(request[16], libc::AF_INET as u8, "family");
+        assert_eq!(&request[24..26], &40000u16.to_be_bytes(), "the peer's port");
+        assert_eq!(
+            &request[28..32],
+            &[127, 0, 0, 1],
+            "the peer's address, as IPv4"
+        );
+    }
+
+    #[test]
+    fn error_and_short_answers_parse_to_none() {
+        let any = [0u8; 36];
+        assert_eq!(sock_diag::parse(&[], &any), None);
+        // NLMSG_ERROR (type 2) with ENOENT.
+        let mut err = vec![0u8; 36];
+        err[..4].copy_from_slice(&36u32.to_ne_bytes());
+        err[4..6].copy_from_slice(&2u16.to_ne_bytes());
+        assert_eq!(sock_diag::parse(&err, &any), None);
+        // A diag message cut short before the uid.
+        let mut short = vec![0u8; 60];
+        short[..4].copy_from_slice(&60u32.to_ne_bytes());
+        short[4..6].copy_from_slice(&20u16.to_ne_bytes());
+        assert_eq!(sock_diag::parse(&short, &any), None);
+    }
+}

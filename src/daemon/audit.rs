@@ -4,11 +4,13 @@
 //! credentials" answer) on a connection is logged in full — listener, profile, peer address,
 //! User-Agent, access key id — and identical answers that follow on the same keep-alive connection
 //! are counted, then summarised in one line when the connection closes or the answer changes
-//! (a new key after a rotation is a new line). A client in a tight loop thus cannot flood the log
+//! (a new key after a rotation is a new line). For a client on this machine the full line also
+//! names the uid that owns the client's socket (`peer_uid`, Linux; see
+//! [`crate::sys::tcp_peer_uid`]). A client in a tight loop thus cannot flood the log
 //! or slow the daemon, while every key a client received is still on record.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// What was answered.
 #[derive(Debug, PartialEq, Eq)]
@@ -25,6 +27,8 @@ struct Answer {
 pub struct ConnAudit {
     listener: SocketAddr,
     peer: SocketAddr,
+    /// The uid of the client process's socket, looked up once, at the first answer.
+    peer_uid: OnceLock<Option<u32>>,
     last: Mutex<Option<(Answer, u64)>>,
 }
 
@@ -34,6 +38,7 @@ impl ConnAudit {
         Arc::new(ConnAudit {
             listener,
             peer,
+            peer_uid: OnceLock::new(),
             last: Mutex::new(None),
         })
     }
@@ -59,6 +64,9 @@ impl ConnAudit {
     }
 
     fn record(&self, event: &'static str, profile: &str, user_agent: &str, what: &str) {
+        let peer_uid = *self
+            .peer_uid
+            .get_or_init(|| crate::sys::tcp_peer_uid(self.peer, self.listener));
         let mut last = self.last.lock().expect("audit lock");
         if let Some((a, repeats)) = last.as_mut()
             && a.event == event
@@ -77,6 +85,7 @@ impl ConnAudit {
             listener = %self.listener,
             profile,
             peer = %self.peer,
+            peer_uid,
             user_agent,
             access_key_id = what,
             "{event}"

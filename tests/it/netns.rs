@@ -231,6 +231,18 @@ fn netns_bridge_allowlist() {
             .await
             .unwrap_or_else(|e| panic!("{e}\ndaemon log:\n{}", daemon.log()));
         assert_role_over_imds(Sdk::Boto3, &who, &scenario, bridge).await;
+        // The container's socket lives in another namespace: its audit line names no uid.
+        assert!(
+            daemon.wait_for_log("peer=198.18.1.2:", std::time::Duration::from_secs(5)),
+            "{}",
+            daemon.log()
+        );
+        let log = daemon.log();
+        let vend = log
+            .lines()
+            .find(|l| l.contains("vended credentials over IMDS") && l.contains("peer=198.18.1.2:"))
+            .unwrap_or_else(|| panic!("no audit line for cv1:\n{log}"));
+        assert!(!vend.contains("peer_uid="), "{vend}");
 
         // Outside the allow list: the connection is closed before any HTTP.
         let token_url = format!("{endpoint}/latest/api/token");

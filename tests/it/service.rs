@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::support::daemon::{BIN, Setup, parse_ready, phase_is, stderr, stdout};
 use crate::support::http;
 use crate::support::moto::{Moto, PrivateMoto, secret_of, venv_bin};
+use crate::support::served::{ROLE_CREDS, ROLE_TOML, Served};
 use crate::support::sts_proxy::StsProxy;
 
 /// `status --json` shows a fresh profile, a profile whose STS went away (moto stopped: the last
@@ -624,6 +625,50 @@ fn socket_activation_serves_inherited_sockets_and_reports_ready() {
     // SAFETY: kill(2) on our child.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     let _ = child.wait();
+}
+
+/// The audit line of a vend names the uid that owns the client's socket: this test's own for its
+/// request, 65534 for a curl run as nobody.
+#[tokio::test]
+async fn audit_lines_name_the_client_uid() {
+    let s = Served::start(ROLE_TOML).await;
+    // SAFETY: getuid has no preconditions.
+    let me = unsafe { libc::getuid() };
+    assert_eq!(http::imds_creds(s.imds(), "role").await["Code"], "Success");
+
+    let base = format!("http://{}", s.imds());
+    let script = format!(
+        "t=$(curl -sf -X PUT -H 'x-aws-ec2-metadata-token-ttl-seconds: 60' {base}/latest/api/token) \
+         && curl -sf -H \"x-aws-ec2-metadata-token: $t\" {base}{ROLE_CREDS}"
+    );
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl as nobody: {}", stderr(&out));
+    assert!(stdout(&out).contains("\"Success\""), "{}", stdout(&out));
+
+    let vend_line = |uid: u32| {
+        let log = s.daemon.log();
+        log.lines()
+            .find(|l| {
+                l.contains("vended credentials over IMDS")
+                    && l.contains(&format!("peer_uid={uid} "))
+            })
+            .map(str::to_owned)
+    };
+    assert!(
+        s.daemon
+            .wait_for_log("peer_uid=65534", Duration::from_secs(10)),
+        "{}",
+        s.daemon.log()
+    );
+    let nobody = vend_line(65534).expect("an audit line for nobody's curl");
+    assert!(nobody.contains("user_agent=\"curl/"), "{nobody}");
+    let ours =
+        vend_line(me).unwrap_or_else(|| panic!("no audit line with our uid: {}", s.daemon.log()));
+    assert!(!ours.contains("curl/"), "{ours}");
 }
 
 /// A whole session at trace level: add, serve, IMDS and ECS fetches, status, credential-process,
