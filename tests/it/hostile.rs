@@ -648,6 +648,12 @@ async fn hostile_slow_clients_do_not_delay_shutdown() {
     drop(held);
 }
 
+/// `token` with its last character replaced by a different one: a near miss.
+fn last_char_changed(token: &str) -> String {
+    let (head, last) = token.split_at(token.len() - 1);
+    format!("{head}{}", if last == "0" { '1' } else { '0' })
+}
+
 /// After serving credentials and refusing wrong tokens on both endpoints, the daemon's log (at
 /// debug level) holds none of the secrets: not the secret key or session token it vended, not
 /// the ECS token, not an IMDS token, not a wrong token an attacker presented.
@@ -657,8 +663,8 @@ async fn hostile_requests_leave_no_secrets_in_the_log() {
     let token = http::token(s.imds(), 60).await;
     let creds = http::get(s.imds(), ROLE_CREDS, &token).await.json();
     let ecs_token = s.ecs_token("role");
-    let near_miss = format!("{}0", &ecs_token[..ecs_token.len() - 1]);
-    let forged_imds = format!("{}0", &token[..token.len() - 1]);
+    let near_miss = last_char_changed(&ecs_token);
+    let forged_imds = last_char_changed(&token);
     assert_eq!(
         http::ecs_get(s.ecs(), "role", Some(&near_miss))
             .await
