@@ -172,7 +172,6 @@ pub fn tcp_peer_uid(peer: std::net::SocketAddr, local: std::net::SocketAddr) -> 
 mod sock_diag {
     use std::io::Read;
     use std::net::{IpAddr, SocketAddr};
-    use std::time::Duration;
 
     // From linux/netlink.h, linux/sock_diag.h and linux/inet_diag.h.
     const NETLINK_SOCK_DIAG: i32 = 4;
@@ -197,10 +196,10 @@ mod sock_diag {
             Some(socket2::Protocol::from(NETLINK_SOCK_DIAG)),
         )
         .ok()?;
-        // The kernel answers before send returns; the timeout only guards against surprises.
-        socket
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .ok()?;
+        // Non-blocking: this runs on the request path. The kernel handles a sock_diag request
+        // inside send and queues the answer before send returns, so the read below finds it;
+        // if it ever does not, the answer is "unknown" rather than a wait.
+        socket.set_nonblocking(true).ok()?;
         // An unconnected netlink socket sends to the kernel.
         socket.send(&request).ok()?;
         let mut reply = [0u8; 512];
