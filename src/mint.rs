@@ -689,7 +689,6 @@ pub fn parse_process_output(stdout: &[u8]) -> Result<ProcessOutput, String> {
 }
 
 async fn run_process(command: &[String]) -> Result<Vec<u8>, String> {
-    use tokio::io::AsyncReadExt;
     let mut child = tokio::process::Command::new(&command[0])
         .args(&command[1..])
         .stdin(std::process::Stdio::null())
@@ -701,20 +700,16 @@ async fn run_process(command: &[String]) -> Result<Vec<u8>, String> {
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");
     let run = async {
-        let mut out = Vec::new();
-        let mut err = Vec::new();
-        let mut so = (&mut stdout).take(PROCESS_OUTPUT_MAX as u64 + 1);
-        let mut se = (&mut stderr).take(PROCESS_OUTPUT_MAX as u64);
         let (a, b, status) = tokio::join!(
-            so.read_to_end(&mut out),
-            se.read_to_end(&mut err),
+            read_capped(&mut stdout, PROCESS_OUTPUT_MAX, false),
+            read_capped(&mut stderr, PROCESS_OUTPUT_MAX, true),
             child.wait()
         );
-        a.map_err(|e| e.to_string())?;
-        b.map_err(|e| e.to_string())?;
-        Ok::<_, String>((out, err, status.map_err(|e| e.to_string())?))
+        let (out, out_overflowed) = a.map_err(|e| e.to_string())?;
+        let (err, _) = b.map_err(|e| e.to_string())?;
+        Ok::<_, String>((out, out_overflowed, err, status.map_err(|e| e.to_string())?))
     };
-    let (out, err, status) = tokio::time::timeout(PROCESS_TIMEOUT, run)
+    let (out, out_overflowed, err, status) = tokio::time::timeout(PROCESS_TIMEOUT, run)
         .await
         .map_err(|_| {
             format!(
@@ -744,13 +739,42 @@ async fn run_process(command: &[String]) -> Result<Vec<u8>, String> {
             }
         ));
     }
-    if out.len() > PROCESS_OUTPUT_MAX {
+    if out_overflowed {
         return Err(format!(
             "`{}` printed more than {PROCESS_OUTPUT_MAX} bytes",
             command[0]
         ));
     }
     Ok(out)
+}
+
+/// Reads `r` to its end, keeping at most `max` bytes (the first ones, or with `tail` the last
+/// ones); says whether there was more. Reading on past the cap keeps the child from blocking on
+/// a full pipe.
+async fn read_capped(
+    mut r: impl tokio::io::AsyncRead + Unpin,
+    max: usize,
+    tail: bool,
+) -> std::io::Result<(Vec<u8>, bool)> {
+    use tokio::io::AsyncReadExt;
+    let mut kept = Vec::new();
+    let mut overflowed = false;
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            return Ok((kept, overflowed));
+        }
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > max {
+            overflowed = true;
+            if tail {
+                kept.drain(..kept.len() - max);
+            } else {
+                kept.truncate(max);
+            }
+        }
+    }
 }
 
 /// Runs a `credential_process` (no shell) and parses its output.
@@ -818,6 +842,39 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.contains("could not be started"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn chatty_processes_neither_hang_nor_lose_their_last_words() {
+        // 1 MiB of stderr (far more than a pipe holds) and then a valid answer.
+        let cmd = vec![
+            "sh".into(),
+            "-c".into(),
+            "head -c 1048576 /dev/zero | tr '\\0' x >&2; \
+             echo '{\"Version\":1,\"AccessKeyId\":\"AKID\",\"SecretAccessKey\":\"s\"}'"
+                .into(),
+        ];
+        assert!(matches!(
+            run_credential_process(&cmd).await,
+            Ok(ProcessOutput::LongTerm(_))
+        ));
+        // Failing after a flood of stderr: the error carries the end of it.
+        let cmd = vec![
+            "sh".into(),
+            "-c".into(),
+            "head -c 1048576 /dev/zero | tr '\\0' x >&2; echo ' the real reason' >&2; exit 2"
+                .into(),
+        ];
+        let e = run_credential_process(&cmd).await.unwrap_err();
+        assert!(e.contains("the real reason"), "{e}");
+        // Too much stdout is reported as such, not as a timeout.
+        let cmd = vec![
+            "sh".into(),
+            "-c".into(),
+            "head -c 1048576 /dev/zero | tr '\\0' x".into(),
+        ];
+        let e = run_credential_process(&cmd).await.unwrap_err();
+        assert!(e.contains("printed more than"), "{e}");
     }
 
     #[tokio::test]
