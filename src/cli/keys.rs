@@ -224,8 +224,10 @@ pub async fn add(ctx: &Context, args: AddArgs) -> anyhow::Result<ExitCode> {
 
 /// `credvend import [PROFILE...]`.
 pub async fn import(ctx: &Context, args: ImportArgs) -> anyhow::Result<ExitCode> {
-    use std::os::unix::fs::PermissionsExt;
+    // Through any symlink (dotfile managers link ~/.aws/credentials): the rewrite below replaces
+    // a file, and replacing the link would leave the keys in its target.
     let path = crate::paths::aws_credentials_file();
+    let path = std::fs::canonicalize(&path).unwrap_or(path);
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read the credentials file {}", path.display()))?;
     let found = edit::find_keys(&text, &args.profiles)
@@ -301,13 +303,8 @@ pub async fn import(ctx: &Context, args: ImportArgs) -> anyhow::Result<ExitCode>
             .with_context(|| format!("cannot write the backup {}", backup.display()))?;
         let new = edit::remove_keys(&text, &imported)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let mode = std::fs::metadata(&path)
-            .map(|m| m.permissions().mode() & 0o777)
-            .unwrap_or(0o600);
         crate::paths::write_private_file(&path, new.as_bytes())
             .with_context(|| format!("cannot rewrite {}", path.display()))?;
-        let _ =
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o600 | 0o600));
         eprintln!(
             "credvend: removed the imported keys from {} (backup with secrets blanked: {})",
             path.display(),

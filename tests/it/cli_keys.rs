@@ -305,6 +305,28 @@ async fn import_remove_round_trip_is_byte_identical_except_moved_keys() {
     );
 }
 
+/// A credentials file that is a symlink (as dotfile managers make it): `import --remove` edits
+/// the file the link points to and leaves the link in place, so no copy of the key survives.
+#[tokio::test]
+async fn import_remove_through_a_symlink_edits_its_target() {
+    let setup = Setup::new();
+    let target = setup.home().join("dotfiles-aws-credentials");
+    std::fs::write(
+        &target,
+        "[x]\naws_access_key_id = AKIAIOSFODNN7EXAMPLE\naws_secret_access_key = s3cr3t-value\n",
+    )
+    .unwrap();
+    let _ = std::fs::remove_file(setup.aws_credentials_path());
+    std::os::unix::fs::symlink(&target, setup.aws_credentials_path()).unwrap();
+    let out = setup.cli(&["import", "--remove"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    setup.remember("x");
+    let link = std::fs::symlink_metadata(setup.aws_credentials_path()).unwrap();
+    assert!(link.file_type().is_symlink(), "the link was replaced");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "[x]\n");
+    assert!(files_containing(setup.home(), "s3cr3t-value").is_empty());
+}
+
 #[tokio::test]
 async fn import_without_remove_keeps_the_file_and_names_profiles() {
     let setup = Setup::new();
