@@ -86,6 +86,8 @@ pub enum Refusal {
     ForeignHost,
     /// The request carries browser headers (`Origin`, `Referer`, `Sec-Fetch-*`).
     BrowserRequest,
+    /// The peer is outside the allow list (which a reload changed while its connection was open).
+    PeerNotAllowed,
 }
 
 impl Refusal {
@@ -96,6 +98,7 @@ impl Refusal {
                 "the Host header does not name this endpoint; requests through other names are refused (DNS rebinding protection)"
             }
             Refusal::BrowserRequest => "requests from web browsers are refused",
+            Refusal::PeerNotAllowed => "this address is not in the endpoint's allow list",
         }
     }
 }
@@ -278,8 +281,11 @@ pub async fn serve<H: Handler>(
         if let Some(ttl) = opts.hop_limit {
             set_hop_limit(&stream, peer, ttl);
         }
-        let handler = handler.borrow().clone();
         let limits = opts.limits;
+        let local_ip = local.map(|a| a.ip());
+        // Handler and options are read per request, so a reload reaches open keep-alive
+        // connections too (one uncontended read lock and two Arc clones).
+        let (handler, options) = (handler.clone(), options.clone());
         let mut shutdown = shutdown.clone();
         let alive = alive_tx.clone();
         let audit = super::audit::ConnAudit::new(local.unwrap_or(peer), peer);
@@ -287,8 +293,8 @@ pub async fn serve<H: Handler>(
             let _permit = permit;
             let _alive = alive;
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let handler = handler.clone();
-                let opts = opts.clone();
+                let handler = handler.borrow().clone();
+                let opts = options.borrow().clone();
                 let audit = audit.clone();
                 async move {
                     let (parts, _body) = req.into_parts();
@@ -301,7 +307,12 @@ pub async fn serve<H: Handler>(
                         peer,
                         audit: audit.clone(),
                     };
-                    let reply = match check_request(&head, &opts.hosts, port) {
+                    let checked = if peer_allowed(peer.ip(), local_ip, &opts.allow) {
+                        check_request(&head, &opts.hosts, port)
+                    } else {
+                        Err(Refusal::PeerNotAllowed)
+                    };
+                    let reply = match checked {
                         Ok(()) => handler.handle(head).await,
                         Err(refusal) => {
                             tracing::warn!(%peer, ?refusal, path = %head.path, "refused a request");
