@@ -33,6 +33,9 @@ pub enum Command {
 pub struct Handle {
     /// Commands.
     pub tx: mpsc::Sender<Command>,
+    /// The refresh policy; a reload that changes `[refresh]` sends the new one here and the
+    /// refresher reschedules the credentials it holds instead of minting again.
+    pub policy: watch::Sender<Policy>,
     /// The task.
     pub task: tokio::task::JoinHandle<()>,
 }
@@ -55,15 +58,16 @@ pub fn spawn(
     shutdown: watch::Receiver<bool>,
 ) -> Handle {
     let (tx, rx) = mpsc::channel(8);
-    let task = tokio::spawn(run(cell, chain, minter, policy, rx, shutdown));
-    Handle { tx, task }
+    let (policy, policy_rx) = watch::channel(policy);
+    let task = tokio::spawn(run(cell, chain, minter, policy_rx, rx, shutdown));
+    Handle { tx, policy, task }
 }
 
 async fn run(
     cell: Arc<ProfileCell>,
     chain: Arc<Chain>,
     minter: Arc<Minter>,
-    policy: Policy,
+    mut policy_rx: watch::Receiver<Policy>,
     mut rx: mpsc::Receiver<Command>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -74,6 +78,7 @@ async fn run(
     let mut reminded_for: Option<OffsetDateTime> = None;
     let mut told_needs_mfa = false;
     loop {
+        let policy = *policy_rx.borrow_and_update();
         let mut wake: Option<OffsetDateTime> = None;
         if !locked {
             if cell.current().is_some() {
@@ -161,6 +166,23 @@ async fn run(
             };
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
+                Ok(()) = policy_rx.changed() => {
+                    let policy = *policy_rx.borrow_and_update();
+                    // Reschedule what is held; a pending retry keeps its own schedule.
+                    if !locked
+                        && failures == 0
+                        && let Some(v) = cell.current()
+                    {
+                        let next = policy.rotate_at(v.issued, v.creds.expiration, fastrand::f64());
+                        tracing::info!(
+                            profile = %cell.name,
+                            next_refresh = %crate::creds::format_aws_time(next),
+                            "refresh settings changed; rotation rescheduled"
+                        );
+                        cell.set_next_refresh(next);
+                        wake = Some(next);
+                    }
+                }
                 cmd = rx.recv() => match cmd {
                     Some(Command::Refresh) => {
                         locked = false;

@@ -469,21 +469,23 @@ impl Daemon {
         let policy = Policy {
             settings: config.refresh,
         };
-        let refresh_changed = inner
-            .loaded
-            .as_ref()
-            .is_some_and(|old| old.config.refresh != config.refresh);
         let mut served = std::mem::take(&mut inner.served);
-        // Stop profiles no longer served, or whose chain changed.
+        // Stop profiles no longer served, or whose chain changed; the others keep their
+        // credentials and learn the (possibly new) refresh policy.
         let names: Vec<String> = served.keys().cloned().collect();
         for name in names {
             let keep = chains
                 .get(&name)
                 .is_some_and(|new| match (new, &served[&name].chain) {
-                    (Ok(a), Ok(b)) => a == b && !refresh_changed,
+                    (Ok(a), Ok(b)) => a == b,
                     _ => false,
                 });
-            if !keep {
+            if keep {
+                if let Some(r) = &served[&name].refresher {
+                    r.policy
+                        .send_if_modified(|p| std::mem::replace(p, policy) != policy);
+                }
+            } else {
                 let old = served.remove(&name).expect("listed");
                 old.stop();
                 tracing::info!(profile = %name, "profile removed or changed; its refresher stops");

@@ -212,6 +212,11 @@ impl ProfileCell {
         s.next_refresh = next_refresh;
     }
 
+    /// Moves the next rotation (new refresh settings).
+    pub fn set_next_refresh(&self, at: OffsetDateTime) {
+        self.status.lock().expect("status lock").next_refresh = Some(at);
+    }
+
     /// Marks a rotation in progress.
     pub fn set_phase(&self, phase: Phase) {
         self.status.lock().expect("status lock").phase = phase;

@@ -314,6 +314,37 @@ async fn sighup_with_a_broken_file_keeps_serving_and_a_fixed_file_adds_a_listene
     assert_eq!(http::imds_creds(first, "role").await["Code"], "Success");
 }
 
+/// A reload that changes only `[refresh]` keeps every profile's credentials and moves their next
+/// rotation: a larger margin means an earlier rotation, and nothing is minted for the reload.
+#[tokio::test]
+async fn sighup_with_new_refresh_settings_keeps_credentials_and_reschedules() {
+    let s = Served::start(ROLE_TOML).await;
+    let before = s.setup.wait_status("role", "fresh", phase_is("fresh"));
+    let key = http::imds_creds(s.imds(), "role").await["AccessKeyId"].clone();
+
+    // 1 h sessions: the default 35 min margin rotates ~24 min in, 40 min ~19 min in (the 3 min
+    // jitter cannot bridge the 5 min between them).
+    s.setup
+        .write_toml(&format!("{ROLE_TOML}[refresh]\nmargin_seconds = 2400\n"));
+    s.daemon.signal(libc::SIGHUP);
+    assert!(
+        s.daemon
+            .wait_for_log("rotation rescheduled", Duration::from_secs(10)),
+        "{}",
+        s.daemon.log()
+    );
+    let after = s.setup.profile_status("role").unwrap();
+    assert_eq!(http::imds_creds(s.imds(), "role").await["AccessKeyId"], key);
+    assert_eq!(after["refreshes"], before["refreshes"]);
+    let next = |p: &serde_json::Value| p["next_refresh"].as_str().unwrap().to_owned();
+    assert!(
+        next(&after) < next(&before),
+        "{} is not before {}",
+        next(&after),
+        next(&before)
+    );
+}
+
 /// A reload reaches connections that are already open: a keep-alive connection using a Host name
 /// that the reload takes out of `hosts` is refused on its next request.
 #[tokio::test]
