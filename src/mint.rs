@@ -190,12 +190,71 @@ pub struct Minter {
     keys: Keys,
     options: ClientOptions,
     clients: Mutex<HashMap<Option<PathBuf>, StsClient>>,
-    /// MFA sessions and intermediate chain links, by cache key.
-    links: Mutex<HashMap<String, TemporaryCredentials>>,
-    /// Serialises MFA session minting per base profile.
+    /// MFA sessions and intermediate chain links: one entry per session and per intermediate
+    /// role of the configuration, replaced when renewed.
+    links: Mutex<HashMap<CacheKey, Cached>>,
+    /// Serialises MFA session minting (one code prompt or `credvend_mfa_process` at a time).
     session_locks: tokio::sync::Mutex<()>,
     /// Account ids learned with GetCallerIdentity, by base profile.
     accounts: Mutex<HashMap<String, String>>,
+}
+
+/// What [`Minter`] caches sessions and links under.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum CacheKey {
+    /// The MFA session of a base profile with a device.
+    Session { profile: String, serial: String },
+    /// The credentials of an intermediate role of a chain.
+    Link { profile: String, role_arn: String },
+}
+
+impl CacheKey {
+    fn profile(&self) -> &str {
+        match self {
+            CacheKey::Session { profile, .. } | CacheKey::Link { profile, .. } => profile,
+        }
+    }
+}
+
+/// A cached session or link.
+struct Cached {
+    /// For a link, the access key id it was assumed with: after its source rotates, the link
+    /// is stale and gets replaced.
+    source: Option<String>,
+    creds: TemporaryCredentials,
+}
+
+impl Minter {
+    /// Cached credentials under `key` assumed from `source`, with time left at `now`.
+    fn cached(
+        &self,
+        key: &CacheKey,
+        source: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Option<TemporaryCredentials> {
+        self.links
+            .lock()
+            .expect("links")
+            .get(key)
+            .filter(|c| c.source.as_deref() == source && usable(&c.creds, now))
+            .map(|c| c.creds.clone())
+    }
+
+    /// Drops every cached session and link of `profiles`.
+    fn forget_cached(&self, profiles: &[&str]) {
+        self.links
+            .lock()
+            .expect("links")
+            .retain(|k, _| !profiles.contains(&k.profile()));
+    }
+
+    fn cache(&self, key: CacheKey, source: Option<String>, creds: &TemporaryCredentials) {
+        let creds = creds.clone();
+        self.links
+            .lock()
+            .expect("links")
+            .insert(key, Cached { source, creds });
+    }
 }
 
 fn usable(c: &TemporaryCredentials, now: OffsetDateTime) -> bool {
@@ -268,13 +327,12 @@ impl Minter {
             })
     }
 
-    fn session_key(chain: &Chain) -> Option<String> {
+    fn session_key(chain: &Chain) -> Option<CacheKey> {
         let s = chain.session.as_ref()?;
-        Some(format!(
-            "session\0{}\0{}",
-            s.profile,
-            s.mfa_serial.as_deref()?
-        ))
+        Some(CacheKey::Session {
+            profile: s.profile.clone(),
+            serial: s.mfa_serial.clone()?,
+        })
     }
 
     async fn long_term_key(&self, chain: &Chain, profile: &str) -> Result<LongTermKey, MintError> {
@@ -298,22 +356,23 @@ impl Minter {
         let step = chain.session.as_ref().expect("called only for MFA chains");
         let serial = step.mfa_serial.clone().expect("called only for MFA chains");
         let key = Self::session_key(chain).expect("MFA chain");
+        // The common case needs no lock: a chain with its session in memory never waits behind
+        // another chain's code prompt.
+        if code.is_none()
+            && let Some(s) = self.cached(&key, None, OffsetDateTime::now_utc())
+        {
+            return Ok(s);
+        }
         let _guard = self.session_locks.lock().await;
         let now = OffsetDateTime::now_utc();
         if code.is_none() {
-            if let Some(s) = self
-                .links
-                .lock()
-                .expect("links")
-                .get(&key)
-                .filter(|s| usable(s, now))
-            {
-                return Ok(s.clone());
+            if let Some(s) = self.cached(&key, None, now) {
+                return Ok(s);
             }
             match self.store(chain).await?.get_session(&step.profile).await {
                 Ok(Some(s)) if usable(&s, now) => {
                     tracing::info!(profile = %chain.profile, base = %step.profile, "reusing the MFA session cached in the keyring");
-                    self.links.lock().expect("links").insert(key, s.clone());
+                    self.cache(key, None, &s);
                     return Ok(s);
                 }
                 Ok(_) => {}
@@ -352,10 +411,7 @@ impl Minter {
                 false,
             )
             .await?;
-        self.links
-            .lock()
-            .expect("links")
-            .insert(key, session.clone());
+        self.cache(key, None, &session);
         let stored = match self.keys.get().await {
             Ok(store) => store.put_session(&step.profile, &session).await,
             Err(e) => Err(e),
@@ -373,7 +429,7 @@ impl Minter {
             .lock()
             .expect("links")
             .get(&key)
-            .map(|s| s.expiration)
+            .map(|s| s.creds.expiration)
     }
 
     /// Supplies an MFA code for `chain`: mints (and caches) the MFA session. Returns its expiry.
@@ -394,11 +450,7 @@ impl Minter {
 
     /// Forgets cached sessions and links of `chain` (memory and keyring).
     pub async fn forget(&self, chain: &Chain) {
-        let profiles = chain.profiles();
-        self.links
-            .lock()
-            .expect("links")
-            .retain(|k, _| !k.split('\0').any(|part| profiles.contains(&part)));
+        self.forget_cached(&chain.profiles());
         if let Some(s) = &chain.session
             && s.mfa_serial.is_some()
             && let Ok(store) = self.keys.get().await
@@ -540,16 +592,14 @@ impl Minter {
                 Start::Key(k) => k.access_key_id.clone(),
                 Start::Session(c) => c.access_key_id.clone(),
             };
-            let link_key = format!("role\0{}\0{}\0{}", role.profile, role.role_arn, source_id);
+            let link_key = CacheKey::Link {
+                profile: role.profile.clone(),
+                role_arn: role.role_arn.clone(),
+            };
             if i < last
-                && let Some(c) = self
-                    .links
-                    .lock()
-                    .expect("links")
-                    .get(&link_key)
-                    .filter(|c| usable(c, now))
+                && let Some(c) = self.cached(&link_key, Some(&source_id), now)
             {
-                start = Start::Session(c.clone());
+                start = Start::Session(c);
                 continue;
             }
             let creds = {
@@ -568,10 +618,7 @@ impl Minter {
                 .await?
             };
             if i < last {
-                self.links
-                    .lock()
-                    .expect("links")
-                    .insert(link_key, creds.clone());
+                self.cache(link_key, Some(source_id), &creds);
             }
             start = Start::Session(creds);
         }
@@ -826,6 +873,49 @@ mod tests {
             assert!(e.contains(needle), "{e}");
             assert!(!e.contains("\"s\""), "no secret in {e}");
         }
+    }
+
+    #[test]
+    fn the_link_cache_replaces_stale_links_and_forgets_by_whole_profile_name() {
+        let m = Minter::new(
+            Keys::lazy(crate::keystore::OpenOptions::default()),
+            ClientOptions::default(),
+        );
+        let now = OffsetDateTime::now_utc();
+        let creds = |id: &str| TemporaryCredentials {
+            access_key_id: id.into(),
+            secret_access_key: SecretString::from("s"),
+            session_token: Some(SecretString::from("t")),
+            expiration: now + time::Duration::hours(1),
+            account_id: None,
+            arn: None,
+        };
+        let link = |profile: &str| CacheKey::Link {
+            profile: profile.into(),
+            role_arn: "arn:aws:iam::123456789012:role/r".into(),
+        };
+        // A link re-assumed after each rotation of its source: one entry, the newest.
+        for i in 0..100 {
+            m.cache(link("a"), Some(format!("SRC{i}")), &creds(&format!("L{i}")));
+        }
+        assert_eq!(m.links.lock().unwrap().len(), 1);
+        assert!(
+            m.cached(&link("a"), Some("SRC98"), now).is_none(),
+            "stale source"
+        );
+        let hit = m.cached(&link("a"), Some("SRC99"), now).unwrap();
+        assert_eq!(hit.access_key_id, "L99");
+        // Profiles named like the old string keys' tags only forget themselves.
+        m.cache(link("role"), Some("S".into()), &creds("R"));
+        let session = CacheKey::Session {
+            profile: "session".into(),
+            serial: "arn:aws:iam::123456789012:mfa/u".into(),
+        };
+        m.cache(session.clone(), None, &creds("S"));
+        m.forget_cached(&["role"]);
+        assert!(m.cached(&link("role"), Some("S"), now).is_none());
+        assert!(m.cached(&link("a"), Some("SRC99"), now).is_some());
+        assert!(m.cached(&session, None, now).is_some());
     }
 
     #[tokio::test]
