@@ -197,6 +197,15 @@ impl StsError {
         }
     }
 
+    /// Whether STS refused the request for its rate (so it was not carried out).
+    pub fn is_throttled(&self) -> bool {
+        match self {
+            StsError::Service(e) => e.status == 429 || THROTTLING_CODES.contains(&e.code.as_str()),
+            StsError::Http { status, .. } => *status == 429,
+            _ => false,
+        }
+    }
+
     /// The STS error code, when STS sent one.
     pub fn code(&self) -> Option<&str> {
         match self {
@@ -295,7 +304,9 @@ impl StsClient {
     }
 
     /// Sends `req`, signed with `key` when the action needs a signature, retrying transient
-    /// failures with capped exponential backoff and full jitter.
+    /// failures with capped exponential backoff and full jitter. A request carrying an MFA code
+    /// is retried only when STS throttled it: after a timeout or a 5xx it may have used the code
+    /// up, and repeating it would turn a passing fault into "invalid MFA code".
     pub async fn send(
         &self,
         endpoint: &StsEndpoint,
@@ -303,11 +314,16 @@ impl StsClient {
         key: Option<SigningKey<'_>>,
     ) -> Result<StsResponse, StsError> {
         let retry = self.options.retry;
+        let one_time = req.carries_mfa_code();
         let mut attempt = 0;
         loop {
             attempt += 1;
             match self.send_once(endpoint, req, key).await {
-                Err(e) if e.is_retryable() && attempt < retry.max_attempts => {
+                Err(e)
+                    if e.is_retryable()
+                        && (!one_time || e.is_throttled())
+                        && attempt < retry.max_attempts =>
+                {
                     let delay = retry.delay(attempt - 1, fastrand::f64());
                     tracing::debug!(action = req.action(), %endpoint, attempt, ?delay, error = %e, "retrying STS call");
                     tokio::time::sleep(delay).await;

@@ -97,6 +97,15 @@ pub enum StsRequest {
 }
 
 impl StsRequest {
+    /// Whether the request carries a one-time MFA code (which STS accepts only once).
+    pub fn carries_mfa_code(&self) -> bool {
+        match self {
+            StsRequest::GetSessionToken(r) => r.mfa.is_some(),
+            StsRequest::AssumeRole(r) => r.mfa.is_some(),
+            _ => false,
+        }
+    }
+
     /// The `Action` name.
     pub fn action(&self) -> &'static str {
         match self {

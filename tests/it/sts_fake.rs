@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use credvend::creds::LongTermKey;
-use credvend::sts::{ClientOptions, RetryPolicy, StsClient, StsEndpoint, StsError};
+use credvend::sts::{
+    ClientOptions, GetSessionToken, MfaToken, RetryPolicy, StsClient, StsEndpoint, StsError,
+    StsRequest,
+};
 use secrecy::SecretString;
 
 use crate::support::fake_sts::{FakeSts, Reply, caller_identity_xml, error_xml};
@@ -78,6 +81,28 @@ async fn fake_sts_throttling_is_retried_until_attempts_run_out() {
             .all(|w| w[0] < w[1] || w[1] == policy.cap),
         "{ceilings:?}"
     );
+}
+
+/// A request carrying an MFA code is not repeated after a 5xx (STS may have used the code up),
+/// but is after throttling (STS did not carry it out).
+#[tokio::test]
+async fn fake_sts_mfa_code_requests_are_retried_only_when_throttled() {
+    let req = StsRequest::GetSessionToken(GetSessionToken {
+        duration_seconds: None,
+        mfa: Some(MfaToken {
+            serial: "arn:aws:iam::123456789012:mfa/u".into(),
+            code: SecretString::from("123456".to_owned()),
+        }),
+    });
+    for (status, code, attempts) in [(500, "InternalFailure", 1), (400, "Throttling", 4)] {
+        let fake = FakeSts::start(vec![Reply::Status(status, error_xml(code, "no"))]).await;
+        let err = client(Duration::from_secs(10))
+            .send(&endpoint(&fake), &req, Some(key().signing_key()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(code));
+        assert_eq!(fake.seen().len(), attempts, "{code}");
+    }
 }
 
 #[tokio::test]
