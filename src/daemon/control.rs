@@ -35,6 +35,12 @@ use crate::creds::format_aws_time;
 pub const VERSION: u32 = 1;
 const MAX_REQUEST: usize = 64 * 1024;
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the daemon works on one request. `login` mints with STS: an MFA session and a role,
+/// each up to three 20 s attempts with backoff, fit.
+const HANDLE_TIMEOUT: Duration = Duration::from_secs(150);
+/// How long a client waits for the answer: longer than the daemon works on it, so the client
+/// sees the daemon's answer (or its error) rather than giving up first.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(155);
 /// How long a `credentials` request waits for the first credentials of a starting profile.
 const COLD_START_WAIT: Duration = Duration::from_secs(15);
 
@@ -230,7 +236,7 @@ pub async fn serve(
         }
         let daemon = daemon.clone();
         tokio::spawn(async move {
-            if let Err(e) = tokio::time::timeout(IO_TIMEOUT * 6, handle(stream, daemon)).await {
+            if let Err(e) = tokio::time::timeout(HANDLE_TIMEOUT, handle(stream, daemon)).await {
                 tracing::debug!(error = %e, "control request timed out");
             }
         });
@@ -459,12 +465,14 @@ pub async fn call(path: &Path, req: &Request) -> Result<serde_json::Value, Clien
     let mut answer = String::new();
     let mut reader = BufReader::new(read);
     let read_fut = reader.read_line(&mut answer);
-    // Login waits for STS; allow for its retries.
-    tokio::time::timeout(Duration::from_secs(60), read_fut)
+    tokio::time::timeout(ANSWER_TIMEOUT, read_fut)
         .await
         .map_err(|_| ClientError::Io {
             path: shown.clone(),
-            detail: "the daemon did not answer within 60 s".into(),
+            detail: format!(
+                "the daemon did not answer within {} s",
+                ANSWER_TIMEOUT.as_secs()
+            ),
         })?
         .map_err(io)?;
     if answer.is_empty() {
