@@ -384,7 +384,7 @@ async fn execute(req: Request, daemon: &Arc<Daemon>) -> Response {
                     ok(crate::creds::credential_process_json(&v.creds))
                 }
                 None => {
-                    let (code, message) = super::imds::unavailable(&cell);
+                    let (code, message) = super::imds::unavailable_detail(&cell);
                     fail(format!("{message} ({code})"))
                 }
             }

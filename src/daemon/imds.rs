@@ -279,8 +279,23 @@ impl ImdsHandler {
     }
 }
 
-/// Code and message for a profile that has nothing servable.
+/// Code and message for a profile that has nothing servable, as told to HTTP clients. A failing
+/// `credential_process`'s output stays with the user (`credvend status`): whoever may use an
+/// endpoint (a container, say) may not read what the user's helper printed.
 pub fn unavailable(cell: &ProfileCell) -> (String, String) {
+    let (code, message) = unavailable_detail(cell);
+    if code == "CredentialProcessFailed" {
+        let message = format!(
+            "the credential_process of profile `{}` failed; `credvend status` shows why",
+            cell.name
+        );
+        return (code, message);
+    }
+    (code, message)
+}
+
+/// Code and message for a profile that has nothing servable, in full (for its own user).
+pub fn unavailable_detail(cell: &ProfileCell) -> (String, String) {
     let status = cell.status();
     match (status.phase, status.last_error) {
         (_, Some(p)) => (p.code, p.message),

@@ -253,6 +253,25 @@ async fn credential_process_profiles_produce_credentials() {
         "long-term keys from a process are never served"
     );
     assert!(!stdout(&out).contains(&secret_of(&user.key)));
+
+    // Served by the daemon: the user's status shows the helper's output, HTTP clients do not get it.
+    setup.write_toml(
+        "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"broken\"\n[ecs]\nenabled = false\n",
+    );
+    let daemon = setup.start();
+    let status = setup.wait_status("broken", "error", phase_is("error"));
+    assert!(
+        status["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("token expired: run sso login"),
+        "{status}"
+    );
+    let served = crate::support::http::imds_creds(daemon.imds(), "broken").await;
+    assert_eq!(served["Code"], "CredentialProcessFailed");
+    let message = served["Message"].as_str().unwrap();
+    assert!(message.contains("credvend status"), "{message}");
+    assert!(!message.contains("sso login"), "{message}");
 }
 
 #[tokio::test]
