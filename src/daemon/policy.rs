@@ -169,7 +169,8 @@ mod tests {
 
     #[test]
     fn test_margins_rotate_quickly_and_keep_the_margin() {
-        // What the rotation test configures: 900 s sessions, 800 s margin, 5 s min interval.
+        // Short sessions with a large margin, like the rotation test (which uses 850 s / 3 s):
+        // 900 s sessions, 800 s margin, 5 s min interval.
         let p = policy(800, 5);
         for unit in [0.0, 0.5, 1.0] {
             let at = p.rotate_at(T0, T0 + mins(15), unit);

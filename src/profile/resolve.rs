@@ -948,7 +948,8 @@ impl<'a> Resolver<'a> {
             return Err(err(
                 ErrorKind::BadValue,
                 format!(
-                    "profile `{name}`: credvend_policy / credvend_policy_arns restrict role and federation sessions;                      add role_arn or credvend_federation_name, or remove them"
+                    "profile `{name}`: credvend_policy / credvend_policy_arns restrict role and federation sessions; \
+                     add role_arn or credvend_federation_name, or remove them"
                 ),
             ));
         }
