@@ -352,21 +352,21 @@ async fn execute(req: Request, daemon: &Arc<Daemon>) -> Response {
             }
         }
         Request::Lock { profile } => {
-            let names: Vec<String> = match profile {
-                Some(p) => vec![p],
-                None => daemon
-                    .profiles()
-                    .await
-                    .into_iter()
-                    .map(|(c, _)| c.name.clone())
-                    .collect(),
-            };
-            for name in &names {
-                if !daemon.command(name, Command::Lock).await {
-                    return fail(not_served_or_broken(daemon, name).await);
+            let Some(name) = profile else {
+                // Every profile that has credentials to forget; a profile whose configuration is
+                // broken holds none, and must not stop the others from being locked.
+                let mut locked = Vec::new();
+                for (cell, _) in daemon.profiles().await {
+                    if daemon.command(&cell.name, Command::Lock).await {
+                        locked.push(cell.name.clone());
+                    }
                 }
+                return ok(serde_json::json!({ "locked": locked }));
+            };
+            if !daemon.command(&name, Command::Lock).await {
+                return fail(not_served_or_broken(daemon, &name).await);
             }
-            ok(serde_json::json!({ "locked": names }))
+            ok(serde_json::json!({ "locked": [name] }))
         }
         Request::Credentials { profile } => {
             let Some((cell, _)) = daemon.profile(&profile).await else {

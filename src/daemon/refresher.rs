@@ -81,8 +81,11 @@ async fn run(
         let policy = *policy_rx.borrow_and_update();
         let mut wake: Option<OffsetDateTime> = None;
         if !locked {
-            if cell.current().is_some() {
-                cell.set_phase(Phase::Refreshing);
+            match (cell.current().is_some(), cell.status().phase) {
+                (true, _) => cell.set_phase(Phase::Refreshing),
+                // Unlocking: clients see "pending" (and wait for it) rather than "locked".
+                (false, Phase::Locked) => cell.set_phase(Phase::Starting),
+                (false, _) => {}
             }
             let started = OffsetDateTime::now_utc();
             match minter.mint(&chain).await {

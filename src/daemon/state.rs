@@ -227,6 +227,7 @@ impl ProfileCell {
         self.current.send_replace(None);
         let mut s = self.status.lock().expect("status lock");
         s.phase = Phase::Locked;
+        s.last_error = None;
         s.next_refresh = None;
     }
 

@@ -345,6 +345,40 @@ async fn sighup_with_new_refresh_settings_keeps_credentials_and_reschedules() {
     );
 }
 
+/// `lock` with no profile locks every profile that holds credentials, even when another one's
+/// configuration is broken; a locked profile tells clients so (not its last error), and
+/// `refresh` brings it back.
+#[tokio::test]
+async fn lock_all_skips_broken_profiles_and_refresh_unlocks() {
+    let setup = Setup::new();
+    setup.role_profile(&Moto::shared()).await;
+    setup.append_aws_config(
+        "[profile broken]\nrole_arn = arn:aws:iam::123456789012:role/x\nsource_profile = nowhere\n",
+    );
+    setup.write_toml(
+        "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"role\"\n\
+         [[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"broken\"\n[ecs]\nenabled = false\n",
+    );
+    let daemon = setup.start();
+    setup.wait_status("role", "fresh", phase_is("fresh"));
+
+    let out = setup.cli(&["lock"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    setup.wait_status("role", "locked", phase_is("locked"));
+    assert_eq!(
+        http::imds_creds(daemon.imds(), "role").await["Code"],
+        "CredentialsLocked"
+    );
+
+    let out = setup.cli(&["refresh", "role"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    setup.wait_status("role", "fresh", phase_is("fresh"));
+    assert_eq!(
+        http::imds_creds(daemon.imds(), "role").await["Code"],
+        "Success"
+    );
+}
+
 /// A reload reaches connections that are already open: a keep-alive connection using a Host name
 /// that the reload takes out of `hosts` is refused on its next request.
 #[tokio::test]
