@@ -163,11 +163,11 @@ impl Handler for EcsHandler {
             head.header("user-agent").unwrap_or("-"),
             &code,
         );
-        let status = match cell.status().phase {
-            Phase::NeedsMfa | Phase::Locked => StatusCode::FORBIDDEN,
-            Phase::Error if code == "InvalidConfiguration" || code == "MissingKeys" => {
-                StatusCode::FORBIDDEN
-            }
+        // 403 for what only the user can fix (SDKs give up), 503 for what may pass (they retry).
+        let status = cell.status();
+        let status = match (status.phase, status.last_error) {
+            (Phase::NeedsMfa | Phase::Locked, _) => StatusCode::FORBIDDEN,
+            (Phase::Error, Some(p)) if !p.transient => StatusCode::FORBIDDEN,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
         json_error(status, &code, &message)

@@ -45,6 +45,7 @@ pub fn problem(e: &MintError) -> Problem {
     Problem {
         code: e.code().to_owned(),
         message: describe(e),
+        transient: e.is_transient(),
         since: OffsetDateTime::now_utc(),
     }
 }

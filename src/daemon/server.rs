@@ -513,6 +513,7 @@ impl Daemon {
                         Problem {
                             code: "InvalidConfiguration".into(),
                             message: e.message.clone(),
+                            transient: false,
                             since: OffsetDateTime::now_utc(),
                         },
                         None,

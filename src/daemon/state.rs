@@ -120,6 +120,8 @@ pub struct Problem {
     pub code: String,
     /// One line naming the fix, e.g. "run `credvend login dev`".
     pub message: String,
+    /// Whether retrying may succeed without the user doing anything (STS down, throttled).
+    pub transient: bool,
     /// When it was recorded.
     #[serde(with = "time::serde::rfc3339")]
     pub since: OffsetDateTime,

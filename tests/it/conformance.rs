@@ -826,6 +826,31 @@ async fn fault_sts_500_gives_imds_failure_document_and_ecs_503() {
     assert!(ecs.json()["code"].is_string() && ecs.json()["message"].is_string());
 }
 
+/// An error only the user can fix (the role does not trust the user: AccessDenied) is a 403 on
+/// ECS, so SDKs stop retrying; compare the 503 of a failing STS above.
+#[tokio::test]
+async fn a_role_that_refuses_the_user_gives_ecs_403() {
+    let moto = Moto::shared();
+    let setup = Setup::new();
+    let scenario = setup.role_profile(&moto).await;
+    let stranger = moto.user("stranger").await;
+    let strangers_role = moto.role("strangers", &[&stranger.arn], None).await;
+    let config = std::fs::read_to_string(setup.aws_config_path()).unwrap();
+    setup.write_aws_config(&config.replace(&scenario.role_arn, &strangers_role));
+    setup.write_toml(ROLE_TOML);
+    let daemon = setup.start();
+    wait_for_phase(&setup, "role", "error").await;
+    let ecs_token = std::fs::read_to_string(setup.state_dir().join("ecs-token-role")).unwrap();
+    let ecs = http::ecs_get(daemon.ecs(), "role", Some(&ecs_token)).await;
+    assert_eq!(ecs.status, 403, "{}", ecs.body);
+    assert_eq!(
+        ecs.json()["code"],
+        "AssumeRoleUnauthorizedAccess",
+        "{}",
+        ecs.body
+    );
+}
+
 /// An IPv6 loopback listener works like an IPv4 one: tokens, credentials, the `[::1]` Host the
 /// SDKs send, and the ECS endpoint (which `AWS_CONTAINER_CREDENTIALS_FULL_URI=http://[::1]:PORT`
 /// reaches in every SDK).
