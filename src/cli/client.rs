@@ -210,8 +210,10 @@ async fn local_minter(ctx: &Context, interactive: bool) -> anyhow::Result<Minter
 
 /// `credvend login PROFILE`.
 pub async fn login(ctx: &Context, args: LoginArgs) -> anyhow::Result<ExitCode> {
-    let chain = local_chain(&args.profile).ok();
-    if let Some(c) = &chain
+    // The daemon may know the profile even when this process cannot resolve it; without a
+    // daemon, why it cannot be resolved is the error.
+    let chain = local_chain(&args.profile);
+    if let Ok(c) = &chain
         && c.mfa_serial().is_none()
     {
         bail!(
@@ -219,7 +221,7 @@ pub async fn login(ctx: &Context, args: LoginArgs) -> anyhow::Result<ExitCode> {
             args.profile
         );
     }
-    let code = read_code(&args, chain.as_ref().and_then(|c| c.mfa_serial()))?;
+    let code = read_code(&args, chain.as_ref().ok().and_then(|c| c.mfa_serial()))?;
     let req = Request::Login {
         profile: args.profile.clone(),
         code,
@@ -228,7 +230,7 @@ pub async fn login(ctx: &Context, args: LoginArgs) -> anyhow::Result<ExitCode> {
         Ok(v) => v["session_expiration"].as_str().unwrap_or("?").to_owned(),
         Err(ClientError::NotRunning(_)) => {
             // No daemon: mint and cache the MFA session directly; the daemon picks it up later.
-            let chain = chain.context("the profile is not usable")?;
+            let chain = chain?;
             let Request::Login { code, .. } = req else {
                 unreachable!()
             };

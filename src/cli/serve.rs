@@ -32,7 +32,10 @@ pub fn run(ctx: Context) -> anyhow::Result<ExitCode> {
         .enable_all()
         .thread_name("credvend")
         .build()?;
-    rt.block_on(serve(ctx, inherited))
+    let result = rt.block_on(serve(ctx, inherited));
+    // Do not wait on a keyring call stuck in a blocking thread: the exit is promised within 5 s.
+    rt.shutdown_timeout(std::time::Duration::from_millis(500));
+    result
 }
 
 async fn serve(

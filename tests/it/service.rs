@@ -530,6 +530,22 @@ async fn exec_runs_the_aws_cli_and_boto3_and_passes_the_exit_code() {
     assert!(stderr(&out).contains("cannot run"), "{}", stderr(&out));
 }
 
+/// `login` without a daemon, for a profile that cannot be resolved, says why.
+#[test]
+fn login_without_a_daemon_names_what_is_wrong_with_the_profile() {
+    let setup = Setup::new();
+    setup.write_aws_config(
+        "[profile dev]\nrole_arn = arn:aws:iam::123456789012:role/x\nsource_profile = nowhere\n",
+    );
+    let out = setup.cli(&["login", "dev", "--code", "123456"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("source_profile = nowhere"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn exec_without_a_daemon_says_how_to_start_it() {
     let setup = Setup::new();
