@@ -352,17 +352,6 @@ impl DaemonConfig {
             limits,
         })
     }
-
-    /// Every profile named by an IMDS listener or an explicit ECS list.
-    pub fn named_profiles(&self) -> Vec<String> {
-        let mut out: Vec<String> = self.imds.iter().map(|l| l.profile.clone()).collect();
-        if let Some(list) = self.ecs.as_ref().and_then(|e| e.profiles.as_ref()) {
-            out.extend(list.iter().cloned());
-        }
-        out.sort();
-        out.dedup();
-        out
-    }
 }
 
 #[cfg(test)]
@@ -410,7 +399,6 @@ min_interval_seconds = 5
         assert_eq!(c.imds[1].hop_limit, 2);
         assert_eq!(c.ecs.as_ref().unwrap().profiles.as_ref().unwrap().len(), 2);
         assert_eq!(c.refresh.margin, Duration::from_secs(600));
-        assert_eq!(c.named_profiles(), ["dev", "prod"]);
     }
 
     #[test]

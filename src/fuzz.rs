@@ -2,7 +2,8 @@
 //! stable Rust. Each takes arbitrary bytes and must never panic, whatever they hold.
 
 use crate::config::DaemonConfig;
-use crate::daemon::{control, ecs, http, imds, token};
+use crate::control::proto;
+use crate::daemon::{ecs, http, imds, token};
 use crate::profile::{file, resolve};
 use crate::sts::wire;
 
@@ -16,7 +17,7 @@ pub fn sts_xml(data: &[u8]) {
 
 /// The AWS config parser and chain resolution of every profile it finds (no file access).
 pub fn aws_config(data: &[u8]) {
-    file::fuzz_parse(data);
+    crate::profile::fuzz_files(data);
     let text = String::from_utf8_lossy(data);
     if let Ok(parsed) = file::parse(&text, file::FileKind::Config) {
         let set = file::merge(Some(parsed), None);
@@ -69,7 +70,7 @@ pub fn http_request(data: &[u8]) {
 
 /// The control protocol's request parser.
 pub fn control_request(data: &[u8]) {
-    let _ = control::parse_request(&String::from_utf8_lossy(data));
+    let _ = proto::parse_request(&String::from_utf8_lossy(data));
 }
 
 /// A fuzz entry point.

@@ -1,26 +1,36 @@
 //! credvend: a per-user daemon that vends short-lived AWS credentials.
 //!
 //! Long-term keys live in the OS keyring; the daemon mints temporary credentials with STS,
-//! keeps them in memory, refreshes them in the background, and serves them over an IMDSv2-compatible
-//! endpoint and the ECS container-credentials endpoint. See `ARCHITECTURE.md` for the map.
+//! keeps them in memory, refreshes them in the background, and serves them over an
+//! IMDSv2-compatible endpoint and the ECS container-credentials endpoint. `ARCHITECTURE.md` has
+//! the map; in short:
 //!
-//! Pure core (no IO; unit-, property- and fuzz-tested): [`sigv4`], [`sts::wire`],
-//! [`sts::endpoint`], [`profile`] (config parser, credentials-file editor, chain resolution),
-//! [`config`] (daemon TOML), [`daemon::policy`], [`daemon::imds::route`], [`daemon::token`].
-//! IO edges: [`sts::client`], [`keystore`], [`mint`], [`daemon`] (listeners, refresher, control
-//! socket), [`cli`], [`sys`].
+//! - pure core (no IO; unit-, property- and fuzz-tested): [`sigv4`], [`sts::wire`],
+//!   [`sts::endpoint`], `profile` (config parser, credentials-file editor, chain resolution),
+//!   `config` (daemon TOML), `problem`, `daemon::policy`, `daemon::imds::route`,
+//!   [`daemon::token`], `control::proto`;
+//! - IO edges: [`sts::client`], [`keystore`], `mint`, `daemon` (listeners, refreshers,
+//!   reconciliation), `control` (the control socket), `cli`, `sys`.
+//!
+//! Dependencies point one way: `cli` → `daemon` → `mint` → `sts` / `keystore` / `profile`;
+//! nothing outside `daemon` imports it (except `cli`, which starts it), and `control::proto`
+//! imports no domain type.
 
 pub mod cli;
-pub mod config;
+pub(crate) mod config;
+pub(crate) mod context;
+pub(crate) mod control;
 pub mod creds;
 pub mod daemon;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod keystore;
-pub mod logging;
-pub mod mint;
-pub mod paths;
-pub mod profile;
+pub(crate) mod logging;
+pub(crate) mod mint;
+pub(crate) mod paths;
+pub(crate) mod problem;
+pub(crate) mod profile;
+pub(crate) mod shutdown;
 pub mod sigv4;
 pub mod sts;
 pub mod sys;

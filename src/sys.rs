@@ -3,7 +3,14 @@
 
 use std::os::fd::FromRawFd;
 
-use crate::daemon::server::Inherited;
+/// A listening socket handed over by the service manager (systemd or launchd).
+#[derive(Debug)]
+pub(crate) struct Inherited {
+    /// The socket.
+    pub listener: std::net::TcpListener,
+    /// Its name (`FileDescriptorName=`), if given.
+    pub name: Option<String>,
+}
 
 /// Disables core dumps (soft RLIMIT_CORE = 0) and, on Linux, marks the process non-dumpable so no
 /// other process of the same user can ptrace it or read its memory through /proc.
@@ -92,9 +99,10 @@ pub fn notify(state: &str) {
     }
 }
 
-/// TCP listening sockets passed by systemd socket activation (`LISTEN_PID` must be ours). The
-/// variables are removed so children do not inherit them.
-pub fn inherited_sockets() -> Vec<Inherited> {
+/// TCP listening sockets passed by systemd socket activation (`LISTEN_PID` must be ours), and a
+/// line for each descriptor that was not one (to log once logging is up). The variables are
+/// removed so children do not inherit them: call this before any other thread exists.
+pub(crate) fn inherited_sockets() -> (Vec<Inherited>, Vec<String>) {
     let pid_ok = std::env::var("LISTEN_PID")
         .ok()
         .and_then(|p| p.parse::<u32>().ok())
@@ -114,9 +122,10 @@ pub fn inherited_sockets() -> Vec<Inherited> {
         std::env::remove_var("LISTEN_FDNAMES");
     }
     if !pid_ok {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     }
     let mut out = Vec::new();
+    let mut warnings = Vec::new();
     for i in 0..count.clamp(0, 64) {
         let fd = 3 + i;
         // SAFETY: systemd passes these descriptors to us; we take ownership exactly once.
@@ -129,10 +138,9 @@ pub fn inherited_sockets() -> Vec<Inherited> {
                 .is_some()
             && socket.is_listener().unwrap_or(false);
         if !is_tcp_listener {
-            tracing::warn!(
-                fd,
-                "ignoring an inherited descriptor that is not a listening TCP socket"
-            );
+            warnings.push(format!(
+                "ignoring inherited descriptor {fd}: it is not a listening TCP socket"
+            ));
             std::mem::forget(socket);
             continue;
         }
@@ -145,7 +153,7 @@ pub fn inherited_sockets() -> Vec<Inherited> {
                 .cloned(),
         });
     }
-    out
+    (out, warnings)
 }
 
 /// The uid owning the other end of a TCP connection that was made from this machine (in this

@@ -10,13 +10,14 @@ use anyhow::{Context as _, bail};
 use secrecy::SecretString;
 use time::OffsetDateTime;
 
-use super::{Context, shell_quote};
+use super::shell_quote;
+use crate::context::Context;
+use crate::control::client::{self as control, ClientError};
+use crate::control::proto::{Credentials, FailureKind, Reply, Request, StatusReport};
 use crate::creds::format_aws_time;
-use crate::daemon::control::{self, ClientError, Request, StatusReport};
-use crate::daemon::server::load_profiles;
 use crate::keystore::KeyStore;
 use crate::mint::{Keys, Minter};
-use crate::profile::resolve::{self, Chain, Env};
+use crate::profile::resolve::{self, Chain};
 use crate::sts::ClientOptions;
 
 /// A profile argument.
@@ -94,18 +95,24 @@ const CONFLICTING: &[&str] = &[
     "AWS_EC2_METADATA_DISABLED",
 ];
 
-async fn daemon_status(ctx: &Context) -> Result<StatusReport, ClientError> {
-    let value = control::call(&ctx.control_socket(), &Request::Status).await?;
-    serde_json::from_value(value).map_err(|e| ClientError::Io {
-        path: ctx.control_socket().display().to_string(),
-        detail: format!("unreadable status: {e}"),
-    })
+async fn call(ctx: &Context, req: &Request) -> Result<Reply, ClientError> {
+    control::call(&ctx.state_dir, req).await
 }
 
-fn ago_or_in(t: &str, now: OffsetDateTime) -> String {
-    let Ok(t) = crate::creds::parse_aws_time(t) else {
-        return t.to_owned();
-    };
+fn unexpected(reply: Reply) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the daemon answered with an unexpected reply ({reply:?}); is it the same version as this CLI?"
+    )
+}
+
+async fn daemon_status(ctx: &Context) -> Result<StatusReport, anyhow::Error> {
+    match call(ctx, &Request::Status).await? {
+        Reply::Status(report) => Ok(report),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn ago_or_in(t: OffsetDateTime, now: OffsetDateTime) -> String {
     let d = t - now;
     let (sign, d) = if d.is_negative() {
         ("ago", -d)
@@ -147,19 +154,23 @@ pub async fn status(ctx: &Context, args: StatusArgs) -> anyhow::Result<ExitCode>
     }
     println!("profiles:");
     for p in &report.profiles {
-        let phase = p.status["phase"].as_str().unwrap_or("?");
-        let mut line = format!("  {}  {phase}", p.name);
-        if let Some(exp) = &p.expiration {
-            line.push_str(&format!("  expires {exp} ({})", ago_or_in(exp, now)));
+        let phase = serde_json::to_value(p.phase)?;
+        let mut line = format!("  {}  {}", p.name, phase.as_str().unwrap_or("?"));
+        if let Some(exp) = p.expiration {
+            line.push_str(&format!(
+                "  expires {} ({})",
+                format_aws_time(exp),
+                ago_or_in(exp, now)
+            ));
         }
-        if let Some(next) = p.status["next_refresh"].as_str() {
+        if let Some(next) = p.next_refresh {
             line.push_str(&format!("  next refresh {}", ago_or_in(next, now)));
         }
         line.push_str(&format!("  requests {}", p.requests));
         println!("{line}");
         println!("      source: {}", p.source);
-        if let Some(err) = p.status["last_error"]["message"].as_str() {
-            println!("      last error: {err}");
+        if let Some(err) = &p.last_error {
+            println!("      last error: {}", err.message);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -185,16 +196,12 @@ fn read_code(args: &LoginArgs, serial: Option<&str>) -> anyhow::Result<SecretStr
     Ok(SecretString::from(code))
 }
 
-fn local_chain(profile: &str) -> anyhow::Result<Chain> {
-    let set = load_profiles(
-        &crate::paths::aws_config_file(),
-        &crate::paths::aws_credentials_file(),
-    )
-    .map_err(anyhow::Error::msg)?;
+fn local_chain(ctx: &Context, profile: &str) -> anyhow::Result<Chain> {
+    let set = ctx.load_profiles().map_err(anyhow::Error::msg)?;
     Ok(resolve::resolve(
         &set,
         profile,
-        &Env::from_process(),
+        &ctx.env,
         &resolve::read_file,
     )?)
 }
@@ -212,7 +219,7 @@ async fn local_minter(ctx: &Context, interactive: bool) -> anyhow::Result<Minter
 pub async fn login(ctx: &Context, args: LoginArgs) -> anyhow::Result<ExitCode> {
     // The daemon may know the profile even when this process cannot resolve it; without a
     // daemon, why it cannot be resolved is the error.
-    let chain = local_chain(&args.profile);
+    let chain = local_chain(ctx, &args.profile);
     if let Ok(c) = &chain
         && c.mfa_serial().is_none()
     {
@@ -226,33 +233,34 @@ pub async fn login(ctx: &Context, args: LoginArgs) -> anyhow::Result<ExitCode> {
         profile: args.profile.clone(),
         code,
     };
-    let expiry = match control::call(&ctx.control_socket(), &req).await {
-        Ok(v) => v["session_expiration"].as_str().unwrap_or("?").to_owned(),
+    let expiry = match call(ctx, &req).await {
+        Ok(Reply::LoggedIn { session_expiration }) => session_expiration,
+        Ok(other) => return Err(unexpected(other)),
         Err(ClientError::NotRunning(_)) => {
             // No daemon: mint and cache the MFA session directly; the daemon picks it up later.
             let chain = chain?;
             let Request::Login { code, .. } = req else {
-                unreachable!()
+                bail!("internal error: login request changed shape");
             };
             let minter = local_minter(ctx, true).await?;
-            let expiry = minter.login(&chain, code).await?;
-            format_aws_time(expiry)
+            minter.login(&chain, code).await?
         }
         Err(e) => return Err(e.into()),
     };
     eprintln!(
-        "credvend: MFA session for `{}` valid until {expiry}",
-        args.profile
+        "credvend: MFA session for `{}` valid until {}",
+        args.profile,
+        format_aws_time(expiry)
     );
     Ok(ExitCode::SUCCESS)
 }
 
 /// `credvend refresh PROFILE`.
 pub async fn refresh(ctx: &Context, args: ProfileArg) -> anyhow::Result<ExitCode> {
-    control::call(
-        &ctx.control_socket(),
+    call(
+        ctx,
         &Request::Refresh {
-            profile: args.profile.clone(),
+            profile: Some(args.profile.clone()),
         },
     )
     .await?;
@@ -265,14 +273,17 @@ pub async fn refresh(ctx: &Context, args: ProfileArg) -> anyhow::Result<ExitCode
 
 /// `credvend lock [PROFILE]`.
 pub async fn lock(ctx: &Context, args: LockArgs) -> anyhow::Result<ExitCode> {
-    let v = control::call(
-        &ctx.control_socket(),
+    let names = match call(
+        ctx,
         &Request::Lock {
             profile: args.profile,
         },
     )
-    .await?;
-    let names: Vec<String> = serde_json::from_value(v["locked"].clone()).unwrap_or_default();
+    .await?
+    {
+        Reply::Locked { profiles } => profiles,
+        other => return Err(unexpected(other)),
+    };
     eprintln!(
         "credvend: forgot the temporary credentials of {}; `credvend refresh PROFILE` mints new ones",
         if names.is_empty() {
@@ -284,32 +295,56 @@ pub async fn lock(ctx: &Context, args: LockArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The current temporary credentials as Version 1 JSON: from the daemon when it serves the
-/// profile, else minted here.
-async fn current_credentials(ctx: &Context, profile: &str) -> anyhow::Result<serde_json::Value> {
-    match control::call(
-        &ctx.control_socket(),
+/// The current temporary credentials: from the daemon when it serves the profile, else minted
+/// here.
+async fn current_credentials(ctx: &Context, profile: &str) -> anyhow::Result<Credentials> {
+    match call(
+        ctx,
         &Request::Credentials {
             profile: profile.to_owned(),
         },
     )
     .await
     {
-        Ok(v) => return Ok(v),
+        Ok(Reply::Credentials(c)) => return Ok(c),
+        Ok(other) => return Err(unexpected(other)),
         Err(ClientError::NotRunning(_)) => {}
-        Err(ClientError::Daemon(msg)) if msg.contains("does not serve profile") => {}
+        Err(ClientError::Failed(f)) if f.kind == FailureKind::NotServed => {}
         Err(e) => return Err(e.into()),
     }
-    let chain = local_chain(profile)?;
+    let chain = local_chain(ctx, profile)?;
     let minter = Arc::new(local_minter(ctx, false).await?);
-    let minted = minter.mint(&chain).await?;
-    Ok(crate::creds::credential_process_json(&minted.creds))
+    let c = minter.mint(&chain).await?.creds;
+    Ok(Credentials {
+        access_key_id: c.access_key_id,
+        secret_access_key: c.secret_access_key,
+        session_token: c.session_token.unwrap_or_else(|| SecretString::from("")),
+        expiration: c.expiration,
+        account_id: c.account_id,
+    })
+}
+
+/// The `credential_process` Version 1 document (`Version` is the integer 1, as botocore and the
+/// Java SDK require).
+fn process_json(c: &Credentials) -> serde_json::Value {
+    use secrecy::ExposeSecret;
+    let mut out = serde_json::json!({
+        "Version": 1,
+        "AccessKeyId": c.access_key_id,
+        "SecretAccessKey": c.secret_access_key.expose_secret(),
+        "SessionToken": c.session_token.expose_secret(),
+        "Expiration": format_aws_time(c.expiration),
+    });
+    if let Some(account) = &c.account_id {
+        out["AccountId"] = account.clone().into();
+    }
+    out
 }
 
 /// `credvend credential-process PROFILE`.
 pub async fn credential_process(ctx: &Context, args: ProfileArg) -> anyhow::Result<ExitCode> {
     let creds = current_credentials(ctx, &args.profile).await?;
-    println!("{}", serde_json::to_string(&creds)?);
+    println!("{}", serde_json::to_string(&process_json(&creds))?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -391,29 +426,25 @@ async fn endpoint_env(
 
 /// `credvend env PROFILE`.
 pub async fn env(ctx: &Context, args: EnvArgs) -> anyhow::Result<ExitCode> {
+    use secrecy::ExposeSecret;
     if args.static_ {
         let c = current_credentials(ctx, &args.profile).await?;
-        let get = |k: &str| c[k].as_str().map(str::to_owned);
-        let (Some(id), Some(secret), Some(token), Some(exp)) = (
-            get("AccessKeyId"),
-            get("SecretAccessKey"),
-            get("SessionToken"),
-            get("Expiration"),
-        ) else {
-            bail!(
-                "the daemon returned incomplete credentials for `{}`",
-                args.profile
-            );
-        };
-        if !id.starts_with("ASIA") && token.is_empty() {
+        if c.session_token.expose_secret().is_empty() {
             bail!("refusing to print credentials without a session token");
         }
+        let exp = format_aws_time(c.expiration);
         for k in CONFLICTING {
             println!("unset {k}");
         }
-        println!("export AWS_ACCESS_KEY_ID={}", shell_quote(&id));
-        println!("export AWS_SECRET_ACCESS_KEY={}", shell_quote(&secret));
-        println!("export AWS_SESSION_TOKEN={}", shell_quote(&token));
+        println!("export AWS_ACCESS_KEY_ID={}", shell_quote(&c.access_key_id));
+        println!(
+            "export AWS_SECRET_ACCESS_KEY={}",
+            shell_quote(c.secret_access_key.expose_secret())
+        );
+        println!(
+            "export AWS_SESSION_TOKEN={}",
+            shell_quote(c.session_token.expose_secret())
+        );
         println!("export AWS_CREDENTIAL_EXPIRATION={}", shell_quote(&exp));
         eprintln!(
             "credvend: these credentials expire at {exp} and will not refresh; prefer `credvend exec {}` for long jobs",

@@ -8,12 +8,12 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::Context;
+use super::open_keystore;
+use crate::context::Context;
 use crate::creds::LongTermKey;
-use crate::daemon::server::load_profiles;
 use crate::profile::edit;
 use crate::profile::file::ProfileSet;
-use crate::profile::resolve::{self, Env, StsTarget};
+use crate::profile::resolve::{self, StsTarget};
 use crate::sts::{ClientOptions, StsClient};
 
 /// `credvend add`.
@@ -136,54 +136,32 @@ fn read_key(args: &AddArgs) -> anyhow::Result<LongTermKey> {
     })
 }
 
-/// Where to check a key of `profile`: the STS endpoint a `GetSessionToken` with that profile's
-/// own settings (region, endpoint_url, `[services]`, ca_bundle, environment) would use — the
-/// profile stripped of everything that would make it a role or process profile.
-fn verify_target(set: &ProfileSet, profile: &str) -> anyhow::Result<StsTarget> {
-    const NOT_ENDPOINT: &[&str] = &[
-        "role_arn",
-        "source_profile",
-        "credential_process",
-        "web_identity_token_file",
-        "mfa_serial",
-        "credvend_federation_name",
-        "credential_source",
-        "sso_session",
-        "sso_start_url",
-        "duration_seconds",
-    ];
-    let mut set = set.clone();
-    let mut section =
-        set.profiles
-            .remove(profile)
-            .unwrap_or_else(|| crate::profile::file::Section {
-                name: profile.to_owned(),
-                properties: Default::default(),
-            });
-    section
-        .properties
-        .retain(|k, _| !NOT_ENDPOINT.contains(&k.as_str()));
-    set.profiles.insert(profile.to_owned(), section);
-    let chain = resolve::resolve(&set, profile, &Env::from_process(), &resolve::read_file)?;
-    Ok(chain
-        .session
-        .map(|s| s.target)
-        .expect("a plain keys profile resolves to GetSessionToken"))
+/// Where to check a key of `profile`: the STS endpoint a call signed with it would use, from
+/// the profile's own settings (region, endpoint_url, `[services]`, ca_bundle, environment).
+fn verify_target(ctx: &Context, set: &ProfileSet, profile: &str) -> anyhow::Result<StsTarget> {
+    if let Some(target) = resolve::key_target(set, profile, &ctx.env) {
+        return Ok(target?);
+    }
+    let mut set = ProfileSet::default();
+    set.profiles.insert(
+        profile.to_owned(),
+        crate::profile::file::Section {
+            name: profile.to_owned(),
+            properties: Default::default(),
+        },
+    );
+    Ok(resolve::key_target(&set, profile, &ctx.env).expect("the profile was just added")?)
 }
 
-fn profiles() -> anyhow::Result<ProfileSet> {
-    load_profiles(
-        &crate::paths::aws_config_file(),
-        &crate::paths::aws_credentials_file(),
-    )
-    .map_err(anyhow::Error::msg)
+fn profiles(ctx: &Context) -> anyhow::Result<ProfileSet> {
+    ctx.load_profiles().map_err(anyhow::Error::msg)
 }
 
 /// `credvend add PROFILE`.
 pub async fn add(ctx: &Context, args: AddArgs) -> anyhow::Result<ExitCode> {
     let key = read_key(&args)?;
     check_key(&key)?;
-    let store = ctx.open_keystore(true).await?;
+    let store = open_keystore(ctx, true).await?;
     if !args.force && store.has_key(&args.profile).await? {
         bail!(
             "profile `{}` already has keys in the {}; pass --force to replace them",
@@ -192,8 +170,8 @@ pub async fn add(ctx: &Context, args: AddArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if !args.no_verify {
-        let set = profiles()?;
-        let target = verify_target(&set, &args.profile)?;
+        let set = profiles(ctx)?;
+        let target = verify_target(ctx, &set, &args.profile)?;
         let client = StsClient::new(ClientOptions {
             ca_bundle: target.ca_bundle.clone(),
             ..ClientOptions::default()
@@ -226,7 +204,7 @@ pub async fn add(ctx: &Context, args: AddArgs) -> anyhow::Result<ExitCode> {
 pub async fn import(ctx: &Context, args: ImportArgs) -> anyhow::Result<ExitCode> {
     // Through any symlink (dotfile managers link ~/.aws/credentials): the rewrite below replaces
     // a file, and replacing the link would leave the keys in its target.
-    let path = crate::paths::aws_credentials_file();
+    let path = ctx.aws_credentials.clone();
     let path = std::fs::canonicalize(&path).unwrap_or(path);
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read the credentials file {}", path.display()))?;
@@ -240,7 +218,7 @@ pub async fn import(ctx: &Context, args: ImportArgs) -> anyhow::Result<ExitCode>
             );
         }
     }
-    let store = ctx.open_keystore(true).await?;
+    let store = open_keystore(ctx, true).await?;
     let mut imported = Vec::new();
     for f in &found {
         if f.has_session_token {
@@ -339,8 +317,8 @@ fn blank_secrets(text: &str, profiles: &[String]) -> String {
 
 /// `credvend list`.
 pub async fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<ExitCode> {
-    let set = profiles()?;
-    let store = ctx.open_keystore(false).await;
+    let set = profiles(ctx)?;
+    let store = open_keystore(ctx, false).await;
     let (stored, store_error): (Vec<String>, Option<String>) = match &store {
         Ok(s) => match s.list_profiles().await {
             Ok(v) => (v, None),
@@ -348,7 +326,7 @@ pub async fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<ExitCode> {
         },
         Err(e) => (Vec::new(), Some(format!("{e:#}"))),
     };
-    let env = Env::from_process();
+    let env = &ctx.env;
     let mut names: Vec<String> = set.profiles.keys().cloned().collect();
     names.extend(stored.iter().cloned());
     names.sort();
@@ -358,7 +336,7 @@ pub async fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<ExitCode> {
         .map(|name| {
             let in_config = set.profiles.contains_key(name);
             let source = if in_config {
-                match resolve::resolve(&set, name, &env, &resolve::read_file) {
+                match resolve::resolve(&set, name, env, &resolve::read_file) {
                     Ok(c) => serde_json::json!({ "source": c.describe() }),
                     Err(e) => serde_json::json!({ "error": e.message }),
                 }
@@ -420,7 +398,7 @@ pub async fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<ExitCode> {
 
 /// `credvend remove PROFILE`.
 pub async fn remove(ctx: &Context, args: RemoveArgs) -> anyhow::Result<ExitCode> {
-    let store = ctx.open_keystore(true).await?;
+    let store = open_keystore(ctx, true).await?;
     let had_key = store.delete_key(&args.profile).await?;
     let had_session = store.delete_session(&args.profile).await?;
     if !had_key && !had_session {

@@ -12,7 +12,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::keystore::{self, Choice, KeyStore, OpenOptions};
+use crate::context::Context;
+use crate::keystore::{Choice, KeyStore};
 use crate::logging::LogFormat;
 
 const ABOUT: &str = "Vend short-lived AWS credentials from keys kept in the OS keyring.";
@@ -36,7 +37,7 @@ Exit codes: 0 success, 1 operational error (the message names the fix), 2 usage 
 /// Global options and the command.
 #[derive(Debug, Parser)]
 #[command(name = "credvend", version, about = ABOUT, long_about = LONG_ABOUT, propagate_version = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Daemon settings file (TOML) [default: $XDG_CONFIG_HOME/credvend/config.toml]
     #[arg(long, global = true, value_name = "FILE", env = "CREDVEND_CONFIG")]
     config: Option<PathBuf>,
@@ -142,53 +143,16 @@ enum Command {
     InstallService(service::InstallArgs),
 }
 
-/// Validated settings every command shares.
-pub struct Context {
-    /// `--config`.
-    pub config: Option<PathBuf>,
-    /// `--keystore`.
-    pub keystore: Choice,
-    /// State directory (resolved).
-    pub state_dir: PathBuf,
-}
-
-impl Context {
-    /// How to open the key store. `interactive` commands let a desktop keyring show its unlock
-    /// prompt (bounded); the daemon never prompts. `CREDVEND_KEYRING_SERVICE` files entries under
-    /// another service name (tests, or several independent setups for one user).
-    pub fn keystore_options(&self, interactive: bool) -> OpenOptions {
-        let mut opts = OpenOptions {
-            choice: self.keystore,
-            prompt_timeout: if interactive {
-                keystore::cli_prompt_timeout()
-            } else {
-                std::time::Duration::ZERO
-            },
-            ..OpenOptions::default()
-        };
-        if let Ok(service) = std::env::var("CREDVEND_KEYRING_SERVICE")
-            && !service.is_empty()
-        {
-            opts.service = service;
-        }
-        opts
-    }
-
-    /// Opens the key store now.
-    pub async fn open_keystore(&self, interactive: bool) -> anyhow::Result<KeyStore> {
-        Ok(KeyStore::open(self.keystore_options(interactive)).await?)
-    }
-
-    /// `STATE_DIR/control.sock`.
-    pub fn control_socket(&self) -> PathBuf {
-        self.state_dir.join(crate::paths::CONTROL_SOCKET)
-    }
-}
-
 /// Entry point: parses, runs, maps errors to exit codes.
 pub fn main() -> ExitCode {
     crate::sys::harden_process();
     let cli = Cli::parse();
+    // Taken before any other thread exists (the log writer is one): socket activation variables
+    // are removed from the environment so children never see them.
+    let inherited = match cli.command {
+        Command::Serve => crate::sys::inherited_sockets(),
+        _ => (Vec::new(), Vec::new()),
+    };
     let default_level = match cli.command {
         Command::Serve => "info",
         _ => {
@@ -201,15 +165,9 @@ pub fn main() -> ExitCode {
         }
     };
     let _log_guard = crate::logging::init(cli.log_format, default_level);
-    let ctx = Context {
-        config: cli.config,
-        keystore: cli.keystore,
-        state_dir: cli
-            .state_dir
-            .unwrap_or_else(crate::paths::default_state_dir),
-    };
+    let ctx = Context::from_process(cli.config, cli.keystore, cli.state_dir);
     let result = match cli.command {
-        Command::Serve => serve::run(ctx),
+        Command::Serve => serve::run(ctx, inherited),
         Command::Exec(args) => client::exec(ctx, args),
         other => runtime().and_then(|rt| rt.block_on(dispatch(ctx, other))),
     };
@@ -246,8 +204,13 @@ async fn dispatch(ctx: Context, command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Opens the key store now.
+async fn open_keystore(ctx: &Context, interactive: bool) -> anyhow::Result<KeyStore> {
+    Ok(KeyStore::open(ctx.keystore_options(interactive)).await?)
+}
+
 /// Quotes `s` for a POSIX shell.
-pub fn shell_quote(s: &str) -> String {
+fn shell_quote(s: &str) -> String {
     if !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@,+%".contains(&b))

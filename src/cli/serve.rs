@@ -8,26 +8,30 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
 
-use super::Context;
-use crate::daemon::control;
-use crate::daemon::server::{Daemon, Sources};
+use crate::context::Context;
+use crate::control::server as control;
+use crate::daemon::Daemon;
 use crate::daemon::token::TokenKey;
 use crate::keystore::KeyStore;
 use crate::mint::{Keys, Minter};
 use crate::paths;
+use crate::shutdown::Trigger;
 use crate::sts::ClientOptions;
+use crate::sys::Inherited;
 
 /// How long in-flight requests get to finish after SIGTERM (the design promises exit within 5 s).
 const DRAIN: Duration = Duration::from_secs(4);
 
 /// Runs the daemon until SIGTERM or SIGINT.
-pub fn run(ctx: Context) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(
+    ctx: Context,
+    (inherited, warnings): (Vec<Inherited>, Vec<String>),
+) -> anyhow::Result<ExitCode> {
     crate::sys::raise_nofile_limit();
-    // Taken before any thread exists: socket activation variables are removed from the
-    // environment so children never see them.
-    let inherited = crate::sys::inherited_sockets();
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("credvend")
@@ -38,13 +42,9 @@ pub fn run(ctx: Context) -> anyhow::Result<ExitCode> {
     result
 }
 
-async fn serve(
-    ctx: Context,
-    inherited: Vec<crate::daemon::server::Inherited>,
-) -> anyhow::Result<ExitCode> {
+async fn serve(ctx: Context, inherited: Vec<Inherited>) -> anyhow::Result<ExitCode> {
     paths::ensure_state_dir(&ctx.state_dir)?;
-    let sources = Sources::new(ctx.config.clone());
-    let loaded = sources.load().map_err(anyhow::Error::msg)?;
+    let loaded = ctx.load().map_err(anyhow::Error::msg)?;
     let key =
         TokenKey::load_or_create(&ctx.state_dir.join(paths::TOKEN_KEY)).with_context(|| {
             format!(
@@ -75,11 +75,11 @@ async fn serve(
     let socket = ctx.control_socket();
     let control_listener = control::bind(&socket)
         .with_context(|| format!("cannot bind the control socket {}", socket.display()))?;
-    let (control_stop, control_stop_rx) = watch::channel(false);
+    let control_stop = Trigger::new();
     let control_task = tokio::spawn(control::serve(
         control_listener,
         daemon.clone(),
-        control_stop_rx,
+        control_stop.subscribe(),
     ));
 
     let ready = daemon.ready_line(&socket).await;
@@ -97,7 +97,7 @@ async fn serve(
             _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = hup.recv() => {
                 crate::sys::notify("RELOADING=1");
-                match sources.load() {
+                match ctx.load() {
                     Ok(loaded) => match daemon.apply(loaded).await {
                         Ok(()) => tracing::info!("configuration reloaded"),
                         Err(e) => tracing::error!("reload failed, the previous configuration keeps serving: {e}"),
@@ -109,7 +109,7 @@ async fn serve(
         }
     }
     crate::sys::notify("STOPPING=1");
-    let _ = control_stop.send(true);
+    control_stop.fire();
     daemon.shutdown(DRAIN).await;
     control_task.abort();
     let _ = std::fs::remove_file(&socket);

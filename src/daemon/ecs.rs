@@ -1,33 +1,28 @@
 //! The ECS container-credentials endpoint: every served profile under `/credentials/PROFILE`, each
 //! guarded by its own random token (sent raw in `Authorization`, as the SDKs do).
 //!
-//! Status codes follow sdk-contract.md section 7: 200 with the credentials; 401 without a token,
-//! 403 with a wrong one (including another profile's), both before anything about the profile is
-//! revealed; 404 for other paths; 503 only for transient states (first mint in progress, STS
-//! unreachable with nothing valid left), because the Rust, Go and Java SDKs retry 5xx; 403 for
-//! states only the user can fix (MFA code needed, broken configuration). Error bodies are
+//! Status codes follow `docs/sdk-behaviour.md` section 7: 200 with the credentials; 401 without a
+//! token, 403 with a wrong one (including another profile's), both before anything about the
+//! profile is revealed; 404 for other paths; otherwise the problem's own status
+//! ([`ProblemCode::ecs_status`](crate::problem::ProblemCode::ecs_status): 503 only for what passes
+//! by itself, because the Rust, Go and Java SDKs retry 5xx). Error bodies are
 //! `application/json` `{"code","message"}` (Go and Java read these) with `Code`/`Message` copies
 //! (the JS SDK reads those).
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::header::{ALLOW, HeaderValue};
 use hyper::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
-use time::OffsetDateTime;
 
-use super::http::{Handler, Head, Refusal, Reply};
-use super::imds::unavailable;
-use super::policy::Policy;
-use super::state::{Phase, ProfileCell};
+use super::http::{Head, Refusal, Reply};
+use super::policy::HTTP_COLD_START_WAIT;
+use super::state::{Asker, ProfileCell};
 
 /// Path prefix of the credentials resources.
 pub const PATH_PREFIX: &str = "/credentials/";
-
-const COLD_START_WAIT: Duration = Duration::from_millis(400);
 
 /// One served profile: its state and its token.
 pub struct EcsProfile {
@@ -39,8 +34,6 @@ pub struct EcsProfile {
 
 /// The ECS endpoint's handler.
 pub struct EcsHandler {
-    /// Bound address, for logs.
-    pub listener_id: String,
     /// Served profiles by name.
     pub profiles: HashMap<String, EcsProfile>,
 }
@@ -106,8 +99,9 @@ impl EcsHandler {
     }
 }
 
-impl Handler for EcsHandler {
-    async fn handle(&self, head: Head) -> Reply {
+impl EcsHandler {
+    /// Answers one request that passed the guards.
+    pub async fn handle(&self, head: Head) -> Reply {
         let Some(name) = profile_of(&head.path) else {
             return json_error(
                 StatusCode::NOT_FOUND,
@@ -131,49 +125,33 @@ impl Handler for EcsHandler {
             );
         };
         let profile = self.profiles.get(&name);
-        if !self.authorized(profile, presented.as_bytes()) {
+        let authorized = self.authorized(profile, presented.as_bytes());
+        let Some(profile) = profile.filter(|_| authorized) else {
             tracing::warn!(peer = %head.peer, path = %head.path, "refused an ECS request with a wrong token");
             return json_error(
                 StatusCode::FORBIDDEN,
                 "AccessDenied",
                 "the Authorization token does not match this profile's token file",
             );
-        }
-        let profile = profile.expect("authorized implies known");
-        let cell = &profile.cell;
-        let now = OffsetDateTime::now_utc();
-        let mut current = cell.current();
-        if current.is_none() && cell.status().phase == Phase::Starting {
-            current = cell.wait_first(COLD_START_WAIT).await;
-        }
-        if let Some(v) = current.filter(|v| Policy::servable(v.creds.expiration, now)) {
-            cell.count_request();
-            head.audit.vended(
-                "ECS",
-                &cell.name,
-                head.header("user-agent").unwrap_or("-"),
-                &v.creds.access_key_id,
-            );
-            return Reply::new(StatusCode::OK, "application/json", v.ecs_json.clone());
-        }
-        let (code, message) = unavailable(cell);
-        head.audit.refused(
-            "ECS",
-            &cell.name,
-            head.header("user-agent").unwrap_or("-"),
-            &code,
-        );
-        // 403 for what only the user can fix (SDKs give up), 503 for what may pass (they retry).
-        let status = cell.status();
-        let status = match (status.phase, status.last_error) {
-            (Phase::NeedsMfa | Phase::Locked, _) => StatusCode::FORBIDDEN,
-            (Phase::Error, Some(p)) if !p.transient => StatusCode::FORBIDDEN,
-            _ => StatusCode::SERVICE_UNAVAILABLE,
         };
-        json_error(status, &code, &message)
+        let asker = Asker {
+            cold_start: HTTP_COLD_START_WAIT,
+            audit: Some((&head.audit, "ECS")),
+            user_agent: head.header("user-agent").unwrap_or("-"),
+        };
+        match profile.cell.serve(&asker).await {
+            Ok(v) => Reply::new(StatusCode::OK, "application/json", v.ecs_json.clone()),
+            Err(problem) => json_error(
+                StatusCode::from_u16(problem.code.ecs_status())
+                    .unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                problem.code.as_str(),
+                &problem.public_message(&profile.cell.name),
+            ),
+        }
     }
 
-    fn refuse(&self, refusal: Refusal) -> Reply {
+    /// The answer to a refused request.
+    pub fn refuse(&self, refusal: Refusal) -> Reply {
         json_error(StatusCode::FORBIDDEN, "Forbidden", refusal.message())
     }
 }

@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::config::Limits;
+use crate::shutdown::Shutdown;
 
 /// The parts of a request the handlers look at.
 #[derive(Debug)]
@@ -28,8 +29,6 @@ pub struct Head {
     pub method: Method,
     /// Path (no query).
     pub path: String,
-    /// Raw query (may be empty).
-    pub query: String,
     /// Authority of an absolute-form target (`GET http://host:port/path`). When present it names
     /// the target host instead of `Host` (RFC 9112 section 3.2.2), so the guards check it too.
     pub authority: Option<String>,
@@ -238,106 +237,53 @@ pub struct ServeOptions {
     pub common_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
-/// Serves `listener` until `shutdown` turns true, then stops accepting, lets in-flight requests
-/// finish, and returns once every connection has closed. The handler is read from `handler` per
-/// connection, so a reload can swap it without rebinding.
+/// What every connection of one listener shares.
+struct Shared<H> {
+    /// The handler, read per request so a reload reaches open keep-alive connections too.
+    handler: watch::Receiver<Arc<H>>,
+    /// The options, read per request for the same reason.
+    options: watch::Receiver<Arc<ServeOptions>>,
+    /// The listener's port (for the `Host` check).
+    port: u16,
+    /// Stops every connection.
+    shutdown: Shutdown,
+    /// Every connection task holds a clone; when all are gone, draining is done.
+    alive: tokio::sync::mpsc::Sender<()>,
+}
+
+/// Serves `listener` until `shutdown` fires, then stops accepting, lets in-flight requests
+/// finish, and returns once every connection has closed. The handler and options are read per
+/// request, so a reload can swap them without rebinding.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: watch::Receiver<Arc<H>>,
     options: watch::Receiver<Arc<ServeOptions>>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
     let max = options.borrow().limits.max_connections;
     let slots = Arc::new(Semaphore::new(max));
     let bound = listener.local_addr().ok();
-    let port = bound.map_or(0, |a| a.port());
-    // Every connection task holds a clone; when all are gone the drain below completes.
-    let (alive_tx, mut alive_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let (alive, mut drained) = tokio::sync::mpsc::channel::<()>(1);
+    let shared = Arc::new(Shared {
+        handler,
+        options,
+        port: bound.map_or(0, |a| a.port()),
+        shutdown: shutdown.clone(),
+        alive,
+    });
+    let mut stop = shutdown;
     loop {
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
-            _ = stopped(&mut shutdown) => break,
+            _ = stop.wait() => break,
         };
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning; the listener stays up.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stopped(&mut shutdown) => break,
+        let accepted = tokio::select! {
+            a = accept(&listener) => a,
+            _ = stop.wait() => break,
         };
-        let opts = options.borrow().clone();
-        let local = stream.local_addr().ok();
-        if !peer_allowed(peer.ip(), local.map(|a| a.ip()), &opts.allow) {
-            tracing::warn!(%peer, "refused a connection from a peer outside the allow list");
-            drop(stream);
-            continue;
+        if let Some((stream, peer)) = accepted {
+            admit(&shared, stream, peer, permit);
         }
-        let _ = stream.set_nodelay(true);
-        if let Some(ttl) = opts.hop_limit {
-            set_hop_limit(&stream, peer, ttl);
-        }
-        let limits = opts.limits;
-        let local_ip = local.map(|a| a.ip());
-        // Handler and options are read per request, so a reload reaches open keep-alive
-        // connections too (one uncontended read lock and two Arc clones).
-        let (handler, options) = (handler.clone(), options.clone());
-        let mut shutdown = shutdown.clone();
-        let alive = alive_tx.clone();
-        let audit = super::audit::ConnAudit::new(local.unwrap_or(peer), peer);
-        tokio::spawn(async move {
-            let _permit = permit;
-            let _alive = alive;
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let handler = handler.borrow().clone();
-                let opts = options.borrow().clone();
-                let audit = audit.clone();
-                async move {
-                    let (parts, _body) = req.into_parts();
-                    let head = Head {
-                        method: parts.method,
-                        path: parts.uri.path().to_owned(),
-                        query: parts.uri.query().unwrap_or("").to_owned(),
-                        authority: parts.uri.authority().map(|a| a.as_str().to_owned()),
-                        headers: parts.headers,
-                        peer,
-                        audit: audit.clone(),
-                    };
-                    let checked = if peer_allowed(peer.ip(), local_ip, &opts.allow) {
-                        check_request(&head, &opts.hosts, port)
-                    } else {
-                        Err(Refusal::PeerNotAllowed)
-                    };
-                    let reply = match checked {
-                        Ok(()) => handler.handle(head).await,
-                        Err(refusal) => {
-                            tracing::warn!(%peer, ?refusal, path = %head.path, "refused a request");
-                            handler.refuse(refusal)
-                        }
-                    };
-                    Ok::<_, Infallible>(into_response(reply, &opts.common_headers))
-                }
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .max_header_size(limits.max_header_bytes)
-                .keep_alive(true);
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = stopped(&mut shutdown) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        });
     }
     // Close the socket before draining: new connections are refused at once rather than queued
     // in the backlog of a listener that will never accept them.
@@ -345,13 +291,116 @@ pub async fn serve<H: Handler>(
     if let Some(address) = bound {
         tracing::info!(%address, "stopped listening");
     }
-    drop(alive_tx);
-    let _ = alive_rx.recv().await;
+    drop(shared);
+    let _ = drained.recv().await;
 }
 
-/// Resolves once `shutdown` is true (or its sender is gone).
-pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|s| *s).await;
+/// The next connection; `None` after an accept error (EMFILE and friends), having backed off
+/// instead of spinning.
+async fn accept(listener: &TcpListener) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    match listener.accept().await {
+        Ok(x) => Some(x),
+        Err(e) => {
+            tracing::warn!(error = %e, "accept failed");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            None
+        }
+    }
+}
+
+/// Checks the peer of a new connection and starts serving it.
+fn admit<H: Handler>(
+    shared: &Arc<Shared<H>>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let opts = shared.options.borrow().clone();
+    let local = stream.local_addr().ok();
+    if !peer_allowed(peer.ip(), local.map(|a| a.ip()), &opts.allow) {
+        tracing::warn!(%peer, "refused a connection from a peer outside the allow list");
+        return;
+    }
+    let _ = stream.set_nodelay(true);
+    if let Some(ttl) = opts.hop_limit {
+        set_hop_limit(&stream, peer, ttl);
+    }
+    let conn = Conn {
+        shared: shared.clone(),
+        peer,
+        local_ip: local.map(|a| a.ip()),
+        audit: super::audit::ConnAudit::new(local.unwrap_or(peer), peer),
+    };
+    tokio::spawn(conn.run(stream, opts.limits, permit));
+}
+
+/// One client connection.
+struct Conn<H> {
+    shared: Arc<Shared<H>>,
+    peer: SocketAddr,
+    local_ip: Option<IpAddr>,
+    audit: Arc<super::audit::ConnAudit>,
+}
+
+impl<H: Handler> Conn<H> {
+    async fn run(
+        self,
+        stream: tokio::net::TcpStream,
+        limits: Limits,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let _permit = permit;
+        let _alive = self.shared.alive.clone();
+        let mut shutdown = self.shared.shutdown.clone();
+        let this = Arc::new(self);
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let this = this.clone();
+            async move { Ok::<_, Infallible>(this.answer(req).await) }
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .max_header_size(limits.max_header_bytes)
+            .keep_alive(true);
+        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = shutdown.wait() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
+    }
+
+    /// Guards, then the handler.
+    async fn answer(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let handler = self.shared.handler.borrow().clone();
+        let opts = self.shared.options.borrow().clone();
+        let (parts, _body) = req.into_parts();
+        let head = Head {
+            method: parts.method,
+            path: parts.uri.path().to_owned(),
+            authority: parts.uri.authority().map(|a| a.as_str().to_owned()),
+            headers: parts.headers,
+            peer: self.peer,
+            audit: self.audit.clone(),
+        };
+        let checked = if peer_allowed(self.peer.ip(), self.local_ip, &opts.allow) {
+            check_request(&head, &opts.hosts, self.shared.port)
+        } else {
+            Err(Refusal::PeerNotAllowed)
+        };
+        let reply = match checked {
+            Ok(()) => handler.handle(head).await,
+            Err(refusal) => {
+                tracing::warn!(peer = %self.peer, ?refusal, path = %head.path, "refused a request");
+                handler.refuse(refusal)
+            }
+        };
+        into_response(reply, &opts.common_headers)
+    }
 }
 
 fn into_response(reply: Reply, common: &[(HeaderName, HeaderValue)]) -> Response<Full<Bytes>> {
@@ -423,7 +472,6 @@ mod tests {
         Head {
             method: Method::GET,
             path: uri.path().to_owned(),
-            query: uri.query().unwrap_or("").to_owned(),
             authority: uri.authority().map(|a| a.as_str().to_owned()),
             headers,
             peer: "127.0.0.1:40000".parse().unwrap(),

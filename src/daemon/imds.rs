@@ -1,32 +1,28 @@
 //! The EC2 instance-metadata (IMDSv2) compatible endpoint, one profile per listener.
 //!
 //! [`route`] maps a path to what it names (pure, fuzzed); [`ImdsHandler`] applies the token rules
-//! and answers from the profile's pre-rendered credentials. Semantics follow sdk-contract.md
-//! sections 2, 3, 4 and 8: token TTL 1..=21600 echoed back, 400/401/403/405/404 exactly as real
+//! and answers from the profile's pre-rendered credentials. Semantics follow
+//! `docs/sdk-behaviour.md` sections 2, 3, 4 and 8: token TTL 1..=21600 echoed back, 400/401/403/405/404 exactly as real
 //! IMDS, listings without a trailing newline, paths with or without a trailing `/`, `//` collapsed.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::header::{ALLOW, HeaderName, HeaderValue};
 use hyper::{Method, StatusCode};
 use time::OffsetDateTime;
 
-use super::http::{Handler, Head, Refusal, Reply};
-use super::policy::Policy;
-use super::state::{Phase, ProfileCell};
+use super::http::{Head, Refusal, Reply};
+use super::policy::{HTTP_COLD_START_WAIT, Policy};
+use super::state::{Asker, ProfileCell};
 use super::token::{TTL_RANGE, TokenKey};
 use crate::creds::format_aws_time;
+use crate::problem::Problem;
 
 /// Header carrying the IMDSv2 session token on GETs.
 pub const TOKEN_HEADER: &str = "x-aws-ec2-metadata-token";
 /// Header carrying the requested TTL on the token PUT (and echoed in the response).
 pub const TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
-
-/// How long a request on a cold start waits for the first credentials. Below the SDKs' 1 s read
-/// timeout and Go's 500 ms response-header timeout.
-const COLD_START_WAIT: Duration = Duration::from_millis(400);
 
 /// What a path names.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -198,34 +194,24 @@ impl ImdsHandler {
     }
 
     async fn credentials(&self, head: &Head, extended: bool) -> Reply {
-        let now = OffsetDateTime::now_utc();
-        let mut current = self.cell.current();
-        if current.is_none() && self.cell.status().phase == Phase::Starting {
-            current = self.cell.wait_first(COLD_START_WAIT).await;
+        let asker = Asker {
+            cold_start: HTTP_COLD_START_WAIT,
+            audit: Some((&head.audit, "IMDS")),
+            user_agent: head.header("user-agent").unwrap_or("-"),
+        };
+        match self.cell.serve(&asker).await {
+            Ok(v) if extended => text(v.imds_extended_json.clone()),
+            Ok(v) => text(v.imds_json.clone()),
+            Err(problem) => self.failure(&problem),
         }
-        if let Some(v) = current.filter(|v| Policy::servable(v.creds.expiration, now)) {
-            self.cell.count_request();
-            head.audit.vended(
-                "IMDS",
-                &self.cell.name,
-                head.header("user-agent").unwrap_or("-"),
-                &v.creds.access_key_id,
-            );
-            let body = if extended {
-                &v.imds_extended_json
-            } else {
-                &v.imds_json
-            };
-            return text(body.clone());
-        }
-        let (code, message) = unavailable(&self.cell);
-        head.audit.refused(
-            "IMDS",
-            &self.cell.name,
-            head.header("user-agent").unwrap_or("-"),
-            &code,
-        );
-        failure_json(&code, &message, now)
+    }
+
+    fn failure(&self, problem: &Problem) -> Reply {
+        failure_json(
+            problem.code.as_str(),
+            &problem.public_message(&self.cell.name),
+            OffsetDateTime::now_utc(),
+        )
     }
 
     fn identity_document(&self) -> Reply {
@@ -271,81 +257,20 @@ impl ImdsHandler {
                 });
                 text(serde_json::to_vec_pretty(&body).expect("JSON values serialize"))
             }
-            None => {
-                let (code, message) = unavailable(&self.cell);
-                failure_json(&code, &message, now)
-            }
+            None => self.failure(&self.cell.unavailable()),
         }
     }
 }
 
-/// Code and message for a profile that has nothing servable, as told to HTTP clients. A failing
-/// `credential_process`'s output stays with the user (`credvend status`): whoever may use an
-/// endpoint (a container, say) may not read what the user's helper printed.
-pub fn unavailable(cell: &ProfileCell) -> (String, String) {
-    let (code, message) = unavailable_detail(cell);
-    if code == "CredentialProcessFailed" {
-        let message = format!(
-            "the credential_process of profile `{}` failed; `credvend status` shows why",
-            cell.name
-        );
-        return (code, message);
-    }
-    (code, message)
-}
-
-/// Code and message for a profile that has nothing servable, in full (for its own user).
-pub fn unavailable_detail(cell: &ProfileCell) -> (String, String) {
-    let status = cell.status();
-    match (status.phase, status.last_error) {
-        (_, Some(p)) => (p.code, p.message),
-        (Phase::Locked, None) => (
-            "CredentialsLocked".into(),
-            format!(
-                "credentials for profile `{}` were locked; run `credvend refresh {}`",
-                cell.name, cell.name
-            ),
-        ),
-        (Phase::Starting, None) => (
-            "CredentialsPending".into(),
-            format!(
-                "credvend is still minting the first credentials for profile `{}`; retry shortly (see `credvend status`)",
-                cell.name
-            ),
-        ),
-        (_, None) => (
-            "CredentialsExpired".into(),
-            format!(
-                "the credentials for profile `{}` expired and no new ones could be minted; see `credvend status`",
-                cell.name
-            ),
-        ),
-    }
-}
-
-impl Handler for ImdsHandler {
-    async fn handle(&self, head: Head) -> Reply {
+impl ImdsHandler {
+    /// Answers one request that passed the guards.
+    pub async fn handle(&self, head: Head) -> Reply {
         let route = route(&head.path);
-        if route == Route::Token {
-            return match head.method {
-                Method::PUT => self.issue_token(&head),
-                _ => page(StatusCode::METHOD_NOT_ALLOWED)
-                    .with_header(ALLOW, HeaderValue::from_static("OPTIONS, PUT")),
-            };
-        }
-        match head.method {
-            Method::GET | Method::HEAD => {}
-            Method::PUT => return page(StatusCode::FORBIDDEN),
-            _ => {
-                return page(StatusCode::METHOD_NOT_ALLOWED)
-                    .with_header(ALLOW, HeaderValue::from_static("GET, HEAD"));
-            }
-        }
-        if let Some(denied) = self.check_token(&head) {
-            return denied;
+        if let Some(refused) = self.method_and_token(&route, &head) {
+            return refused;
         }
         match route {
-            Route::Token => unreachable!("handled above"),
+            Route::Token => self.issue_token(&head),
             Route::Listing(body) => text(body),
             Route::RoleList => text(self.role_name.clone()),
             Route::Credentials { role, extended } if role == self.role_name => {
@@ -360,7 +285,26 @@ impl Handler for ImdsHandler {
         }
     }
 
-    fn refuse(&self, _refusal: Refusal) -> Reply {
+    /// `None` when the method suits the route and (except on the token PUT) the token rules are
+    /// met; otherwise the refusal: 405 with `Allow`, 403 for a PUT elsewhere, 401.
+    fn method_and_token(&self, route: &Route, head: &Head) -> Option<Reply> {
+        match (route, &head.method) {
+            (Route::Token, &Method::PUT) => None,
+            (Route::Token, _) => Some(
+                page(StatusCode::METHOD_NOT_ALLOWED)
+                    .with_header(ALLOW, HeaderValue::from_static("OPTIONS, PUT")),
+            ),
+            (_, &Method::GET | &Method::HEAD) => self.check_token(head),
+            (_, &Method::PUT) => Some(page(StatusCode::FORBIDDEN)),
+            _ => Some(
+                page(StatusCode::METHOD_NOT_ALLOWED)
+                    .with_header(ALLOW, HeaderValue::from_static("GET, HEAD")),
+            ),
+        }
+    }
+
+    /// The answer to a refused request.
+    pub fn refuse(&self, _refusal: Refusal) -> Reply {
         page(StatusCode::FORBIDDEN)
     }
 }

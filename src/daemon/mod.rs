@@ -1,14 +1,164 @@
-//! The daemon: per-profile credential cells, the refresher that fills them, and the IMDS and ECS
-//! endpoints that serve them.
+//! The daemon: per-profile credential cells and the refreshers that fill them, the IMDS and ECS
+//! listeners that serve them, and the control commands.
+//!
+//! [`Daemon::apply`] turns a loaded configuration into running parts in two steps
+//! ([`reconcile`]): `plan` does everything that can fail and changes nothing the daemon serves;
+//! `commit` cannot fail. [`commands`] answers the control socket.
 
-pub mod audit;
-pub mod control;
-pub mod ecs;
-pub mod http;
-pub mod imds;
-pub mod notify;
-pub mod policy;
-pub mod refresher;
-pub mod server;
-pub mod state;
+pub(crate) mod audit;
+pub(crate) mod commands;
+pub(crate) mod ecs;
+pub(crate) mod endpoint;
+pub(crate) mod http;
+pub(crate) mod imds;
+pub(crate) mod notify;
+pub(crate) mod policy;
+pub(crate) mod reconcile;
+pub(crate) mod refresher;
+pub(crate) mod state;
 pub mod token;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use time::OffsetDateTime;
+
+use crate::context::Loaded;
+use crate::mint::Minter;
+use crate::profile::resolve::{Chain, ResolveError};
+use crate::shutdown::Trigger;
+use crate::sys::Inherited;
+use reconcile::Listener;
+use state::ProfileCell;
+use token::TokenKey;
+
+/// A served profile.
+pub(crate) struct Unit {
+    /// Its state, shared with the handlers.
+    pub cell: Arc<ProfileCell>,
+    /// How its credentials are made, or why they cannot be.
+    pub chain: Result<Arc<Chain>, ResolveError>,
+    /// Its refresher (none when the chain does not resolve).
+    pub refresher: Option<refresher::Handle>,
+}
+
+/// Everything the daemon runs, changed only by [`Daemon::apply`] (under the lock).
+pub(crate) struct State {
+    /// The configuration last applied.
+    loaded: Option<Loaded>,
+    /// Served profiles by name.
+    units: BTreeMap<String, Unit>,
+    /// Running listeners.
+    listeners: Vec<Listener>,
+    /// The ECS token of every profile the ECS endpoint serves.
+    ecs_tokens: HashMap<String, SecretString>,
+    /// Sockets from the service manager not yet claimed by a listener.
+    inherited: Vec<Inherited>,
+}
+
+/// The running daemon.
+pub(crate) struct Daemon {
+    state_dir: PathBuf,
+    key: Arc<TokenKey>,
+    minter: Arc<Minter>,
+    started: OffsetDateTime,
+    shutdown: Trigger,
+    state: tokio::sync::Mutex<State>,
+}
+
+impl Daemon {
+    /// A daemon with no configuration applied yet.
+    pub fn new(
+        state_dir: PathBuf,
+        key: TokenKey,
+        minter: Arc<Minter>,
+        inherited: Vec<Inherited>,
+    ) -> Arc<Daemon> {
+        Arc::new(Daemon {
+            state_dir,
+            key: Arc::new(key),
+            minter,
+            started: OffsetDateTime::now_utc(),
+            shutdown: Trigger::new(),
+            state: tokio::sync::Mutex::new(State {
+                loaded: None,
+                units: BTreeMap::new(),
+                listeners: Vec::new(),
+                ecs_tokens: HashMap::new(),
+                inherited,
+            }),
+        })
+    }
+
+    /// Applies `loaded`: the initial start-up and every reload. On error nothing has changed.
+    pub async fn apply(self: &Arc<Self>, loaded: Loaded) -> Result<(), String> {
+        let ecs_profiles = reconcile::ecs_profiles(&self.minter, &loaded).await;
+        let mut state = self.state.lock().await;
+        let plan = reconcile::plan(self, &state, loaded, ecs_profiles)?;
+        reconcile::commit(self, &mut state, plan);
+        Ok(())
+    }
+
+    /// The ready line: `credvend ready imds=ADDR[,ADDR] ecs=ADDR control=PATH`.
+    pub async fn ready_line(&self, control: &Path) -> String {
+        let state = self.state.lock().await;
+        let join = |kind: &str| {
+            let v: Vec<String> = state
+                .listeners
+                .iter()
+                .filter(|l| l.kind() == kind)
+                .map(|l| l.addr.to_string())
+                .collect();
+            if v.is_empty() {
+                "none".to_owned()
+            } else {
+                v.join(",")
+            }
+        };
+        format!(
+            "credvend ready imds={} ecs={} control={}",
+            join("imds"),
+            join("ecs"),
+            control.display()
+        )
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to `grace`), stops the refreshers.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.shutdown.fire();
+        let tasks: Vec<_> = {
+            let mut state = self.state.lock().await;
+            for u in state.units.values() {
+                if let Some(r) = &u.refresher {
+                    r.stop();
+                }
+            }
+            state.listeners.drain(..).map(|l| l.task).collect()
+        };
+        let all = async {
+            for t in tasks {
+                let _ = t.await;
+            }
+        };
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!("some connections did not finish within {grace:?}; closing them");
+        }
+    }
+}
+
+/// The role name IMDS lists for a profile: the profile name made path-safe.
+pub(crate) fn role_name_for(profile: &str) -> String {
+    profile
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}

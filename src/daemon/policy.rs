@@ -1,6 +1,6 @@
 //! When to rotate, when to retry, and what may still be served. Pure: times in, times out.
 //!
-//! The numbers come from the SDKs' own refresh windows (sdk-contract.md section 6): botocore
+//! The numbers come from the SDKs' own refresh windows (`docs/sdk-behaviour.md` section 6): botocore
 //! refreshes below 15 minutes left and blocks below 10, the JS SDK and Go's container provider
 //! below 5. Credentials handed out with at least 30 minutes left never enter any of those windows,
 //! so clients fetch once per rotation instead of once per call.
@@ -25,6 +25,15 @@ use crate::config::RefreshSettings;
 
 /// Credentials with less than this left are no longer served.
 pub const SERVE_FLOOR: Duration = Duration::from_secs(60);
+
+/// How long an HTTP request on a cold start (no credentials minted yet) waits for the first
+/// ones: below the SDKs' 1 s read timeout and Go's 500 ms response-header timeout
+/// (`docs/sdk-behaviour.md` section 5).
+pub const HTTP_COLD_START_WAIT: Duration = Duration::from_millis(400);
+
+/// How long a CLI request (`credential-process`, `env --static`) waits for the first credentials:
+/// a person or a script waits longer than an SDK.
+pub const CLI_COLD_START_WAIT: Duration = Duration::from_secs(15);
 
 /// How long before the margin the rotation starts, at most.
 const HEAD_START: Duration = Duration::from_secs(60);
@@ -76,15 +85,6 @@ impl Policy {
         at.max(earliest)
     }
 
-    /// The least time left that served credentials are guaranteed to have for a session of
-    /// `lifetime` when rotations succeed (used by tests and `status`).
-    pub fn guaranteed_remaining(&self, lifetime: Duration) -> Duration {
-        let head_start = HEAD_START.min(lifetime / 10);
-        self.lead(lifetime)
-            .saturating_sub(head_start)
-            .min(self.settings.margin)
-    }
-
     /// Delay before retry number `failures` (1 = first retry) when `remaining` is left on the
     /// credentials being served (`None` when there are none).
     pub fn retry_after(
@@ -124,6 +124,17 @@ mod tests {
                 margin: Duration::from_secs(margin),
                 min_interval: Duration::from_secs(min_interval),
             },
+        }
+    }
+
+    impl Policy {
+        /// The least time left that served credentials are guaranteed to have for a session of
+        /// `lifetime` when rotations succeed (used by tests and `status`).
+        fn guaranteed_remaining(&self, lifetime: Duration) -> Duration {
+            let head_start = HEAD_START.min(lifetime / 10);
+            self.lead(lifetime)
+                .saturating_sub(head_start)
+                .min(self.settings.margin)
         }
     }
 

@@ -2,8 +2,10 @@
 //! obeys `refresh` / `lock` commands. It is the only code that writes the profile's cell, so
 //! "one STS call per refresh however many clients ask" holds by construction.
 //!
-//! Timers use the wall clock, checked at least once a minute: tokio's monotonic clock stops while
-//! a laptop sleeps, and a rotation due during the sleep must happen right after waking.
+//! The task is a loop over a closed set of [`Event`]s; [`Refresher::next_event`] is the only
+//! place that waits. Timers use the wall clock, checked at least once a minute: tokio's
+//! monotonic clock stops while a laptop sleeps, and a rotation due during the sleep must happen
+//! right after waking.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,16 +15,19 @@ use tokio::sync::{mpsc, watch};
 
 use super::notify;
 use super::policy::Policy;
-use super::state::{Phase, Problem, ProfileCell, Vended};
-use crate::mint::{MintError, Minter, describe};
+use super::state::{Phase, ProfileCell, Vended};
+use crate::creds::format_aws_time;
+use crate::mint::{MintError, Minter};
+use crate::problem::Problem;
 use crate::profile::resolve::Chain;
+use crate::shutdown::Shutdown;
 
 /// Longest single sleep; the wall clock is re-read after each.
 const WALL_CLOCK_CHECK: Duration = Duration::from_secs(60);
 
 /// Commands for a refresher.
-#[derive(Debug)]
-pub enum Command {
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Command {
     /// Mint now (also ends a `lock`).
     Refresh,
     /// Forget the credentials and cached sessions; mint again only on `Refresh`.
@@ -30,7 +35,7 @@ pub enum Command {
 }
 
 /// A running refresher's handle.
-pub struct Handle {
+pub(crate) struct Handle {
     /// Commands.
     pub tx: mpsc::Sender<Command>,
     /// The refresh policy; a reload that changes `[refresh]` sends the new one here and the
@@ -40,169 +45,250 @@ pub struct Handle {
     pub task: tokio::task::JoinHandle<()>,
 }
 
-/// The problem recorded for a failed mint.
-pub fn problem(e: &MintError) -> Problem {
-    Problem {
-        code: e.code().to_owned(),
-        message: describe(e),
-        transient: e.is_transient(),
-        since: OffsetDateTime::now_utc(),
+impl Handle {
+    /// Stops the task.
+    pub fn stop(&self) {
+        self.task.abort();
     }
 }
 
+/// Everything that can wake a refresher.
+#[derive(Debug)]
+enum Event {
+    /// The scheduled rotation or retry is due.
+    Due,
+    /// The MFA session ending at this time is about to end: remind the user.
+    Remind(OffsetDateTime),
+    /// A command from the control socket.
+    Command(Command),
+    /// New `[refresh]` settings.
+    PolicyChanged(Policy),
+    /// The daemon stops (or the handle was dropped).
+    Shutdown,
+}
+
 /// Starts the refresher of `cell` for `chain`.
-pub fn spawn(
+pub(crate) fn spawn(
     cell: Arc<ProfileCell>,
     chain: Arc<Chain>,
     minter: Arc<Minter>,
     policy: Policy,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> Handle {
     let (tx, rx) = mpsc::channel(8);
-    let (policy, policy_rx) = watch::channel(policy);
-    let task = tokio::spawn(run(cell, chain, minter, policy_rx, rx, shutdown));
-    Handle { tx, policy, task }
+    let (policy_tx, policy_rx) = watch::channel(policy);
+    let refresher = Refresher {
+        cell,
+        chain,
+        minter,
+        policy,
+        failures: 0,
+        locked: false,
+        wake: None,
+        reminded_for: None,
+        told_needs_mfa: false,
+    };
+    let task = tokio::spawn(refresher.run(rx, policy_rx, shutdown));
+    Handle {
+        tx,
+        policy: policy_tx,
+        task,
+    }
 }
 
-async fn run(
+/// The state of one profile's refresher.
+struct Refresher {
     cell: Arc<ProfileCell>,
     chain: Arc<Chain>,
     minter: Arc<Minter>,
-    mut policy_rx: watch::Receiver<Policy>,
-    mut rx: mpsc::Receiver<Command>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut failures: u32 = 0;
-    let mut locked = false;
-    // The MFA session expiry the user was last reminded about, and whether they were told that a
-    // code is needed now (once per episode).
-    let mut reminded_for: Option<OffsetDateTime> = None;
-    let mut told_needs_mfa = false;
-    loop {
-        let policy = *policy_rx.borrow_and_update();
-        let mut wake: Option<OffsetDateTime> = None;
-        if !locked {
-            match (cell.current().is_some(), cell.status().phase) {
-                (true, _) => cell.set_phase(Phase::Refreshing),
-                // Unlocking: clients see "pending" (and wait for it) rather than "locked".
-                (false, Phase::Locked) => cell.set_phase(Phase::Starting),
-                (false, _) => {}
-            }
-            let started = OffsetDateTime::now_utc();
-            match minter.mint(&chain).await {
-                Ok(minted) => {
-                    failures = 0;
-                    told_needs_mfa = false;
-                    let next = policy.rotate_at(started, minted.creds.expiration, fastrand::f64());
-                    tracing::info!(
-                        profile = %cell.name,
-                        access_key_id = %minted.creds.access_key_id,
-                        expiration = %crate::creds::format_aws_time(minted.creds.expiration),
-                        next_refresh = %crate::creds::format_aws_time(next),
-                        "minted credentials"
-                    );
-                    cell.install(Vended::new(minted.creds, started, minted.role_arn), next);
-                    wake = Some(next);
+    policy: Policy,
+    /// Failed attempts since the last success (drives the backoff).
+    failures: u32,
+    /// `credvend lock` is in force: mint only on `Refresh`.
+    locked: bool,
+    /// When to mint next (`None`: only on a command).
+    wake: Option<OffsetDateTime>,
+    /// The MFA session expiry the user was last reminded about.
+    reminded_for: Option<OffsetDateTime>,
+    /// Whether the user was told that a code is needed now (once per episode).
+    told_needs_mfa: bool,
+}
+
+impl Refresher {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut policy: watch::Receiver<Policy>,
+        mut shutdown: Shutdown,
+    ) {
+        policy.borrow_and_update();
+        self.mint().await;
+        loop {
+            match self
+                .next_event(&mut commands, &mut policy, &mut shutdown)
+                .await
+            {
+                Event::Due => self.mint().await,
+                Event::Remind(expiry) => self.remind(expiry),
+                Event::Command(Command::Refresh) => {
+                    self.locked = false;
+                    self.mint().await;
                 }
-                Err(e @ MintError::NeedsMfa { .. }) => {
-                    tracing::warn!(profile = %cell.name, "{e}");
-                    cell.fail(Phase::NeedsMfa, problem(&e), None);
-                    if !told_needs_mfa {
-                        told_needs_mfa = true;
-                        notify::desktop(
-                            "credvend: MFA code needed",
-                            &format!(
-                                "Profile {} needs an MFA code: run `credvend login {}`",
-                                cell.name, cell.name
-                            ),
-                        );
-                    }
-                    // Keep serving what is left; a new code arrives with `login` + `Refresh`.
-                }
-                Err(e) => {
-                    failures += 1;
-                    let now = OffsetDateTime::now_utc();
-                    let remaining = cell
-                        .current()
-                        .and_then(|v| Duration::try_from(v.creds.expiration - now).ok());
-                    let delay = policy.retry_after(failures, remaining, fastrand::f64());
-                    let next = now + time::Duration::try_from(delay).unwrap_or(time::Duration::MAX);
-                    tracing::warn!(profile = %cell.name, failures, retry_in = ?delay, "{e}");
-                    cell.fail(Phase::Error, problem(&e), Some(next));
-                    wake = Some(next);
-                }
+                Event::Command(Command::Lock) => self.lock().await,
+                Event::PolicyChanged(p) => self.reschedule(p),
+                Event::Shutdown => return,
             }
         }
-        // Wait for the wake time, a command, or shutdown; remind about an ending MFA session on
-        // the way.
+    }
+
+    /// Waits for the next event: the wake time, a reminder, a command, new settings, shutdown.
+    async fn next_event(
+        &mut self,
+        commands: &mut mpsc::Receiver<Command>,
+        policy: &mut watch::Receiver<Policy>,
+        shutdown: &mut Shutdown,
+    ) -> Event {
         loop {
             let now = OffsetDateTime::now_utc();
-            let remind = minter
-                .mfa_session_expiry(&chain)
-                .filter(|exp| reminded_for != Some(*exp) && *exp > now);
+            let remind = self
+                .minter
+                .mfa_session_expiry(&self.chain)
+                .filter(|exp| self.reminded_for != Some(*exp) && *exp > now);
             if let Some(exp) = remind
                 && notify::remind_at(exp) <= now
             {
-                reminded_for = Some(exp);
-                let at = crate::creds::format_aws_time(exp);
-                tracing::info!(profile = %cell.name, session_expiration = %at, "the MFA session ends soon");
-                notify::desktop(
-                    "credvend: MFA session ending",
-                    &format!(
-                        "The MFA session of profile {} ends at {at}: run `credvend login {}`",
-                        cell.name, cell.name
-                    ),
-                );
-                continue;
+                return Event::Remind(exp);
             }
-            if wake.is_some_and(|w| w <= now) {
-                break;
+            if self.wake.is_some_and(|w| w <= now) {
+                return Event::Due;
             }
-            let next_event = match (wake, remind.map(notify::remind_at)) {
-                (Some(w), Some(r)) => Some(w.min(r)),
-                (w, r) => w.or(r),
-            };
-            let sleep = match next_event {
-                Some(at) => Duration::try_from(at - now)
-                    .unwrap_or(Duration::ZERO)
-                    .min(WALL_CLOCK_CHECK),
-                None => WALL_CLOCK_CHECK,
-            };
+            let next = [self.wake, remind.map(notify::remind_at)]
+                .into_iter()
+                .flatten()
+                .min();
+            let sleep = next
+                .map(|at| Duration::try_from(at - now).unwrap_or(Duration::ZERO))
+                .unwrap_or(WALL_CLOCK_CHECK)
+                .min(WALL_CLOCK_CHECK);
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
-                Ok(()) = policy_rx.changed() => {
-                    let policy = *policy_rx.borrow_and_update();
-                    // Reschedule what is held; a pending retry keeps its own schedule.
-                    if !locked
-                        && failures == 0
-                        && let Some(v) = cell.current()
-                    {
-                        let next = policy.rotate_at(v.issued, v.creds.expiration, fastrand::f64());
-                        tracing::info!(
-                            profile = %cell.name,
-                            next_refresh = %crate::creds::format_aws_time(next),
-                            "refresh settings changed; rotation rescheduled"
-                        );
-                        cell.set_next_refresh(next);
-                        wake = Some(next);
-                    }
+                Ok(()) = policy.changed() => {
+                    return Event::PolicyChanged(*policy.borrow_and_update());
                 }
-                cmd = rx.recv() => match cmd {
-                    Some(Command::Refresh) => {
-                        locked = false;
-                        break;
-                    }
-                    Some(Command::Lock) => {
-                        locked = true;
-                        wake = None;
-                        cell.forget();
-                        minter.forget(&chain).await;
-                        tracing::info!(profile = %cell.name, "locked: credentials forgotten");
-                    }
-                    None => return,
+                cmd = commands.recv() => return match cmd {
+                    Some(c) => Event::Command(c),
+                    None => Event::Shutdown,
                 },
-                _ = super::http::stopped(&mut shutdown) => return,
+                _ = shutdown.wait() => return Event::Shutdown,
             }
         }
+    }
+
+    /// Mints, installs the result or records the failure, and sets the next wake time.
+    async fn mint(&mut self) {
+        match (self.cell.current().is_some(), self.cell.status().phase) {
+            (true, _) => self.cell.set_phase(Phase::Refreshing),
+            // Unlocking: clients see "pending" (and wait for it) rather than "locked".
+            (false, Phase::Locked) => self.cell.set_phase(Phase::Starting),
+            (false, _) => {}
+        }
+        let started = OffsetDateTime::now_utc();
+        match self.minter.mint(&self.chain).await {
+            Ok(minted) => {
+                self.failures = 0;
+                self.told_needs_mfa = false;
+                let next = self
+                    .policy
+                    .rotate_at(started, minted.creds.expiration, fastrand::f64());
+                tracing::info!(
+                    profile = %self.cell.name,
+                    access_key_id = %minted.creds.access_key_id,
+                    expiration = %format_aws_time(minted.creds.expiration),
+                    next_refresh = %format_aws_time(next),
+                    "minted credentials"
+                );
+                self.cell
+                    .install(Vended::new(minted.creds, started, minted.role_arn), next);
+                self.wake = Some(next);
+            }
+            Err(e @ MintError::NeedsMfa { .. }) => self.needs_mfa(&e),
+            Err(e) => self.failed(&e),
+        }
+    }
+
+    /// No MFA session: keep serving what is left; a new code arrives with `login` + `Refresh`.
+    fn needs_mfa(&mut self, e: &MintError) {
+        tracing::warn!(profile = %self.cell.name, "{e}");
+        self.cell
+            .fail(Phase::NeedsMfa, Problem::new(e.code(), e.describe()), None);
+        self.wake = None;
+        if !self.told_needs_mfa {
+            self.told_needs_mfa = true;
+            let name = &self.cell.name;
+            notify::desktop(
+                "credvend: MFA code needed",
+                &format!("Profile {name} needs an MFA code: run `credvend login {name}`"),
+            );
+        }
+    }
+
+    /// A failed mint: retry with backoff, sooner when what is served runs out.
+    fn failed(&mut self, e: &MintError) {
+        self.failures += 1;
+        let now = OffsetDateTime::now_utc();
+        let remaining = self
+            .cell
+            .current()
+            .and_then(|v| Duration::try_from(v.creds.expiration - now).ok());
+        let delay = self
+            .policy
+            .retry_after(self.failures, remaining, fastrand::f64());
+        let next = now + time::Duration::try_from(delay).unwrap_or(time::Duration::MAX);
+        tracing::warn!(profile = %self.cell.name, failures = self.failures, retry_in = ?delay, "{e}");
+        self.cell.fail(
+            Phase::Error,
+            Problem::new(e.code(), e.describe()),
+            Some(next),
+        );
+        self.wake = Some(next);
+    }
+
+    /// `credvend lock`: forget the credentials and cached sessions until `Refresh`.
+    async fn lock(&mut self) {
+        self.locked = true;
+        self.wake = None;
+        self.cell.forget();
+        self.minter.forget(&self.chain).await;
+        tracing::info!(profile = %self.cell.name, "locked: credentials forgotten");
+    }
+
+    /// New refresh settings: reschedule what is held; a pending retry keeps its own schedule.
+    fn reschedule(&mut self, policy: Policy) {
+        self.policy = policy;
+        if self.locked || self.failures > 0 {
+            return;
+        }
+        if let Some(v) = self.cell.current() {
+            let next = policy.rotate_at(v.issued, v.creds.expiration, fastrand::f64());
+            tracing::info!(
+                profile = %self.cell.name,
+                next_refresh = %format_aws_time(next),
+                "refresh settings changed; rotation rescheduled"
+            );
+            self.cell.set_next_refresh(next);
+            self.wake = Some(next);
+        }
+    }
+
+    /// The MFA session ends soon: tell the user once.
+    fn remind(&mut self, expiry: OffsetDateTime) {
+        self.reminded_for = Some(expiry);
+        let at = format_aws_time(expiry);
+        let name = &self.cell.name;
+        tracing::info!(profile = %name, session_expiration = %at, "the MFA session ends soon");
+        notify::desktop(
+            "credvend: MFA session ending",
+            &format!("The MFA session of profile {name} ends at {at}: run `credvend login {name}`"),
+        );
     }
 }

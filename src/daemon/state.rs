@@ -7,23 +7,24 @@
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use secrecy::ExposeSecret;
-use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
+use super::audit::ConnAudit;
+use super::policy::Policy;
 use crate::creds::{TemporaryCredentials, format_aws_time};
+use crate::problem::{Problem, ProblemCode};
 
 /// Credentials as handed out, with every response body pre-rendered.
-pub struct Vended {
+pub(crate) struct Vended {
     /// The credentials.
     pub creds: TemporaryCredentials,
     /// When they were obtained (IMDS `LastUpdated`).
     pub issued: OffsetDateTime,
-    /// The role ARN reported to ECS clients (the configured role, or the identity's ARN).
-    pub role_arn: Option<String>,
     /// `GET .../security-credentials/ROLE` body.
     pub imds_json: Bytes,
     /// `GET .../security-credentials-extended/ROLE` body (adds `AccountId`).
@@ -87,7 +88,6 @@ impl Vended {
         Vended {
             creds,
             issued,
-            role_arn,
             imds_json,
             imds_extended_json,
             ecs_json,
@@ -96,9 +96,8 @@ impl Vended {
 }
 
 /// What a profile is doing, as `status` reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Phase {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
     /// Minting the first credentials.
     Starting,
     /// Serving credentials; the next rotation is scheduled.
@@ -113,39 +112,34 @@ pub enum Phase {
     Locked,
 }
 
-/// Why a profile cannot be served, in the words an SDK user sees.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Problem {
-    /// IMDS-style `Code`, e.g. `NeedsMfa`, `AssumeRoleUnauthorizedAccess`.
-    pub code: String,
-    /// One line naming the fix, e.g. "run `credvend login dev`".
-    pub message: String,
-    /// Whether retrying may succeed without the user doing anything (STS down, throttled).
-    pub transient: bool,
-    /// When it was recorded.
-    #[serde(with = "time::serde::rfc3339")]
-    pub since: OffsetDateTime,
-}
-
 /// Status fields the refresher keeps for `status`.
-#[derive(Clone, Debug, Serialize)]
-pub struct Status {
+#[derive(Clone, Debug)]
+pub(crate) struct Status {
     /// Current phase.
     pub phase: Phase,
     /// Last failure (kept while credentials are still served after a failed refresh).
     pub last_error: Option<Problem>,
     /// Next scheduled rotation or retry.
-    #[serde(with = "time::serde::rfc3339::option")]
     pub next_refresh: Option<OffsetDateTime>,
     /// When the last successful mint happened.
-    #[serde(with = "time::serde::rfc3339::option")]
     pub last_refresh: Option<OffsetDateTime>,
     /// Number of successful mints.
     pub refreshes: u64,
 }
 
+/// Who is asking for a profile's credentials, for counting and the audit trail.
+pub(crate) struct Asker<'a> {
+    /// How long a request may wait for the first credentials of a starting profile.
+    pub cold_start: Duration,
+    /// The connection's audit trail and the endpoint name (`IMDS`, `ECS`); `None` for the
+    /// control socket (the user's own CLI).
+    pub audit: Option<(&'a ConnAudit, &'static str)>,
+    /// The client's User-Agent.
+    pub user_agent: &'a str,
+}
+
 /// One served profile.
-pub struct ProfileCell {
+pub(crate) struct ProfileCell {
     /// Profile name.
     pub name: String,
     current: watch::Sender<Option<Arc<Vended>>>,
@@ -178,13 +172,86 @@ impl ProfileCell {
         })
     }
 
+    /// A cell that can never be served, for a profile whose configuration is broken.
+    pub fn broken(name: &str, problem: Problem) -> Arc<ProfileCell> {
+        let cell = ProfileCell::new(name);
+        cell.fail(Phase::Error, problem, None);
+        cell
+    }
+
     /// The credentials currently held (possibly expired: check before serving).
     pub fn current(&self) -> Option<Arc<Vended>> {
         self.current.borrow().clone()
     }
 
+    /// The credentials to hand `asker`, or why there are none. Waits (at most
+    /// `asker.cold_start`) only while the first credentials are being minted; never hands out
+    /// credentials within [`SERVE_FLOOR`](super::policy::SERVE_FLOOR) of their expiry. Counts
+    /// and audits the answer.
+    pub async fn serve(&self, asker: &Asker<'_>) -> Result<Arc<Vended>, Problem> {
+        let mut current = self.current();
+        if current.is_none() && self.status().phase == Phase::Starting {
+            current = self.wait_first(asker.cold_start).await;
+        }
+        let now = OffsetDateTime::now_utc();
+        match current.filter(|v| Policy::servable(v.creds.expiration, now)) {
+            Some(v) => {
+                self.requests.fetch_add(1, Ordering::Relaxed);
+                if let Some((audit, endpoint)) = asker.audit {
+                    audit.vended(
+                        endpoint,
+                        &self.name,
+                        asker.user_agent,
+                        &v.creds.access_key_id,
+                    );
+                }
+                Ok(v)
+            }
+            None => {
+                let problem = self.unavailable();
+                if let Some((audit, endpoint)) = asker.audit {
+                    audit.refused(
+                        endpoint,
+                        &self.name,
+                        asker.user_agent,
+                        problem.code.as_str(),
+                    );
+                }
+                Err(problem)
+            }
+        }
+    }
+
+    /// Why nothing can be served now, in full (for the user; HTTP clients get
+    /// [`Problem::public_message`]).
+    pub fn unavailable(&self) -> Problem {
+        let status = self.status();
+        let name = &self.name;
+        match (status.phase, status.last_error) {
+            (_, Some(p)) => p,
+            (Phase::Locked, None) => Problem::new(
+                ProblemCode::CredentialsLocked,
+                format!(
+                    "credentials for profile `{name}` were locked; run `credvend refresh {name}`"
+                ),
+            ),
+            (Phase::Starting, None) => Problem::new(
+                ProblemCode::CredentialsPending,
+                format!(
+                    "credvend is still minting the first credentials for profile `{name}`; retry shortly (see `credvend status`)"
+                ),
+            ),
+            (_, None) => Problem::new(
+                ProblemCode::CredentialsExpired,
+                format!(
+                    "the credentials for profile `{name}` expired and no new ones could be minted; see `credvend status`"
+                ),
+            ),
+        }
+    }
+
     /// Waits until credentials exist or `timeout` passes (cold start only).
-    pub async fn wait_first(&self, timeout: std::time::Duration) -> Option<Arc<Vended>> {
+    async fn wait_first(&self, timeout: Duration) -> Option<Arc<Vended>> {
         tracing::debug!(profile = %self.name, "a request waits for the first credentials");
         let mut rx = self.current.subscribe();
         let waited = tokio::time::timeout(timeout, rx.wait_for(|c| c.is_some())).await;
@@ -238,11 +305,6 @@ impl ProfileCell {
         self.status.lock().expect("status lock").clone()
     }
 
-    /// Counts one credential response.
-    pub fn count_request(&self) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-    }
-
     /// Credential responses served so far.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
@@ -292,19 +354,31 @@ mod tests {
     #[tokio::test]
     async fn cold_start_waiters_see_the_first_credentials() {
         let cell = ProfileCell::new("p");
-        assert!(
-            cell.wait_first(std::time::Duration::from_millis(1))
-                .await
-                .is_none()
-        );
+        let asker = |wait| Asker {
+            cold_start: wait,
+            audit: None,
+            user_agent: "-",
+        };
+        let e = cell
+            .serve(&asker(Duration::from_millis(1)))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, ProblemCode::CredentialsPending);
         let c2 = cell.clone();
-        let waiter =
-            tokio::spawn(async move { c2.wait_first(std::time::Duration::from_secs(30)).await });
+        let waiter = tokio::spawn(async move { c2.serve(&asker(Duration::from_secs(30))).await });
         cell.install(
-            Vended::new(creds(), OffsetDateTime::now_utc(), None),
+            Vended::new(
+                TemporaryCredentials {
+                    expiration: OffsetDateTime::now_utc() + time::Duration::hours(1),
+                    ..creds()
+                },
+                OffsetDateTime::now_utc(),
+                None,
+            ),
             OffsetDateTime::now_utc(),
         );
-        assert!(waiter.await.unwrap().is_some());
+        assert!(waiter.await.unwrap().is_ok());
         assert_eq!(cell.status().phase, Phase::Fresh);
+        assert_eq!(cell.requests(), 1);
     }
 }

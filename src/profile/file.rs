@@ -121,13 +121,6 @@ pub struct ParseError {
     pub kind: ParseErrorKind,
 }
 
-impl ParseError {
-    /// The message without the line number.
-    pub fn message(&self) -> &'static str {
-        self.kind.message()
-    }
-}
-
 /// A property value.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Property {
@@ -164,6 +157,7 @@ impl Property {
     }
 
     /// The value as a string, the way the SDK test suite writes it (sub-properties as raw text).
+    #[cfg(test)]
     pub fn raw(&self) -> &str {
         match self {
             Property::Value(v) => v,
@@ -274,20 +268,9 @@ pub struct ParsedFile {
 }
 
 impl ParsedFile {
-    /// Which file this was parsed as.
-    pub fn kind(&self) -> FileKind {
-        self.kind
-    }
-
     /// The sections in file order, including ignored ones.
     pub fn sections(&self) -> &[RawSection] {
         &self.sections
-    }
-
-    /// Things the SDKs silently skip, one line each, e.g.
-    /// `config file line 4: section [foo] ignored; ...`. They name sections, never values.
-    pub fn warnings(&self) -> &[String] {
-        &self.warnings
     }
 }
 
@@ -341,7 +324,7 @@ pub struct ProfileSet {
     pub sso_sessions: BTreeMap<String, Section>,
     /// `[services NAME]` sections by name.
     pub services: BTreeMap<String, Section>,
-    /// Warnings from both files (see [`ParsedFile::warnings`]), config file first.
+    /// Warnings from both files (sections the SDKs skip), config file first.
     pub warnings: Vec<String>,
 }
 
@@ -351,12 +334,8 @@ impl ProfileSet {
         self.profiles.get(name)
     }
 
-    /// An `[sso-session NAME]` section by name.
-    pub fn sso_session(&self, name: &str) -> Option<&Section> {
-        self.sso_sessions.get(name)
-    }
-
     /// A `[services NAME]` section by name.
+    #[cfg(test)]
     pub fn service(&self, name: &str) -> Option<&Section> {
         self.services.get(name)
     }
@@ -732,33 +711,6 @@ pub fn merge(config: Option<ParsedFile>, credentials: Option<ParsedFile>) -> Pro
     set
 }
 
-/// Fuzz entry point: parses `data` (lossily decoded as UTF-8) as both kinds of file, merges them,
-/// and runs [`super::edit`] over it, checking invariants. Panics only if an invariant breaks.
-pub fn fuzz_parse(data: &[u8]) {
-    let text = String::from_utf8_lossy(data);
-    let config = parse(&text, FileKind::Config);
-    let credentials = parse(&text, FileKind::Credentials);
-    // Syntax does not depend on the kind of file; only the reading of section names does.
-    assert_eq!(config.as_ref().err(), credentials.as_ref().err());
-    let set = merge(config.ok(), credentials.ok());
-    for section in set.profiles.values().chain(set.services.values()) {
-        for (name, property) in &section.properties {
-            assert_eq!(section.get(name), property.as_value());
-        }
-    }
-    let _ = format!("{set:?}");
-    match super::edit::remove_keys(&text, &[]) {
-        Ok(out) => {
-            assert!(out.len() <= text.len());
-            let after = parse(&out, FileKind::Credentials).expect("edited file parses");
-            let keys = super::edit::find_keys(&out, &[]).expect("edited file parses");
-            assert!(keys.is_empty(), "keys left after remove_keys");
-            drop(after);
-        }
-        Err(e) => assert_eq!(Some(e), parse(&text, FileKind::Credentials).err()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1100,17 +1052,17 @@ mod tests {
     proptest! {
         #[test]
         fn arbitrary_text_never_panics(text in ".*") {
-            fuzz_parse(text.as_bytes());
+            crate::profile::fuzz_files(text.as_bytes());
         }
 
         #[test]
         fn arbitrary_bytes_never_panic(data in prop::collection::vec(any::<u8>(), 0..200)) {
-            fuzz_parse(&data);
+            crate::profile::fuzz_files(&data);
         }
 
         #[test]
         fn structured_text_never_panics(parts in prop::collection::vec(fragment(), 0..40)) {
-            fuzz_parse(parts.concat().as_bytes());
+            crate::profile::fuzz_files(parts.concat().as_bytes());
         }
     }
 

@@ -59,6 +59,7 @@ impl Env {
     }
 
     /// An environment with exactly these variables (tests).
+    #[cfg(test)]
     pub fn from_pairs(pairs: &[(&str, &str)]) -> Env {
         Env {
             vars: pairs
@@ -96,28 +97,9 @@ pub struct StsTarget {
     pub ca_bundle: Option<PathBuf>,
 }
 
-/// The start of a chain.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Base {
-    /// Long-term keys in the keyring, stored under `profile`.
-    Keyring {
-        /// Profile whose keys are used.
-        profile: String,
-    },
-    /// The output of `credential_process` of `profile`.
-    Process {
-        /// Profile defining it.
-        profile: String,
-        /// Program and arguments (split like a POSIX shell, run without one).
-        command: Vec<String>,
-    },
-    /// `AssumeRoleWithWebIdentity` with a token file (re-read at every refresh).
-    WebIdentity(Box<WebIdentityStep>),
-}
-
 /// `AssumeRoleWithWebIdentity` with a token file.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WebIdentityStep {
+pub(crate) struct WebIdentityStep {
     /// Profile defining it.
     pub profile: String,
     /// Role to assume.
@@ -136,34 +118,38 @@ pub struct WebIdentityStep {
     pub target: StsTarget,
 }
 
-impl Base {
-    /// The profile the chain starts at.
-    pub fn profile(&self) -> &str {
-        match self {
-            Base::Keyring { profile } | Base::Process { profile, .. } => profile,
-            Base::WebIdentity(w) => &w.profile,
-        }
-    }
-}
-
-/// `GetSessionToken` on the long-term keys.
+/// `GetSessionToken` on long-term keys.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SessionStep {
+pub(crate) struct SessionStep {
     /// Profile the keys belong to.
     pub profile: String,
     /// Requested duration.
     pub duration: u32,
-    /// MFA device, when the session must be MFA-authenticated.
-    pub mfa_serial: Option<String>,
-    /// Command printing an MFA code (`credvend_mfa_process`), when configured.
-    pub mfa_process: Option<Vec<String>>,
     /// Where to send it.
     pub target: StsTarget,
 }
 
-/// `GetFederationToken` on the long-term keys.
+/// The MFA device a session is authenticated with.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FederationStep {
+pub(crate) struct MfaStep {
+    /// The device (`mfa_serial`).
+    pub serial: String,
+    /// Command printing a code (`credvend_mfa_process`), when configured.
+    pub process: Option<Vec<String>>,
+}
+
+/// An MFA-authenticated `GetSessionToken` from which roles are assumed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct MfaSession {
+    /// The `GetSessionToken` call.
+    pub session: SessionStep,
+    /// Its device.
+    pub mfa: MfaStep,
+}
+
+/// `GetFederationToken` on long-term keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct FederationStep {
     /// Profile defining it.
     pub profile: String,
     /// Federated user name.
@@ -180,7 +166,7 @@ pub struct FederationStep {
 
 /// One `AssumeRole`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RoleStep {
+pub(crate) struct RoleStep {
     /// Profile defining it.
     pub profile: String,
     /// Role to assume.
@@ -199,34 +185,150 @@ pub struct RoleStep {
     pub target: StsTarget,
 }
 
+/// Roles assumed in order: at least one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Roles {
+    /// Assumed with the credentials the chain starts with.
+    pub first: RoleStep,
+    /// Each assumed with the credentials of the one before.
+    pub rest: Vec<RoleStep>,
+}
+
+impl Roles {
+    fn from_vec(mut roles: Vec<RoleStep>) -> Option<Roles> {
+        if roles.is_empty() {
+            return None;
+        }
+        let first = roles.remove(0);
+        Some(Roles { first, rest: roles })
+    }
+
+    /// Every role, in the order they are assumed.
+    pub fn iter(&self) -> impl Iterator<Item = &RoleStep> {
+        std::iter::once(&self.first).chain(self.rest.iter())
+    }
+}
+
+/// What follows long-term keys in a chain. (Chains are built once per configuration load, so
+/// the variants' sizes do not matter.)
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum FromKeys {
+    /// A `GetSessionToken` session is served (MFA-authenticated when `mfa` is set). Long-term
+    /// keys themselves are never served.
+    Session {
+        /// The call.
+        session: SessionStep,
+        /// Its device, when the session needs a code.
+        mfa: Option<MfaStep>,
+    },
+    /// A `GetFederationToken` session is served.
+    Federation(FederationStep),
+    /// Roles are assumed, with the keys or with an MFA session minted from them.
+    Roles {
+        /// The MFA session the roles are assumed from, when the chain has an `mfa_serial`.
+        mfa: Option<MfaSession>,
+        /// The roles.
+        roles: Roles,
+    },
+}
+
+/// Where a chain starts, and what each start allows to follow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Source {
+    /// Long-term keys in the keyring, stored under profile `keys`.
+    Keys {
+        /// Profile whose keys are used.
+        keys: String,
+        /// What is minted from them.
+        then: FromKeys,
+    },
+    /// The output of `credential_process` of `profile`: served as it is when it is a session,
+    /// or the start of `roles`.
+    Process {
+        /// Profile defining it.
+        profile: String,
+        /// Program and arguments (split like a POSIX shell, run without one).
+        command: Vec<String>,
+        /// Roles assumed with its output (may be empty).
+        roles: Vec<RoleStep>,
+    },
+    /// `AssumeRoleWithWebIdentity` with a token file, served as it is or the start of `roles`.
+    WebIdentity {
+        /// The call.
+        step: Box<WebIdentityStep>,
+        /// Roles assumed with its credentials (may be empty).
+        roles: Vec<RoleStep>,
+    },
+}
+
 /// Everything needed to mint one profile's credentials.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Chain {
+pub(crate) struct Chain {
     /// The served profile.
     pub profile: String,
     /// Its region (for `placement/region` and the identity document).
     pub region: String,
-    /// Where the chain starts.
-    pub base: Base,
-    /// `GetSessionToken`, when the chain uses one.
-    pub session: Option<SessionStep>,
-    /// `GetFederationToken`, for federation profiles.
-    pub federation: Option<FederationStep>,
-    /// Roles, assumed in order (the first with the base credentials).
-    pub roles: Vec<RoleStep>,
+    /// Where the chain starts and what follows.
+    pub source: Source,
 }
 
 impl Chain {
+    /// The MFA session this chain needs, if any: the `GetSessionToken` call and its device.
+    pub fn mfa_session(&self) -> Option<(&SessionStep, &MfaStep)> {
+        match &self.source {
+            Source::Keys {
+                then:
+                    FromKeys::Session {
+                        session,
+                        mfa: Some(mfa),
+                    },
+                ..
+            } => Some((session, mfa)),
+            Source::Keys {
+                then: FromKeys::Roles { mfa: Some(m), .. },
+                ..
+            } => Some((&m.session, &m.mfa)),
+            _ => None,
+        }
+    }
+
     /// The MFA device this chain needs a code for, if any.
     pub fn mfa_serial(&self) -> Option<&str> {
-        self.session.as_ref()?.mfa_serial.as_deref()
+        self.mfa_session().map(|(_, m)| m.serial.as_str())
+    }
+
+    /// The profile whose keyring keys the chain starts with, if it starts with keys.
+    #[cfg(test)]
+    pub fn key_profile(&self) -> Option<&str> {
+        match &self.source {
+            Source::Keys { keys, .. } => Some(keys),
+            _ => None,
+        }
+    }
+
+    /// The roles assumed after the start, in order (possibly none).
+    pub fn roles(&self) -> Vec<&RoleStep> {
+        match &self.source {
+            Source::Keys {
+                then: FromKeys::Roles { roles, .. },
+                ..
+            } => roles.iter().collect(),
+            Source::Keys { .. } => Vec::new(),
+            Source::Process { roles, .. } | Source::WebIdentity { roles, .. } => {
+                roles.iter().collect()
+            }
+        }
     }
 
     /// The configured role ARN of the served credentials, if they are a role's.
     pub fn leaf_role_arn(&self) -> Option<&str> {
-        match (&self.roles.last(), &self.base) {
-            (Some(r), _) => Some(&r.role_arn),
-            (None, Base::WebIdentity(w)) => Some(&w.role_arn),
+        if let Some(r) = self.roles().last() {
+            return Some(&r.role_arn);
+        }
+        match &self.source {
+            Source::WebIdentity { step, .. } => Some(&step.role_arn),
             _ => None,
         }
     }
@@ -234,36 +336,51 @@ impl Chain {
     /// A one-line description for `status`, e.g.
     /// `keyring:base -> GetSessionToken(MFA) -> AssumeRole(a) -> AssumeRole(b)`.
     pub fn describe(&self) -> String {
-        let mut parts = vec![match &self.base {
-            Base::Keyring { profile } => format!("keyring:{profile}"),
-            Base::Process { profile, .. } => format!("credential_process:{profile}"),
-            Base::WebIdentity(w) => format!("AssumeRoleWithWebIdentity:{}", w.profile),
+        let mut parts = vec![match &self.source {
+            Source::Keys { keys, .. } => format!("keyring:{keys}"),
+            Source::Process { profile, .. } => format!("credential_process:{profile}"),
+            Source::WebIdentity { step, .. } => {
+                format!("AssumeRoleWithWebIdentity:{}", step.profile)
+            }
         }];
-        if let Some(s) = &self.session {
-            parts.push(if s.mfa_serial.is_some() {
+        match &self.source {
+            Source::Keys {
+                then: FromKeys::Session { mfa, .. },
+                ..
+            } => parts.push(if mfa.is_some() {
                 "GetSessionToken(MFA)".into()
             } else {
                 "GetSessionToken".into()
-            });
-        }
-        if let Some(f) = &self.federation {
-            parts.push(format!("GetFederationToken({})", f.name));
+            }),
+            Source::Keys {
+                then: FromKeys::Federation(f),
+                ..
+            } => parts.push(format!("GetFederationToken({})", f.name)),
+            Source::Keys {
+                then: FromKeys::Roles { mfa: Some(_), .. },
+                ..
+            } => parts.push("GetSessionToken(MFA)".into()),
+            _ => {}
         }
         parts.extend(
-            self.roles
-                .iter()
+            self.roles()
+                .into_iter()
                 .map(|r| format!("AssumeRole({})", r.profile)),
         );
         parts.join(" -> ")
     }
 
-    /// Every profile the chain reads, served profile first (for reload change detection).
+    /// Every profile the chain reads, served profile first.
     pub fn profiles(&self) -> Vec<&str> {
         let mut out = vec![self.profile.as_str()];
-        for r in self.roles.iter().rev() {
+        for r in self.roles().into_iter().rev() {
             out.push(&r.profile);
         }
-        out.push(self.base.profile());
+        out.push(match &self.source {
+            Source::Keys { keys, .. } => keys,
+            Source::Process { profile, .. } => profile,
+            Source::WebIdentity { step, .. } => &step.profile,
+        });
         out.dedup();
         out
     }
@@ -776,175 +893,43 @@ impl<'a> Resolver<'a> {
             break;
         }
         role_profiles.reverse();
-
-        let base = match base_kind {
-            BaseKind::Keyring => Base::Keyring {
-                profile: base_section.name.clone(),
-            },
-            BaseKind::Process => Base::Process {
-                profile: base_section.name.clone(),
-                command: self.command(base_section, "credential_process")?,
-            },
-            BaseKind::WebIdentity => {
-                let file = base_section
-                    .get("web_identity_token_file")
-                    .unwrap_or_default()
-                    .trim();
-                let token_file = self.env.expand(file);
-                (self.read)(&token_file).map_err(|e| {
-                    err(
-                        ErrorKind::File,
-                        format!(
-                            "profile `{}`: web_identity_token_file {} cannot be read: {e}",
-                            base_section.name,
-                            token_file.display()
-                        ),
-                    )
-                })?;
-                let (policy, policy_arns) = self.policy(base_section)?;
-                Base::WebIdentity(Box::new(WebIdentityStep {
+        let roles = self.roles(&role_profiles, base_kind)?;
+        let source = match base_kind {
+            BaseKind::Keyring => self.keys_source(name, base_section, &role_profiles, roles)?,
+            BaseKind::Process => {
+                self.no_mfa_or_federation(
+                    name,
+                    base_section,
+                    &role_profiles,
+                    "credential_process",
+                )?;
+                Source::Process {
                     profile: base_section.name.clone(),
-                    role_arn: self.arn(base_section, "role_arn")?,
-                    token_file,
-                    session_name: self.session_name(base_section)?,
-                    duration: self.duration(
-                        base_section,
-                        "duration_seconds",
-                        3600,
-                        (900, 43200),
-                        "(AssumeRoleWithWebIdentity limits)",
-                    )?,
-                    policy,
-                    policy_arns,
-                    target: self.target(base_section)?,
-                }))
+                    command: self.command(base_section, "credential_process")?,
+                    roles,
+                }
+            }
+            BaseKind::WebIdentity => {
+                self.no_mfa_or_federation(
+                    name,
+                    base_section,
+                    &role_profiles,
+                    "a web identity token",
+                )?;
+                Source::WebIdentity {
+                    step: Box::new(self.web_identity(base_section)?),
+                    roles,
+                }
             }
         };
-
-        // Roles: the first is chained when the base already is a role session (web identity).
-        let mut roles = Vec::with_capacity(role_profiles.len());
-        for (i, p) in role_profiles.iter().enumerate() {
-            let chained = i > 0 || base_kind == BaseKind::WebIdentity;
-            roles.push(self.role_step(p, chained)?);
-        }
-
-        let federation_name = leaf
-            .get("credvend_federation_name")
-            .map(str::trim)
-            .filter(|v| !v.is_empty());
-        let mfa_profile = std::iter::once(base_section)
-            .chain(role_profiles.iter().copied())
-            .find(|p| p.get("mfa_serial").is_some_and(|v| !v.trim().is_empty()));
-        if let Some(p) = mfa_profile
-            && base_kind != BaseKind::Keyring
-        {
-            return Err(err(
-                ErrorKind::Unsupported,
-                format!(
-                    "profile `{}`: mfa_serial is supported only in chains that start with keys in the keyring (here they start with {})",
-                    p.name,
-                    if base_kind == BaseKind::Process {
-                        "credential_process"
-                    } else {
-                        "a web identity token"
-                    }
-                ),
-            ));
-        }
-
-        let mut federation = None;
-        let mut session = None;
-        if let Some(fed) = federation_name {
-            if !roles.is_empty() || base_kind == BaseKind::WebIdentity {
-                return Err(err(
-                    ErrorKind::BadValue,
-                    format!(
-                        "profile `{name}`: credvend_federation_name cannot be combined with role_arn (federated users cannot assume roles)"
-                    ),
-                ));
-            }
-            if mfa_profile.is_some() {
-                return Err(err(
-                    ErrorKind::BadValue,
-                    format!(
-                        "profile `{name}`: credvend_federation_name cannot be combined with mfa_serial (GetFederationToken takes no MFA)"
-                    ),
-                ));
-            }
-            if !(2..=32).contains(&fed.len())
-                || !fed
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c))
-            {
-                return Err(err(
-                    ErrorKind::BadValue,
-                    format!(
-                        "profile `{name}`: credvend_federation_name {fed:?} must be 2-32 characters of letters, digits and _+=,.@-"
-                    ),
-                ));
-            }
-            let (policy, policy_arns) = self.policy(leaf)?;
-            federation = Some(FederationStep {
-                profile: name.to_owned(),
-                name: fed.to_owned(),
-                duration: self.duration(
-                    leaf,
-                    "duration_seconds",
-                    43200,
-                    (900, 129_600),
-                    "(GetFederationToken limits)",
-                )?,
-                policy,
-                policy_arns,
-                target: self.target(leaf)?,
-            });
-        } else if base_kind == BaseKind::Keyring && (roles.is_empty() || mfa_profile.is_some()) {
-            let mfa_serial = mfa_profile
-                .and_then(|p| p.get("mfa_serial"))
-                .map(|s| s.trim().to_owned());
-            let mfa_process = match mfa_profile.filter(|p| p.get("credvend_mfa_process").is_some())
-            {
-                Some(p) => Some(self.command(p, "credvend_mfa_process")?),
-                None => leaf
-                    .get("credvend_mfa_process")
-                    .map(|_| self.command(leaf, "credvend_mfa_process"))
-                    .transpose()?,
-            };
-            // A session that exists only to carry roles uses the default length; a profile served
-            // directly through GetSessionToken may set its own with duration_seconds.
-            let duration = if roles.is_empty() {
-                self.duration(
-                    base_section,
-                    "duration_seconds",
-                    43200,
-                    (900, 129_600),
-                    "(GetSessionToken limits)",
-                )?
-            } else {
-                self.duration(
-                    base_section,
-                    "credvend_session_duration_seconds",
-                    43200,
-                    (900, 129_600),
-                    "(GetSessionToken limits)",
-                )?
-            };
-            session = Some(SessionStep {
-                profile: base_section.name.clone(),
-                duration,
-                mfa_serial,
-                mfa_process,
-                target: self.target(base_section)?,
-            });
-        }
-
         let has_policy =
             leaf.get("credvend_policy").is_some() || leaf.get("credvend_policy_arns").is_some();
-        if has_policy
-            && roles.is_empty()
-            && federation.is_none()
-            && base_kind != BaseKind::WebIdentity
-        {
+        let restrictable = match &source {
+            Source::Keys { then, .. } => !matches!(then, FromKeys::Session { .. }),
+            Source::Process { roles, .. } => !roles.is_empty(),
+            Source::WebIdentity { .. } => true,
+        };
+        if has_policy && !restrictable {
             return Err(err(
                 ErrorKind::BadValue,
                 format!(
@@ -953,14 +938,221 @@ impl<'a> Resolver<'a> {
                 ),
             ));
         }
-
         Ok(Chain {
             profile: name.to_owned(),
             region: self.region(leaf),
-            base,
-            session,
-            federation,
-            roles,
+            source,
+        })
+    }
+
+    /// The roles of the chain, in the order they are assumed. The first is chained when the
+    /// chain starts with a role session (web identity).
+    fn roles(
+        &self,
+        profiles: &[&'a Section],
+        base: BaseKind,
+    ) -> Result<Vec<RoleStep>, ResolveError> {
+        profiles
+            .iter()
+            .enumerate()
+            .map(|(i, p)| self.role_step(p, i > 0 || base == BaseKind::WebIdentity))
+            .collect()
+    }
+
+    /// The first profile of the chain (base first) with an `mfa_serial`.
+    fn mfa_profile(&self, base: &'a Section, roles: &[&'a Section]) -> Option<&'a Section> {
+        std::iter::once(base)
+            .chain(roles.iter().copied())
+            .find(|p| p.get("mfa_serial").is_some_and(|v| !v.trim().is_empty()))
+    }
+
+    /// Chains that do not start with keyring keys cannot use MFA or federation.
+    fn no_mfa_or_federation(
+        &self,
+        name: &str,
+        base: &'a Section,
+        roles: &[&'a Section],
+        starts_with: &str,
+    ) -> Result<(), ResolveError> {
+        if let Some(p) = self.mfa_profile(base, roles) {
+            return Err(err(
+                ErrorKind::Unsupported,
+                format!(
+                    "profile `{}`: mfa_serial is supported only in chains that start with keys in the keyring (here they start with {starts_with})",
+                    p.name
+                ),
+            ));
+        }
+        if self.leaf.get("credvend_federation_name").is_some() {
+            return Err(err(
+                ErrorKind::BadValue,
+                format!(
+                    "profile `{name}`: credvend_federation_name needs keys in the keyring (here the chain starts with {starts_with}); remove it"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn web_identity(&self, base: &'a Section) -> Result<WebIdentityStep, ResolveError> {
+        let file = base
+            .get("web_identity_token_file")
+            .unwrap_or_default()
+            .trim();
+        let token_file = self.env.expand(file);
+        (self.read)(&token_file).map_err(|e| {
+            err(
+                ErrorKind::File,
+                format!(
+                    "profile `{}`: web_identity_token_file {} cannot be read: {e}",
+                    base.name,
+                    token_file.display()
+                ),
+            )
+        })?;
+        let (policy, policy_arns) = self.policy(base)?;
+        Ok(WebIdentityStep {
+            profile: base.name.clone(),
+            role_arn: self.arn(base, "role_arn")?,
+            token_file,
+            session_name: self.session_name(base)?,
+            duration: self.duration(
+                base,
+                "duration_seconds",
+                3600,
+                (900, 43200),
+                "(AssumeRoleWithWebIdentity limits)",
+            )?,
+            policy,
+            policy_arns,
+            target: self.target(base)?,
+        })
+    }
+
+    /// `GetSessionToken` on the keys of `base`. Its length is a property of `base` alone, so an
+    /// MFA session shared by several chains lasts as long whichever of them asked for it:
+    /// `credvend_session_duration_seconds`, else `duration_seconds` when `base` is not itself a
+    /// role profile, else 12 hours.
+    fn session_step(&self, base: &'a Section) -> Result<SessionStep, ResolveError> {
+        let own = |key| base.get(key).is_some_and(|v| !v.trim().is_empty());
+        let key = if own("credvend_session_duration_seconds") || own("role_arn") {
+            "credvend_session_duration_seconds"
+        } else {
+            "duration_seconds"
+        };
+        Ok(SessionStep {
+            profile: base.name.clone(),
+            duration: self.duration(
+                base,
+                key,
+                43200,
+                (900, 129_600),
+                "(GetSessionToken limits)",
+            )?,
+            target: self.target(base)?,
+        })
+    }
+
+    fn mfa_step(&self, mfa_profile: &'a Section) -> Result<MfaStep, ResolveError> {
+        let process = match mfa_profile.get("credvend_mfa_process") {
+            Some(_) => Some(self.command(mfa_profile, "credvend_mfa_process")?),
+            None => self
+                .leaf
+                .get("credvend_mfa_process")
+                .map(|_| self.command(self.leaf, "credvend_mfa_process"))
+                .transpose()?,
+        };
+        Ok(MfaStep {
+            serial: mfa_profile
+                .get("mfa_serial")
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            process,
+        })
+    }
+
+    fn keys_source(
+        &self,
+        name: &str,
+        base: &'a Section,
+        role_profiles: &[&'a Section],
+        roles: Vec<RoleStep>,
+    ) -> Result<Source, ResolveError> {
+        let leaf = self.leaf;
+        let mfa_profile = self.mfa_profile(base, role_profiles);
+        let mfa = mfa_profile.map(|p| self.mfa_step(p)).transpose()?;
+        let federation_name = leaf
+            .get("credvend_federation_name")
+            .map(str::trim)
+            .filter(|v| !v.is_empty());
+        let then = match (federation_name, Roles::from_vec(roles)) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    ErrorKind::BadValue,
+                    format!(
+                        "profile `{name}`: credvend_federation_name cannot be combined with role_arn (federated users cannot assume roles)"
+                    ),
+                ));
+            }
+            (Some(_), None) if mfa.is_some() => {
+                return Err(err(
+                    ErrorKind::BadValue,
+                    format!(
+                        "profile `{name}`: credvend_federation_name cannot be combined with mfa_serial (GetFederationToken takes no MFA)"
+                    ),
+                ));
+            }
+            (Some(fed), None) => FromKeys::Federation(self.federation(name, fed)?),
+            (None, Some(roles)) => FromKeys::Roles {
+                mfa: match mfa {
+                    Some(mfa) => Some(MfaSession {
+                        session: self.session_step(base)?,
+                        mfa,
+                    }),
+                    None => None,
+                },
+                roles,
+            },
+            (None, None) => FromKeys::Session {
+                session: self.session_step(base)?,
+                mfa,
+            },
+        };
+        Ok(Source::Keys {
+            keys: base.name.clone(),
+            then,
+        })
+    }
+
+    fn federation(&self, name: &str, fed: &str) -> Result<FederationStep, ResolveError> {
+        let leaf = self.leaf;
+        if !(2..=32).contains(&fed.len())
+            || !fed
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c))
+        {
+            return Err(err(
+                ErrorKind::BadValue,
+                format!(
+                    "profile `{name}`: credvend_federation_name {fed:?} must be 2-32 characters of letters, digits and _+=,.@-"
+                ),
+            ));
+        }
+        let (policy, policy_arns) = self.policy(leaf)?;
+        Ok(FederationStep {
+            profile: name.to_owned(),
+            name: fed.to_owned(),
+            duration: self.duration(
+                leaf,
+                "duration_seconds",
+                43200,
+                (900, 129_600),
+                "(GetFederationToken limits)",
+            )?,
+            policy,
+            policy_arns,
+            target: self.target(leaf)?,
         })
     }
 }
@@ -1000,6 +1192,28 @@ fn unknown_profile(name: &str) -> ResolveError {
     )
 }
 
+/// Where a call signed with the keys stored for `profile` goes: the STS endpoint, signing region
+/// and trust settings of the profile itself (its `region`, `endpoint_url`, `[services]`,
+/// `ca_bundle`, and the environment), whatever else the profile says. `None` when the profile is
+/// not in the AWS config.
+pub(crate) fn key_target(
+    set: &ProfileSet,
+    profile: &str,
+    env: &Env,
+) -> Option<Result<StsTarget, ResolveError>> {
+    let leaf = set.profiles.get(profile)?;
+    let no_files = |_: &Path| Err(std::io::Error::other("not read"));
+    Some(
+        Resolver {
+            set,
+            env,
+            read: &no_files,
+            leaf,
+        }
+        .target(leaf),
+    )
+}
+
 /// Reads files from disk (the production [`FileReader`]).
 pub fn read_file(path: &Path) -> std::io::Result<String> {
     std::fs::read_to_string(path)
@@ -1021,6 +1235,18 @@ mod tests {
         ))
     }
 
+    impl Chain {
+        fn session_target(&self) -> Option<StsTarget> {
+            match &self.source {
+                Source::Keys {
+                    then: FromKeys::Session { session, .. },
+                    ..
+                } => Some(session.target.clone()),
+                _ => None,
+            }
+        }
+    }
+
     fn res(config: &str, name: &str) -> Result<Chain, ResolveError> {
         resolve(&set(config), name, &Env::default(), &no_files)
     }
@@ -1028,20 +1254,21 @@ mod tests {
     #[test]
     fn keyring_profile_is_served_through_get_session_token() {
         let c = res("[profile base]\nregion = eu-west-1\n", "base").unwrap();
-        assert_eq!(
-            c.base,
-            Base::Keyring {
-                profile: "base".into()
-            }
-        );
-        let s = c.session.unwrap();
+        let Source::Keys {
+            keys,
+            then: FromKeys::Session { session: s, mfa },
+        } = &c.source
+        else {
+            panic!("{c:?}")
+        };
+        assert_eq!(keys, "base");
         assert_eq!(s.duration, 43200);
-        assert_eq!(s.mfa_serial, None);
+        assert_eq!(mfa, &None);
         assert_eq!(
             s.target.endpoint.url.as_str(),
             "https://sts.eu-west-1.amazonaws.com/"
         );
-        assert!(c.roles.is_empty());
+        assert!(c.roles().is_empty());
         assert_eq!(c.region, "eu-west-1");
     }
 
@@ -1050,20 +1277,17 @@ mod tests {
         let cfg = "[profile user]\n[profile a]\nrole_arn = arn:aws:iam::123456789012:role/a\nsource_profile = user\n\
                    [profile b]\nrole_arn = arn:aws:iam::123456789012:role/b\nsource_profile = a\nexternal_id = ext\n";
         let c = res(cfg, "b").unwrap();
+        assert_eq!(c.key_profile(), Some("user"));
         assert_eq!(
-            c.base,
-            Base::Keyring {
-                profile: "user".into()
-            }
-        );
-        assert_eq!(
-            c.session, None,
+            c.mfa_session(),
+            None,
             "no MFA: roles are assumed with the keys directly"
         );
-        let names: Vec<_> = c.roles.iter().map(|r| r.profile.as_str()).collect();
+        let roles = c.roles();
+        let names: Vec<_> = roles.iter().map(|r| r.profile.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
-        assert_eq!(c.roles[1].external_id.as_deref(), Some("ext"));
-        assert_eq!(c.roles[0].duration, 3600);
+        assert_eq!(roles[1].external_id.as_deref(), Some("ext"));
+        assert_eq!(roles[0].duration, 3600);
         assert_eq!(
             c.describe(),
             "keyring:user -> AssumeRole(a) -> AssumeRole(b)"
@@ -1099,22 +1323,17 @@ mod tests {
     fn self_reference_means_own_keys() {
         let cfg = "[profile me]\nrole_arn = arn:aws:iam::1:role/r\nsource_profile = me\n";
         let c = res(cfg, "me").unwrap();
-        assert_eq!(
-            c.base,
-            Base::Keyring {
-                profile: "me".into()
-            }
-        );
-        assert_eq!(c.roles.len(), 1);
+        assert_eq!(c.key_profile(), Some("me"));
+        assert_eq!(c.roles().len(), 1);
     }
 
     #[test]
     fn mfa_anywhere_means_one_mfa_session_at_the_base() {
         let cfg = "[profile user]\n[profile a]\nrole_arn = arn:aws:iam::1:role/a\nsource_profile = user\nmfa_serial = arn:aws:iam::1:mfa/u\n";
         let c = res(cfg, "a").unwrap();
-        let s = c.session.as_ref().unwrap();
+        let (s, mfa) = c.mfa_session().unwrap();
         assert_eq!(s.profile, "user");
-        assert_eq!(s.mfa_serial.as_deref(), Some("arn:aws:iam::1:mfa/u"));
+        assert_eq!(mfa.serial, "arn:aws:iam::1:mfa/u");
         assert_eq!(s.duration, 43200);
         assert_eq!(c.mfa_serial(), Some("arn:aws:iam::1:mfa/u"));
         assert_eq!(
@@ -1238,9 +1457,8 @@ mod tests {
         let url = |name: &str, env: &[(&str, &str)]| {
             resolve(&s, name, &Env::from_pairs(env), &no_files)
                 .unwrap()
-                .session
+                .session_target()
                 .unwrap()
-                .target
                 .endpoint
                 .url
                 .to_string()
@@ -1274,7 +1492,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.region, "ap-south-1");
         assert_eq!(
-            c.session.unwrap().target.endpoint.signing_region,
+            c.session_target().unwrap().endpoint.signing_region,
             "ap-south-1"
         );
     }
@@ -1289,7 +1507,7 @@ mod tests {
             &no_files,
         )
         .unwrap();
-        let t = c.session.unwrap().target;
+        let t = c.session_target().unwrap();
         assert_eq!(t.endpoint.url.as_str(), "https://sts.amazonaws.com/");
         assert_eq!(t.ca_bundle.as_deref(), Some(Path::new("/home/u/ca.pem")));
     }
@@ -1310,28 +1528,34 @@ mod tests {
         let env = Env::from_pairs(&[("HOME", "/h")]);
         let w = resolve(&s, "w", &env, &files).unwrap();
         assert!(
-            matches!(&w.base, Base::WebIdentity(s) if s.token_file == Path::new("/h/tok") && s.duration == 3600)
+            matches!(&w.source, Source::WebIdentity { step, roles } if step.token_file == Path::new("/h/tok") && step.duration == 3600 && roles.is_empty())
         );
-        assert_eq!(w.session, None);
+        assert_eq!(w.mfa_session(), None);
         let p = resolve(&s, "p", &env, &files).unwrap();
         assert_eq!(
-            p.base,
-            Base::Process {
+            p.source,
+            Source::Process {
                 profile: "p".into(),
                 command: vec![
                     "/opt/my tool".into(),
                     "--profile".into(),
                     "x y".into(),
                     "a b".into()
-                ]
+                ],
+                roles: Vec::new(),
             }
         );
         let f = resolve(&s, "f", &env, &files).unwrap();
-        let fed = f.federation.unwrap();
+        let Source::Keys {
+            then: FromKeys::Federation(fed),
+            ..
+        } = f.source
+        else {
+            panic!("{f:?}")
+        };
         assert_eq!(fed.name, "fed-user");
         assert_eq!(fed.policy_arns.len(), 2);
         assert!(fed.policy.unwrap().contains("2012-10-17"));
-        assert_eq!(f.session, None);
     }
 
     #[test]

@@ -41,7 +41,7 @@ async fn fault_sts_failures_keep_serving_current_credentials_and_recover() {
 
     for (mode, code) in [
         (Mode::Close, "StsUnavailable"),
-        (Mode::Fail500, "StsError"),
+        (Mode::Fail500, "StsUnavailable"),
         (Mode::Throttle, "StsThrottled"),
         (Mode::Garbage, "StsBadResponse"),
     ] {

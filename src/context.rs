@@ -1,0 +1,124 @@
+//! Everything a command needs from its surroundings, resolved once from flags and the process
+//! environment (the "hiargs" step): where the files are, which keyring to use, the AWS
+//! environment variables that affect profiles. Nothing below the CLI reads the environment
+//! again.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::DaemonConfig;
+use crate::keystore::{self, Choice, OpenOptions};
+use crate::paths;
+use crate::profile::file::ProfileSet;
+use crate::profile::resolve::Env;
+
+/// Resolved settings shared by every command.
+#[derive(Clone, Debug)]
+pub(crate) struct Context {
+    /// `config.toml`.
+    pub daemon_config: PathBuf,
+    /// Whether `--config` named it (then it must exist).
+    pub daemon_config_explicit: bool,
+    /// The AWS config file (`AWS_CONFIG_FILE`, default `~/.aws/config`).
+    pub aws_config: PathBuf,
+    /// The AWS credentials file (`AWS_SHARED_CREDENTIALS_FILE`, default `~/.aws/credentials`).
+    pub aws_credentials: PathBuf,
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// `--keystore`.
+    pub keystore: Choice,
+    /// `CREDVEND_KEYRING_SERVICE`: entries filed under another service name (tests, or several
+    /// independent setups for one user).
+    pub keyring_service: Option<String>,
+    /// AWS environment variables that affect profiles.
+    pub env: Env,
+}
+
+/// Both configuration files, parsed.
+#[derive(Clone, Debug)]
+pub(crate) struct Loaded {
+    /// `config.toml`.
+    pub config: DaemonConfig,
+    /// The AWS config and credentials files, merged.
+    pub profiles: Arc<ProfileSet>,
+    /// Environment captured at start-up.
+    pub env: Env,
+}
+
+impl Context {
+    /// Resolves flags (`None` = not given) against the process environment.
+    pub fn from_process(
+        config: Option<PathBuf>,
+        keystore: Choice,
+        state_dir: Option<PathBuf>,
+    ) -> Context {
+        Context {
+            daemon_config_explicit: config.is_some(),
+            daemon_config: config.unwrap_or_else(paths::default_daemon_config),
+            aws_config: paths::aws_config_file(),
+            aws_credentials: paths::aws_credentials_file(),
+            state_dir: state_dir.unwrap_or_else(paths::default_state_dir),
+            keystore,
+            keyring_service: std::env::var("CREDVEND_KEYRING_SERVICE")
+                .ok()
+                .filter(|s| !s.is_empty()),
+            env: Env::from_process(),
+        }
+    }
+
+    /// How to open the key store. `interactive` commands let a desktop keyring show its unlock
+    /// prompt (bounded); the daemon never prompts.
+    pub fn keystore_options(&self, interactive: bool) -> OpenOptions {
+        let mut opts = OpenOptions {
+            choice: self.keystore,
+            prompt_timeout: if interactive {
+                keystore::cli_prompt_timeout()
+            } else {
+                std::time::Duration::ZERO
+            },
+            ..OpenOptions::default()
+        };
+        if let Some(service) = &self.keyring_service {
+            opts.service = service.clone();
+        }
+        opts
+    }
+
+    /// `STATE_DIR/control.sock`.
+    pub fn control_socket(&self) -> PathBuf {
+        self.state_dir.join(paths::CONTROL_SOCKET)
+    }
+
+    /// The AWS config and credentials files, merged.
+    pub fn load_profiles(&self) -> Result<ProfileSet, String> {
+        crate::profile::load::load_profiles(&self.aws_config, &self.aws_credentials)
+    }
+
+    /// `config.toml` (defaults when it is missing and was not named explicitly).
+    pub fn load_daemon_config(&self) -> Result<DaemonConfig, String> {
+        let path = &self.daemon_config;
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                DaemonConfig::parse(&text, &path.display().to_string()).map_err(|e| e.to_string())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.daemon_config_explicit => {
+                Ok(DaemonConfig::default())
+            }
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        }
+    }
+
+    /// Both files; one line naming the file on failure.
+    pub fn load(&self) -> Result<Loaded, String> {
+        let config = self.load_daemon_config()?;
+        let profiles = self.load_profiles()?;
+        for w in &profiles.warnings {
+            tracing::warn!("AWS config: {w}");
+        }
+        Ok(Loaded {
+            config,
+            profiles: Arc::new(profiles),
+            env: self.env.clone(),
+        })
+    }
+}

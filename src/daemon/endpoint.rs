@@ -1,0 +1,30 @@
+//! What a listener serves: one of the endpoint handlers, behind one type so that every listener
+//! runs the same accept loop ([`super::http::serve`]) and a reload can swap its handler.
+
+use super::ecs::EcsHandler;
+use super::http::{Handler, Head, Refusal, Reply};
+use super::imds::ImdsHandler;
+
+/// A listener's handler.
+pub(crate) enum Endpoint {
+    /// The IMDS endpoint of one profile.
+    Imds(ImdsHandler),
+    /// The ECS container-credentials endpoint.
+    Ecs(EcsHandler),
+}
+
+impl Handler for Endpoint {
+    async fn handle(&self, head: Head) -> Reply {
+        match self {
+            Endpoint::Imds(h) => h.handle(head).await,
+            Endpoint::Ecs(h) => h.handle(head).await,
+        }
+    }
+
+    fn refuse(&self, refusal: Refusal) -> Reply {
+        match self {
+            Endpoint::Imds(h) => h.refuse(refusal),
+            Endpoint::Ecs(h) => h.refuse(refusal),
+        }
+    }
+}

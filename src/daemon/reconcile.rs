@@ -1,0 +1,544 @@
+//! Applying a configuration as a diff, atomically: [`plan`] does everything that can fail
+//! (resolving chains, binding new listeners, writing ECS token files, in that order) and changes
+//! nothing the daemon serves; [`commit`] cannot fail. Unchanged profiles keep their cells and
+//! credentials, unchanged listeners keep their sockets, and a reload that fails anywhere leaves
+//! the running configuration exactly as it was.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::header::{HeaderName, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::ecs::{EcsHandler, EcsProfile};
+use super::endpoint::Endpoint;
+use super::http::{HostPolicy, ServeOptions, serve};
+use super::imds::{ImdsHandler, instance_id};
+use super::policy::Policy;
+use super::state::ProfileCell;
+use super::{Daemon, State, Unit, refresher, role_name_for};
+use crate::config::{EcsListener, ImdsListener};
+use crate::context::Loaded;
+use crate::mint::Minter;
+use crate::paths;
+use crate::problem::{Problem, ProblemCode};
+use crate::profile::resolve::{self, Chain, ResolveError, Source};
+use crate::shutdown::Trigger;
+
+/// What a listener is, as configured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ListenerSpec {
+    /// An `[[imds]]` listener.
+    Imds(ImdsListener),
+    /// The `[ecs]` listener.
+    Ecs(EcsListener),
+}
+
+impl ListenerSpec {
+    fn listen(&self) -> SocketAddr {
+        match self {
+            ListenerSpec::Imds(l) => l.listen,
+            ListenerSpec::Ecs(l) => l.listen,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            ListenerSpec::Imds(_) => "imds",
+            ListenerSpec::Ecs(_) => "ecs",
+        }
+    }
+}
+
+/// Identity of a listener across reloads: kind, configured address, and its position among
+/// listeners with that kind and address (so `127.0.0.1:0` listeners keep their ports too).
+type ListenerKey = (&'static str, SocketAddr, usize);
+
+/// A running listener.
+pub(crate) struct Listener {
+    key: ListenerKey,
+    /// Its configuration.
+    pub spec: ListenerSpec,
+    /// The bound address.
+    pub addr: SocketAddr,
+    handler: watch::Sender<Arc<Endpoint>>,
+    options: watch::Sender<Arc<ServeOptions>>,
+    stop: Trigger,
+    /// The accept loop; it ends once its connections have drained.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl Listener {
+    /// `imds` or `ecs`.
+    pub fn kind(&self) -> &'static str {
+        self.spec.kind()
+    }
+
+    /// The profiles it serves.
+    pub fn profiles(&self, ecs_tokens: &HashMap<String, SecretString>) -> Vec<String> {
+        match &self.spec {
+            ListenerSpec::Imds(l) => vec![l.profile.clone()],
+            ListenerSpec::Ecs(_) => {
+                let mut v: Vec<String> = ecs_tokens.keys().cloned().collect();
+                v.sort();
+                v
+            }
+        }
+    }
+}
+
+/// A newly bound listener, not serving yet.
+struct Bound {
+    key: ListenerKey,
+    spec: ListenerSpec,
+    socket: TcpListener,
+    addr: SocketAddr,
+    /// The inherited socket it was made from (claimed at commit).
+    inherited: Option<usize>,
+}
+
+/// Everything a configuration needs that could fail, done.
+pub(crate) struct Plan {
+    loaded: Loaded,
+    /// The chain of every served profile.
+    chains: BTreeMap<String, Result<Arc<Chain>, ResolveError>>,
+    /// Every configured listener with its key.
+    specs: Vec<(ListenerKey, ListenerSpec)>,
+    /// Listeners bound for this configuration.
+    bound: Vec<Bound>,
+    /// The token of every profile the ECS endpoint serves (files written).
+    ecs_tokens: HashMap<String, SecretString>,
+}
+
+/// Profiles the ECS endpoint serves: `[ecs] profiles`, or when that is not given every profile
+/// that resolves and whose chain can start (keys in the keyring, or a process / token file).
+/// Runs before the daemon's lock is taken: listing the keyring may be slow.
+pub(crate) async fn ecs_profiles(minter: &Minter, loaded: &Loaded) -> Vec<String> {
+    let Some(ecs) = &loaded.config.ecs else {
+        return Vec::new();
+    };
+    if let Some(list) = &ecs.profiles {
+        return list.clone();
+    }
+    let listed = match minter.keystore().await {
+        Ok(store) => store.list_profiles().await,
+        Err(e) => Err(e),
+    };
+    let with_keys: Option<BTreeSet<String>> = match listed {
+        Ok(list) => Some(list.into_iter().collect()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the keyring; the ECS endpoint serves every profile that resolves");
+            None
+        }
+    };
+    loaded
+        .profiles
+        .profiles
+        .keys()
+        .filter(|name| match resolve_in(loaded, name) {
+            Ok(chain) => match &chain.source {
+                Source::Keys { keys, .. } => with_keys.as_ref().is_none_or(|k| k.contains(keys)),
+                _ => true,
+            },
+            Err(_) => false,
+        })
+        .cloned()
+        .collect()
+}
+
+fn resolve_in(loaded: &Loaded, name: &str) -> Result<Chain, ResolveError> {
+    resolve::resolve(&loaded.profiles, name, &loaded.env, &resolve::read_file)
+}
+
+/// Resolves, binds and writes token files for `loaded`. Changes nothing the daemon serves;
+/// dropping the plan undoes it (new sockets close; a token file written stays for next time).
+pub(crate) fn plan(
+    daemon: &Daemon,
+    state: &State,
+    loaded: Loaded,
+    ecs_profiles: Vec<String>,
+) -> Result<Plan, String> {
+    let config = &loaded.config;
+    let mut wanted: BTreeSet<String> = config.imds.iter().map(|l| l.profile.clone()).collect();
+    wanted.extend(ecs_profiles.iter().cloned());
+    let chains = wanted
+        .into_iter()
+        .map(|name| {
+            let chain = resolve_in(&loaded, &name).map(Arc::new);
+            if let Err(e) = &chain {
+                tracing::error!(profile = %name, "{e}");
+            }
+            (name, chain)
+        })
+        .collect();
+    let specs = keyed(
+        config
+            .imds
+            .iter()
+            .cloned()
+            .map(ListenerSpec::Imds)
+            .chain(config.ecs.iter().cloned().map(ListenerSpec::Ecs)),
+    );
+    let mut bound: Vec<Bound> = Vec::new();
+    for (key, spec) in &specs {
+        if !state.listeners.iter().any(|l| l.key == *key) {
+            bound.push(bind(state, &bound, *key, spec)?);
+        }
+    }
+    // Last: the only fallible step that leaves something behind (a token file, reused later).
+    let mut ecs_tokens = HashMap::new();
+    for name in ecs_profiles {
+        let token = ecs_token(daemon, state, &name)
+            .map_err(|e| format!("cannot write the ECS token file of `{name}`: {e}"))?;
+        ecs_tokens.insert(name, token);
+    }
+    Ok(Plan {
+        loaded,
+        chains,
+        specs,
+        bound,
+        ecs_tokens,
+    })
+}
+
+fn keyed(specs: impl Iterator<Item = ListenerSpec>) -> Vec<(ListenerKey, ListenerSpec)> {
+    let mut out: Vec<(ListenerKey, ListenerSpec)> = Vec::new();
+    for s in specs {
+        let nth = out
+            .iter()
+            .filter(|((k, a, _), _)| *k == s.kind() && *a == s.listen())
+            .count();
+        out.push(((s.kind(), s.listen(), nth), s));
+    }
+    out
+}
+
+/// Binds `spec`, preferring a socket from the service manager (matched by address, then by
+/// name) that no other new listener claimed.
+fn bind(
+    state: &State,
+    claimed: &[Bound],
+    key: ListenerKey,
+    spec: &ListenerSpec,
+) -> Result<Bound, String> {
+    let want = spec.listen();
+    let free = |i: &usize| !claimed.iter().any(|b| b.inherited == Some(*i));
+    let inherited = state.inherited.iter().enumerate();
+    let pos = inherited
+        .clone()
+        .filter(|(i, _)| free(i))
+        .find(|(_, s)| s.listener.local_addr().ok() == Some(want))
+        .or_else(|| {
+            inherited
+                .filter(|(i, _)| free(i))
+                .find(|(_, s)| s.name.as_deref() == Some(spec.kind()))
+        })
+        .map(|(i, _)| i);
+    let socket = match pos {
+        Some(i) => from_inherited(&state.inherited[i].listener)?,
+        None => bind_new(want, spec.kind())?,
+    };
+    let addr = socket
+        .local_addr()
+        .map_err(|e| format!("cannot read the address of the {} socket: {e}", spec.kind()))?;
+    Ok(Bound {
+        key,
+        spec: spec.clone(),
+        socket,
+        addr,
+        inherited: pos,
+    })
+}
+
+fn from_inherited(listener: &std::net::TcpListener) -> Result<TcpListener, String> {
+    let dup = listener
+        .try_clone()
+        .map_err(|e| format!("inherited socket: {e}"))?;
+    dup.set_nonblocking(true)
+        .map_err(|e| format!("inherited socket: {e}"))?;
+    TcpListener::from_std(dup).map_err(|e| format!("inherited socket: {e}"))
+}
+
+fn bind_new(want: SocketAddr, kind: &str) -> Result<TcpListener, String> {
+    let socket = if want.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(|e| format!("cannot create a socket for {want}: {e}"))?;
+    let _ = socket.set_reuseaddr(true);
+    socket.bind(want).map_err(|e| {
+        let fix = match e.kind() {
+            std::io::ErrorKind::PermissionDenied => {
+                " (ports below 1024 need privileges: use systemd socket activation, see README \"169.254.169.254\")"
+            }
+            std::io::ErrorKind::AddrInUse => {
+                " (another program, or another credvend, uses it: pick another port in config.toml)"
+            }
+            std::io::ErrorKind::AddrNotAvailable => " (no interface has that address)",
+            _ => "",
+        };
+        format!("cannot listen on {want} for {kind}: {e}{fix}")
+    })?;
+    socket
+        .listen(1024)
+        .map_err(|e| format!("cannot listen on {want}: {e}"))
+}
+
+/// The ECS token of `profile`: the one in use, else the one in its file (kept across
+/// restarts), else a new random one written to the file.
+fn ecs_token(daemon: &Daemon, state: &State, profile: &str) -> std::io::Result<SecretString> {
+    if let Some(t) = state.ecs_tokens.get(profile) {
+        return Ok(t.clone());
+    }
+    let path = paths::ecs_token_file(&daemon.state_dir, profile);
+    let existing = std::fs::read_to_string(&path)
+        .ok()
+        .filter(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()));
+    let token = match existing {
+        Some(t) => t,
+        None => {
+            let mut raw = [0u8; 32];
+            getrandom::getrandom(&mut raw).map_err(std::io::Error::other)?;
+            let t = hex::encode(raw);
+            paths::write_private_file(&path, t.as_bytes())?;
+            t
+        }
+    };
+    Ok(SecretString::from(token))
+}
+
+/// Puts `plan` into effect. Cannot fail.
+pub(crate) fn commit(daemon: &Daemon, state: &mut State, plan: Plan) {
+    let policy = Policy {
+        settings: plan.loaded.config.refresh,
+    };
+    commit_units(daemon, state, plan.chains, policy);
+    commit_tokens(daemon, state, plan.ecs_tokens);
+    commit_listeners(daemon, state, &plan.loaded, plan.specs, plan.bound);
+    for l in &state.listeners {
+        l.options.send_replace(Arc::new(serve_options(
+            daemon,
+            &plan.loaded,
+            &l.spec,
+            l.addr,
+        )));
+        l.handler
+            .send_replace(Arc::new(endpoint(daemon, state, &l.spec, l.addr)));
+    }
+    state.loaded = Some(plan.loaded);
+}
+
+/// Stops profiles no longer served or whose chain changed; the others keep their credentials
+/// and learn the (possibly new) refresh policy; new ones start.
+fn commit_units(
+    daemon: &Daemon,
+    state: &mut State,
+    chains: BTreeMap<String, Result<Arc<Chain>, ResolveError>>,
+    policy: Policy,
+) {
+    state.units.retain(|name, unit| {
+        let keep = chains
+            .get(name)
+            .is_some_and(|new| match (new, &unit.chain) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => false,
+            });
+        match (&unit.refresher, keep) {
+            (Some(r), true) => {
+                r.policy
+                    .send_if_modified(|p| std::mem::replace(p, policy) != policy);
+            }
+            (Some(r), false) => r.stop(),
+            (None, _) => {}
+        }
+        if !keep {
+            tracing::info!(profile = %name, "profile removed or changed; its refresher stops");
+        }
+        keep
+    });
+    for (name, chain) in chains {
+        if state.units.contains_key(&name) {
+            continue;
+        }
+        let unit = match &chain {
+            Ok(c) => {
+                tracing::info!(profile = %name, chain = %c.describe(), "serving profile");
+                let cell = ProfileCell::new(&name);
+                let refresher = refresher::spawn(
+                    cell.clone(),
+                    c.clone(),
+                    daemon.minter.clone(),
+                    policy,
+                    daemon.shutdown.subscribe(),
+                );
+                Unit {
+                    cell,
+                    chain,
+                    refresher: Some(refresher),
+                }
+            }
+            Err(e) => Unit {
+                cell: ProfileCell::broken(
+                    &name,
+                    Problem::new(ProblemCode::InvalidConfiguration, e.message.clone()),
+                ),
+                chain,
+                refresher: None,
+            },
+        };
+        state.units.insert(name, unit);
+    }
+}
+
+/// Removes the token files of profiles the ECS endpoint no longer serves.
+fn commit_tokens(daemon: &Daemon, state: &mut State, tokens: HashMap<String, SecretString>) {
+    for name in state.ecs_tokens.keys() {
+        if !tokens.contains_key(name) {
+            let _ = std::fs::remove_file(paths::ecs_token_file(&daemon.state_dir, name));
+        }
+    }
+    state.ecs_tokens = tokens;
+}
+
+/// Stops removed listeners, keeps the others, starts the new ones.
+fn commit_listeners(
+    daemon: &Daemon,
+    state: &mut State,
+    loaded: &Loaded,
+    specs: Vec<(ListenerKey, ListenerSpec)>,
+    bound: Vec<Bound>,
+) {
+    state
+        .listeners
+        .retain_mut(|l| match specs.iter().find(|(k, _)| *k == l.key) {
+            Some((_, spec)) => {
+                l.spec = spec.clone();
+                true
+            }
+            None => {
+                tracing::info!(address = %l.addr, kind = l.kind(), "listener removed");
+                l.stop.fire();
+                false
+            }
+        });
+    let mut claimed: Vec<usize> = bound.iter().filter_map(|b| b.inherited).collect();
+    claimed.sort_unstable();
+    for i in claimed.into_iter().rev() {
+        state.inherited.remove(i);
+    }
+    for b in bound {
+        let handler = watch::channel(Arc::new(endpoint(daemon, state, &b.spec, b.addr))).0;
+        let options = watch::channel(Arc::new(serve_options(daemon, loaded, &b.spec, b.addr))).0;
+        let stop = Trigger::child_of(&daemon.shutdown.subscribe());
+        let task = tokio::spawn(serve(
+            b.socket,
+            handler.subscribe(),
+            options.subscribe(),
+            stop.subscribe(),
+        ));
+        tracing::info!(address = %b.addr, kind = b.spec.kind(), "listening");
+        state.listeners.push(Listener {
+            key: b.key,
+            spec: b.spec,
+            addr: b.addr,
+            handler,
+            options,
+            stop,
+            task,
+        });
+    }
+}
+
+fn common_headers() -> Vec<(HeaderName, HeaderValue)> {
+    vec![(hyper::header::SERVER, HeaderValue::from_static("EC2ws"))]
+}
+
+fn imds_headers(started: OffsetDateTime) -> Vec<(HeaderName, HeaderValue)> {
+    let mut h = common_headers();
+    h.push((
+        hyper::header::ACCEPT_RANGES,
+        HeaderValue::from_static("none"),
+    ));
+    let lm = started
+        .format(&time::format_description::well_known::Rfc2822)
+        .map(|s| s.replace("+0000", "GMT"))
+        .unwrap_or_default();
+    if let Ok(v) = HeaderValue::from_str(&lm) {
+        h.push((hyper::header::LAST_MODIFIED, v));
+    }
+    h
+}
+
+fn serve_options(
+    daemon: &Daemon,
+    loaded: &Loaded,
+    spec: &ListenerSpec,
+    addr: SocketAddr,
+) -> ServeOptions {
+    let (allow, hosts, hop_limit, headers) = match spec {
+        ListenerSpec::Imds(l) => (
+            l.allow.clone(),
+            l.hosts.clone(),
+            Some(l.hop_limit),
+            imds_headers(daemon.started),
+        ),
+        ListenerSpec::Ecs(l) => (l.allow.clone(), l.hosts.clone(), None, common_headers()),
+    };
+    ServeOptions {
+        allow,
+        hosts: HostPolicy::new(addr, &hosts),
+        limits: loaded.config.limits,
+        hop_limit,
+        common_headers: headers,
+    }
+}
+
+/// The handler of a listener configured as `spec`, bound at `addr`, over the current units.
+fn endpoint(daemon: &Daemon, state: &State, spec: &ListenerSpec, addr: SocketAddr) -> Endpoint {
+    match spec {
+        ListenerSpec::Imds(l) => Endpoint::Imds(imds_handler(daemon, state, l, addr)),
+        ListenerSpec::Ecs(_) => Endpoint::Ecs(EcsHandler {
+            profiles: state
+                .ecs_tokens
+                .iter()
+                .filter_map(|(name, token)| {
+                    Some((
+                        name.clone(),
+                        EcsProfile {
+                            cell: state.units.get(name)?.cell.clone(),
+                            token: SecretString::from(token.expose_secret().to_owned()),
+                        },
+                    ))
+                })
+                .collect(),
+        }),
+    }
+}
+
+fn imds_handler(daemon: &Daemon, state: &State, l: &ImdsListener, addr: SocketAddr) -> ImdsHandler {
+    let unit = &state.units[&l.profile];
+    let region = unit
+        .chain
+        .as_ref()
+        .map(|c| c.region.clone())
+        .unwrap_or_else(|_| "us-east-1".into());
+    let listener_id = addr.to_string();
+    ImdsHandler {
+        instance_id: instance_id(&listener_id),
+        listener_id,
+        cell: unit.cell.clone(),
+        role_name: l
+            .role_name
+            .clone()
+            .unwrap_or_else(|| role_name_for(&l.profile)),
+        imds_v1: l.imds_v1,
+        region,
+        key: daemon.key.clone(),
+        started: daemon.started,
+    }
+}
