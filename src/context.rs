@@ -32,6 +32,10 @@ pub(crate) struct Context {
     pub keyring_service: Option<String>,
     /// AWS environment variables that affect profiles.
     pub env: Env,
+    /// `$HOME`.
+    pub home: Option<PathBuf>,
+    /// `$XDG_CONFIG_HOME`, default `~/.config` (where `install-service` puts systemd user units).
+    pub config_home: Option<PathBuf>,
 }
 
 /// Both configuration files, parsed.
@@ -63,6 +67,11 @@ impl Context {
                 .ok()
                 .filter(|s| !s.is_empty()),
             env: Env::from_process(),
+            home: paths::home_dir(),
+            config_home: std::env::var_os("XDG_CONFIG_HOME")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .or_else(|| paths::home_dir().map(|h| h.join(".config"))),
         }
     }
 

@@ -138,7 +138,7 @@ pub fn ecs_token_file(state_dir: &Path, profile: &str) -> PathBuf {
 }
 
 /// Writes `contents` to `path` with mode 0600 atomically (temp file + rename), no trailing newline
-/// added.
+/// added. On failure (a full disk, a directory in the way) the temp file is removed.
 pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -149,15 +149,20 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
         std::process::id()
     ));
     let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
+    let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(contents)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(contents)?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The `credvend` command line: flags (clap) turned into one validated [`Context`], then one
+//! The `credvend` command line: flags (clap) turned into one validated `Context`, then one
 //! function per command. Errors are `anyhow` here and only here; every message is one line that
 //! names the fix. Exit codes: 0 success, 1 operational error, 2 usage error.
 

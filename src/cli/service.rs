@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 
-use super::Context;
+use crate::context::Context;
 
 /// `credvend install-service`.
 #[derive(Debug, clap::Args)]
@@ -26,7 +26,7 @@ const ECS_SOCKET: &str = include_str!("../../systemd/credvend-ecs.socket");
 const PLIST: &str = include_str!("../../launchd/dev.credvend.agent.plist");
 
 /// One file to write.
-pub struct Planned {
+struct Planned {
     /// Destination.
     pub path: PathBuf,
     /// Contents.
@@ -34,8 +34,12 @@ pub struct Planned {
 }
 
 /// The files and commands for this platform.
-pub fn plan(binary: &Path, sockets: bool) -> anyhow::Result<(Vec<Planned>, Vec<Vec<String>>)> {
-    let home = crate::paths::home_dir().context("HOME is not set")?;
+fn plan(
+    ctx: &Context,
+    binary: &Path,
+    sockets: bool,
+) -> anyhow::Result<(Vec<Planned>, Vec<Vec<String>>)> {
+    let home = ctx.home.clone().context("HOME is not set")?;
     let bin = binary.display().to_string();
     if cfg!(target_os = "macos") {
         let logs = home.join("Library/Logs");
@@ -62,9 +66,9 @@ pub fn plan(binary: &Path, sockets: bool) -> anyhow::Result<(Vec<Planned>, Vec<V
         ];
         return Ok((files, cmds));
     }
-    let dir = std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
+    let dir = ctx
+        .config_home
+        .clone()
         .unwrap_or_else(|| home.join(".config"))
         .join("systemd/user");
     let mut files = vec![Planned {
@@ -102,9 +106,9 @@ pub fn plan(binary: &Path, sockets: bool) -> anyhow::Result<(Vec<Planned>, Vec<V
 }
 
 /// Runs `credvend install-service`.
-pub async fn install(_ctx: &Context, args: InstallArgs) -> anyhow::Result<ExitCode> {
+pub async fn install(ctx: &Context, args: InstallArgs) -> anyhow::Result<ExitCode> {
     let binary = std::env::current_exe().context("cannot find the path of this binary")?;
-    let (files, cmds) = plan(&binary, args.sockets)?;
+    let (files, cmds) = plan(ctx, &binary, args.sockets)?;
     if args.dry_run {
         for f in &files {
             println!("# would write {}\n{}", f.path.display(), f.contents);

@@ -1,9 +1,9 @@
 //! The daemon: per-profile credential cells and the refreshers that fill them, the IMDS and ECS
 //! listeners that serve them, and the control commands.
 //!
-//! [`Daemon::apply`] turns a loaded configuration into running parts in two steps
-//! ([`reconcile`]): `plan` does everything that can fail and changes nothing the daemon serves;
-//! `commit` cannot fail. [`commands`] answers the control socket.
+//! `Daemon::apply` turns a loaded configuration into running parts in two steps
+//! (`reconcile`): `plan` does everything that can fail and changes nothing the daemon serves;
+//! `commit` cannot fail. `commands` answers the control socket.
 
 pub(crate) mod audit;
 pub(crate) mod commands;

@@ -1,7 +1,7 @@
 //! HTTP-level conformance of the IMDS and ECS endpoints with the SDK contract
-//! (`sdk-contract.md` sections 2, 3, 4, 7 and 8), against the real `credvend serve` backed by
+//! (`docs/sdk-behaviour.md` sections 2, 3, 4, 7 and 8), against the real `credvend serve` backed by
 //! moto. Each `must_pass_NN_*` test is the server side of item NN of the must-pass list in
-//! section 10; the other tests cover the rest of the contract (v1 mode, tokens across restarts
+//! `docs/must-pass.md`; the other tests cover the rest of the contract (v1 mode, tokens across restarts
 //! and listeners, 404s, HEAD, the failure shapes).
 
 use std::os::unix::fs::PermissionsExt;
@@ -10,13 +10,11 @@ use credvend::daemon::token::TokenKey;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::support::daemon::Setup;
+use crate::support::daemon::{Setup, phase_is};
 use crate::support::http;
 use crate::support::moto::Moto;
 use crate::support::raw;
-use crate::support::served::{
-    ROLE_CREDS, ROLE_LIST, ROLE_TOML, Served, wait_for_credentials, wait_for_phase,
-};
+use crate::support::served::{ROLE_CREDS, ROLE_LIST, ROLE_TOML, Served, wait_for_credentials};
 use crate::support::sts_proxy::{Mode, StsProxy};
 
 const TTL: &str = "x-aws-ec2-metadata-token-ttl-seconds";
@@ -765,7 +763,9 @@ async fn missing_keys_give_imds_failure_document_and_ecs_403() {
          [ecs]\nlisten = \"127.0.0.1:0\"\nprofiles = [\"nokeys\"]\n",
     );
     let daemon = setup.start();
-    wait_for_phase(&setup, "nokeys", "error").await;
+    setup
+        .wait_status("nokeys", "error", phase_is("error"))
+        .await;
     let token = http::token(daemon.imds(), 60).await;
     for path in [
         "/latest/meta-data/iam/security-credentials/nokeys",
@@ -810,7 +810,7 @@ async fn fault_sts_500_gives_imds_failure_document_and_ecs_503() {
     setup.write_aws_config(&config.replace(&moto.url, &proxy.url()));
     setup.write_toml(ROLE_TOML);
     let daemon = setup.start();
-    wait_for_phase(&setup, "role", "error").await;
+    setup.wait_status("role", "error", phase_is("error")).await;
     let token = http::token(daemon.imds(), 60).await;
     let r = http::get(daemon.imds(), ROLE_CREDS, &token).await;
     assert_eq!(r.status, 200);
@@ -839,7 +839,7 @@ async fn a_role_that_refuses_the_user_gives_ecs_403() {
     setup.write_aws_config(&config.replace(&scenario.role_arn, &strangers_role));
     setup.write_toml(ROLE_TOML);
     let daemon = setup.start();
-    wait_for_phase(&setup, "role", "error").await;
+    setup.wait_status("role", "error", phase_is("error")).await;
     let ecs_token = std::fs::read_to_string(setup.state_dir().join("ecs-token-role")).unwrap();
     let ecs = http::ecs_get(daemon.ecs(), "role", Some(&ecs_token)).await;
     assert_eq!(ecs.status, 403, "{}", ecs.body);

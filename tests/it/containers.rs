@@ -4,6 +4,7 @@
 
 use crate::support::daemon::{Setup, stderr, stdout};
 use crate::support::moto::{Moto, secret_of, venv_bin};
+use crate::support::toml::Toml;
 
 /// `eval "$(credvend env role --static)"` lets the AWS CLI call STS; the long-term key never
 /// appears, and stderr warns that the credentials will not refresh.
@@ -12,7 +13,7 @@ async fn env_static_evaluated_in_a_shell_lets_the_aws_cli_call_sts() {
     let moto = Moto::shared();
     let setup = Setup::new();
     let scenario = setup.role_profile(&moto).await;
-    setup.write_toml("[ecs]\nlisten = \"127.0.0.1:0\"\nprofiles = [\"role\"]\n[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"role\"\n");
+    setup.write_toml(&Toml::new().imds("role").ecs(&["role"]).build());
     let _daemon = setup.start();
     for profile in ["role", "base"] {
         // `role` comes from the daemon; `base` (not served) is minted directly (GetSessionToken).
@@ -71,7 +72,7 @@ async fn env_points_at_the_listeners_and_unsets_competing_variables() {
     let moto = Moto::shared();
     let setup = Setup::new();
     setup.role_profile(&moto).await;
-    setup.write_toml("[ecs]\nlisten = \"127.0.0.1:0\"\nprofiles = [\"role\"]\n[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"role\"\n");
+    setup.write_toml(&Toml::new().imds("role").ecs(&["role"]).build());
     let daemon = setup.start();
     let imds = stdout(&setup.cli(&["env", "role"]));
     assert!(

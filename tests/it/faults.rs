@@ -9,6 +9,7 @@ use crate::support::http;
 use crate::support::keyring::{SessionBus, in_own_process};
 use crate::support::moto::Moto;
 use crate::support::sts_proxy::{Mode, StsProxy};
+use crate::support::toml::Toml;
 
 /// A role profile whose STS calls go through `proxy`.
 async fn proxied_role(moto: &Moto, proxy: &StsProxy, setup: &Setup) -> String {
@@ -31,11 +32,11 @@ async fn fault_sts_failures_keep_serving_current_credentials_and_recover() {
     let proxy = StsProxy::start(&moto.url).await;
     let setup = Setup::new();
     proxied_role(&moto, &proxy, &setup).await;
-    setup.write_toml(
-        "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"role\"\n[ecs]\nenabled = false\n",
-    );
+    setup.write_toml(&Toml::new().imds("role").build());
     let daemon = setup.start();
-    setup.wait_status("role", "fresh", |p| p["phase"] == "fresh");
+    setup
+        .wait_status("role", "fresh", |p| p["phase"] == "fresh")
+        .await;
     let before = http::imds_creds(daemon.imds(), "role").await;
     assert_eq!(before["Code"], "Success");
 
@@ -48,7 +49,9 @@ async fn fault_sts_failures_keep_serving_current_credentials_and_recover() {
         proxy.set_mode(mode);
         let calls_before = proxy.count("AssumeRole");
         assert!(setup.cli(&["refresh", "role"]).status.success());
-        let p = setup.wait_status("role", "error", |p| p["phase"] == "error");
+        let p = setup
+            .wait_status("role", "error", |p| p["phase"] == "error")
+            .await;
         let err = &p["last_error"];
         assert_eq!(err["code"], code, "{mode:?}: {p:#}");
         assert!(
@@ -85,9 +88,11 @@ async fn fault_sts_failures_keep_serving_current_credentials_and_recover() {
 
     proxy.set_mode(Mode::Forward);
     assert!(setup.cli(&["refresh", "role"]).status.success());
-    setup.wait_status("role", "fresh again", |p| {
-        p["phase"] == "fresh" && p["last_error"].is_null()
-    });
+    setup
+        .wait_status("role", "fresh again", |p| {
+            p["phase"] == "fresh" && p["last_error"].is_null()
+        })
+        .await;
     let after = http::imds_creds(daemon.imds(), "role").await;
     assert_ne!(
         after["AccessKeyId"], before["AccessKeyId"],
@@ -103,15 +108,17 @@ async fn fault_sts_hanging_does_not_delay_requests() {
     let proxy = StsProxy::start(&moto.url).await;
     let setup = Setup::new();
     proxied_role(&moto, &proxy, &setup).await;
-    setup.write_toml(
-        "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"role\"\n[ecs]\nenabled = false\n",
-    );
+    setup.write_toml(&Toml::new().imds("role").build());
     let daemon = setup.start();
-    setup.wait_status("role", "fresh", |p| p["phase"] == "fresh");
+    setup
+        .wait_status("role", "fresh", |p| p["phase"] == "fresh")
+        .await;
     proxy.set_mode(Mode::Hang);
     let hung_before = proxy.count("AssumeRole");
     assert!(setup.cli(&["refresh", "role"]).status.success());
-    setup.wait_status("role", "refreshing", |p| p["phase"] == "refreshing");
+    setup
+        .wait_status("role", "refreshing", |p| p["phase"] == "refreshing")
+        .await;
     assert!(
         proxy.count("AssumeRole") > hung_before,
         "the refresh is stuck on STS"
@@ -153,10 +160,10 @@ fn fault_keyring_locked_at_start_recovers_once_unlocked() {
                 m = moto.url
             ));
             setup.store_key("base", &user.key);
-            setup.write_toml("[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"role\"\n[ecs]\nenabled = false\n");
+            setup.write_toml(&Toml::new().imds("role").build());
             bus.lock_default_collection();
             let daemon = setup.start();
-            let p = setup.wait_status("role", "error", |p| p["phase"] == "error");
+            let p = setup.wait_status("role", "error", |p| p["phase"] == "error").await;
             assert_eq!(p["last_error"]["code"], "KeyringUnavailable", "{p:#}");
             assert!(p["last_error"]["message"].as_str().unwrap().contains("locked"), "{p:#}");
             let c = http::imds_creds(daemon.imds(), "role").await;
@@ -165,7 +172,7 @@ fn fault_keyring_locked_at_start_recovers_once_unlocked() {
 
             bus.unlock_default_collection();
             assert!(setup.cli(&["refresh", "role"]).status.success());
-            setup.wait_status("role", "fresh", |p| p["phase"] == "fresh");
+            setup.wait_status("role", "fresh", |p| p["phase"] == "fresh").await;
             assert_eq!(http::imds_creds(daemon.imds(), "role").await["Code"], "Success");
         });
         },
@@ -180,16 +187,18 @@ async fn fault_kill_9_during_refresh_then_restart_serves_and_old_tokens_work() {
     let proxy = StsProxy::start(&moto.url).await;
     let setup = Setup::new();
     proxied_role(&moto, &proxy, &setup).await;
-    setup.write_toml(
-        "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"role\"\n[ecs]\nenabled = false\n",
-    );
+    setup.write_toml(&Toml::new().imds("role").build());
     let daemon = setup.start();
     let addr = daemon.imds();
-    setup.wait_status("role", "fresh", |p| p["phase"] == "fresh");
+    setup
+        .wait_status("role", "fresh", |p| p["phase"] == "fresh")
+        .await;
     let token = http::token(addr, 21600).await;
     proxy.set_mode(Mode::Hang);
     assert!(setup.cli(&["refresh", "role"]).status.success());
-    setup.wait_status("role", "refreshing", |p| p["phase"] == "refreshing");
+    setup
+        .wait_status("role", "refreshing", |p| p["phase"] == "refreshing")
+        .await;
     daemon.signal(libc::SIGKILL);
     let status = daemon.wait();
     assert_eq!(
@@ -204,7 +213,9 @@ async fn fault_kill_9_during_refresh_then_restart_serves_and_old_tokens_work() {
     ));
     let restarted = setup.start();
     assert_eq!(restarted.imds(), addr);
-    setup.wait_status("role", "fresh", |p| p["phase"] == "fresh");
+    setup
+        .wait_status("role", "fresh", |p| p["phase"] == "fresh")
+        .await;
     let r = http::get(
         addr,
         "/latest/meta-data/iam/security-credentials/role",

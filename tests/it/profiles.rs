@@ -5,6 +5,7 @@ use credvend::sts::StsEndpoint;
 
 use crate::support::daemon::{Setup, phase_is, stderr, stdout};
 use crate::support::moto::{Moto, PrivateMoto, secret_of, venv_bin};
+use crate::support::toml::Toml;
 
 /// Temporary credentials printed by `credential-process`, as signing material.
 fn creds_of(out: &std::process::Output) -> credvend::creds::TemporaryCredentials {
@@ -153,9 +154,7 @@ async fn source_profile_cycle_is_reported_at_load_naming_the_profiles() {
     let list = stdout(&setup.cli(&["list"]));
     assert!(list.contains("source_profile loop"), "{list}");
     // The daemon reports it for the served profile instead of crashing.
-    setup.write_toml(
-        "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"a\"\n[ecs]\nenabled = false\n",
-    );
+    setup.write_toml(&Toml::new().imds("a").build());
     let daemon = setup.start();
     let status: serde_json::Value =
         serde_json::from_slice(&setup.cli(&["status", "--json"]).stdout).unwrap();
@@ -255,11 +254,11 @@ async fn credential_process_profiles_produce_credentials() {
     assert!(!stdout(&out).contains(&secret_of(&user.key)));
 
     // Served by the daemon: the user's status shows the helper's output, HTTP clients do not get it.
-    setup.write_toml(
-        "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"broken\"\n[ecs]\nenabled = false\n",
-    );
+    setup.write_toml(&Toml::new().imds("broken").build());
     let daemon = setup.start();
-    let status = setup.wait_status("broken", "error", phase_is("error"));
+    let status = setup
+        .wait_status("broken", "error", phase_is("error"))
+        .await;
     assert!(
         status["last_error"]["message"]
             .as_str()
@@ -379,14 +378,12 @@ async fn web_identity_token_file_is_reread_at_every_refresh() {
         token_file.display(),
         moto.url
     ));
-    setup.write_toml(
-        "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"wi\"\n[ecs]\nenabled = false\n",
-    );
+    setup.write_toml(&Toml::new().imds("wi").build());
     let _daemon = setup.start();
-    setup.wait_status("wi", "fresh", phase_is("fresh"));
+    setup.wait_status("wi", "fresh", phase_is("fresh")).await;
     std::fs::remove_file(&token_file).unwrap();
     assert!(setup.cli(&["refresh", "wi"]).status.success());
-    let p = setup.wait_status("wi", "error", phase_is("error"));
+    let p = setup.wait_status("wi", "error", phase_is("error")).await;
     assert_eq!(p["last_error"]["code"], "WebIdentityTokenUnreadable");
     assert!(
         p["last_error"]["message"]
@@ -397,7 +394,9 @@ async fn web_identity_token_file_is_reread_at_every_refresh() {
     );
     std::fs::write(&token_file, "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ5In0.").unwrap();
     assert!(setup.cli(&["refresh", "wi"]).status.success());
-    setup.wait_status("wi", "fresh again", |p| {
-        p["phase"] == "fresh" && p["last_error"].is_null()
-    });
+    setup
+        .wait_status("wi", "fresh again", |p| {
+            p["phase"] == "fresh" && p["last_error"].is_null()
+        })
+        .await;
 }

@@ -202,8 +202,10 @@ impl Setup {
             .cloned()
     }
 
-    /// Polls `credvend status --json` (bounded, 30 s) until `pred` holds for profile `name`.
-    pub fn wait_status(
+    /// Polls `credvend status --json` (bounded, 30 s) until `pred` holds for profile `name`; the
+    /// condition, not the time, is the synchronisation. Async, so that test-side servers on the
+    /// same runtime (an STS proxy) keep running meanwhile. The one status poller of the suite.
+    pub async fn wait_status(
         &self,
         name: &str,
         what: &str,
@@ -221,7 +223,7 @@ impl Setup {
                 Instant::now() < deadline,
                 "profile {name} never became {what}: {entry:?}"
             );
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 /// What the fake does with one request.
@@ -62,35 +62,12 @@ impl FakeSts {
                 };
                 let (s, r) = (s.clone(), r.clone());
                 tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    let (head, body) = loop {
-                        let n = match sock.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
-                        };
-                        buf.extend_from_slice(&chunk[..n]);
-                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&buf[..end]).to_string();
-                            let len = head
-                                .lines()
-                                .find_map(|l| {
-                                    let (k, v) = l.split_once(':')?;
-                                    k.eq_ignore_ascii_case("content-length")
-                                        .then(|| v.trim().parse::<usize>().ok())?
-                                })
-                                .unwrap_or(0);
-                            while buf.len() < end + 4 + len {
-                                match sock.read(&mut chunk).await {
-                                    Ok(0) | Err(_) => return,
-                                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                                }
-                            }
-                            let body =
-                                String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
-                            break (head, body);
-                        }
+                    let Some(m) =
+                        super::framing::read_message(&mut sock, &mut Vec::new(), |_| true).await
+                    else {
+                        return;
                     };
+                    let (head, body) = (m.head, String::from_utf8_lossy(&m.body).into_owned());
                     r.lock().unwrap().push(Seen { head, body });
                     let reply = {
                         let mut q = s.lock().unwrap();

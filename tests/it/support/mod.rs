@@ -6,12 +6,14 @@
 pub mod clients;
 pub mod daemon;
 pub mod fake_sts;
+pub mod framing;
 pub mod http;
 pub mod keyring;
 pub mod moto;
 pub mod raw;
 pub mod served;
 pub mod sts_proxy;
+pub mod toml;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -96,18 +96,6 @@ impl Conn {
     pub async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.stream.write_all(bytes).await
     }
-
-    /// Reads more bytes into the pending buffer; false on EOF or reset.
-    async fn fill(&mut self) -> bool {
-        let mut chunk = [0u8; 4096];
-        match self.stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => false,
-            Ok(n) => {
-                self.pending.extend_from_slice(&chunk[..n]);
-                true
-            }
-        }
-    }
 }
 
 /// Connects to `addr` (bounded by [`HANG`]).
@@ -144,58 +132,31 @@ pub async fn read_response(c: &mut Conn, head_request: bool) -> Outcome {
 }
 
 async fn read_response_unbounded(c: &mut Conn, head_request: bool) -> Outcome {
-    let head_end = loop {
-        if let Some(i) = c.pending.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        if !c.fill().await {
-            return Outcome::Closed;
-        }
+    let status = |head: &str| -> u16 {
+        let line = head.split("\r\n").next().unwrap_or_default();
+        line.split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP status line: {line:?}"))
     };
-    let head = String::from_utf8_lossy(&c.pending[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP status line: {status_line:?}"));
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .map(|(_, v)| v.parse().expect("numeric Content-Length"))
-        .unwrap_or(0);
-    let want = if head_request || status == 204 || status == 304 {
-        0
-    } else {
-        len
-    };
-    while c.pending.len() < head_end + 4 + want {
-        if !c.fill().await {
-            return Outcome::Closed;
-        }
+    let has_body = |head: &str| !head_request && !matches!(status(head), 204 | 304);
+    match super::framing::read_message(&mut c.stream, &mut c.pending, has_body).await {
+        None => Outcome::Closed,
+        Some(m) => Outcome::Answered(RawResp {
+            status: status(&m.head),
+            headers: m.headers(),
+            body: m.body,
+        }),
     }
-    let rest = c.pending.split_off(head_end + 4 + want);
-    let body = c.pending[head_end + 4..].to_vec();
-    c.pending = rest;
-    Outcome::Answered(RawResp {
-        status,
-        headers,
-        body,
-    })
 }
 
 /// Waits until the server closes `c` (EOF or reset), discarding anything it sends; `false` if
 /// it is still open after `limit`.
 pub async fn closed_within(c: &mut Conn, limit: Duration) -> bool {
     let drain = async {
-        while c.fill().await {
-            c.pending.clear();
-        }
+        let mut chunk = [0u8; 4096];
+        while let Ok(1..) = c.stream.read(&mut chunk).await {}
+        c.pending.clear();
     };
     tokio::time::timeout(limit, drain).await.is_ok()
 }

@@ -86,25 +86,6 @@ pub async fn wait_for_credentials(addr: SocketAddr, path: &str) -> serde_json::V
     }
 }
 
-/// Polls `credvend status --json` until `profile` is in `phase`; returns that profile's entry.
-/// Async so that test-side servers on the same runtime (an STS proxy) keep running meanwhile.
-pub async fn wait_for_phase(setup: &Setup, profile: &str, phase: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let entry = setup.profile_status(profile);
-        if let Some(e) = &entry
-            && e["phase"] == phase
-        {
-            return e.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "profile {profile} did not reach phase {phase} within 20 s: {entry:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The daemon's resident set size in KiB (`VmRSS` of `/proc/PID/status`).
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

@@ -58,34 +58,8 @@ fn action_of(body: &[u8]) -> String {
         .to_owned()
 }
 
-async fn read_request(sock: &mut TcpStream) -> Option<(Vec<u8>, usize)> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        let n = sock.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len = head
-                .lines()
-                .find_map(|l| {
-                    l.strip_prefix("content-length:")
-                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                })
-                .unwrap_or(0);
-            while buf.len() < end + 4 + len {
-                let n = sock.read(&mut chunk).await.ok()?;
-                if n == 0 {
-                    return None;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            return Some((buf, end + 4));
-        }
-    }
+async fn read_request(sock: &mut TcpStream) -> Option<super::framing::Message> {
+    super::framing::read_message(sock, &mut Vec::new(), |_| true).await
 }
 
 impl StsProxy {
@@ -113,10 +87,10 @@ impl StsProxy {
                 let (c, r, m) = (c.clone(), r.clone(), m.clone());
                 tokio::spawn(async move {
                     // One request per connection: answers say `connection: close`.
-                    let Some((req, body_at)) = read_request(&mut sock).await else {
+                    let Some(req) = read_request(&mut sock).await else {
                         return;
                     };
-                    let action = action_of(&req[body_at..]);
+                    let action = action_of(&req.body);
                     *c.lock().unwrap().entry(action).or_default() += 1;
                     let mode = {
                         let mut rx = m.subscribe();
@@ -142,13 +116,10 @@ impl StsProxy {
                                 return;
                             };
                             // Ask moto to close after answering so the copy below ends.
-                            let text = String::from_utf8_lossy(&req[..body_at]).replacen(
-                                "\r\n",
-                                "\r\nconnection: close\r\n",
-                                1,
-                            );
+                            let text = req.head.replacen("\r\n", "\r\nconnection: close\r\n", 1);
                             let mut out = text.into_bytes();
-                            out.extend_from_slice(&req[body_at..]);
+                            out.extend_from_slice(b"\r\n\r\n");
+                            out.extend_from_slice(&req.body);
                             if up.write_all(&out).await.is_err() {
                                 return;
                             }

@@ -1,0 +1,242 @@
+//! SIGHUP: reloading both configuration files as a diff, atomically.
+
+use std::time::Duration;
+
+use crate::support::daemon::{Setup, phase_is};
+use crate::support::http;
+use crate::support::moto::Moto;
+use crate::support::raw;
+use crate::support::served::{ROLE_TOML, Served};
+use crate::support::toml::Toml;
+
+#[tokio::test]
+async fn sighup_with_a_broken_file_keeps_serving_and_a_fixed_file_adds_a_listener() {
+    let moto = Moto::shared();
+    let setup = Setup::new();
+    setup.role_profile(&moto).await;
+    setup.write_toml(&Toml::new().imds("role").build());
+    let daemon = setup.start();
+    let first = daemon.imds();
+    setup.wait_status("role", "fresh", phase_is("fresh")).await;
+    let key_before = http::imds_creds(first, "role").await["AccessKeyId"].clone();
+
+    setup.write_toml("[[imds]\nlisten = ");
+    daemon.signal(libc::SIGHUP);
+    assert!(
+        daemon.wait_for_log(
+            "reload failed, the previous configuration keeps serving",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(http::imds_creds(first, "role").await["Code"], "Success");
+
+    setup.write_toml(
+        "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"role\"\n\
+         [[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"role\"\nrole_name = \"second\"\n[ecs]\nenabled = false\n",
+    );
+    daemon.signal(libc::SIGHUP);
+    assert!(daemon.wait_for_log("configuration reloaded", Duration::from_secs(10)));
+    let status: serde_json::Value =
+        serde_json::from_slice(&setup.cli(&["status", "--json"]).stdout).unwrap();
+    let addrs: Vec<std::net::SocketAddr> = status["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["address"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(addrs.len(), 2);
+    assert!(
+        addrs.contains(&first),
+        "the unchanged listener kept its socket"
+    );
+    let second = *addrs.iter().find(|a| **a != first).unwrap();
+    let token = http::token(second, 60).await;
+    assert_eq!(
+        http::get(
+            second,
+            "/latest/meta-data/iam/security-credentials/",
+            &token
+        )
+        .await
+        .body,
+        "second"
+    );
+    let r = http::get(
+        second,
+        "/latest/meta-data/iam/security-credentials/second",
+        &token,
+    )
+    .await;
+    assert_eq!(r.json()["Code"], "Success");
+    // Unchanged profile: the credentials from before both reloads, on both listeners.
+    assert_eq!(r.json()["AccessKeyId"], key_before);
+    assert_eq!(
+        http::imds_creds(first, "role").await["AccessKeyId"],
+        key_before
+    );
+
+    // Back to one listener: the second one stops listening, the first keeps serving.
+    setup.write_toml(&Toml::new().imds("role").build());
+    daemon.signal(libc::SIGHUP);
+    assert!(
+        daemon.wait_for_log("listener removed", Duration::from_secs(10)),
+        "{}",
+        daemon.log()
+    );
+    let closed = format!("stopped listening address={second}");
+    assert!(
+        daemon.wait_for_log(&closed, Duration::from_secs(10)),
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        tokio::net::TcpStream::connect(second).await.is_err(),
+        "the removed listener still accepts"
+    );
+    assert_eq!(http::imds_creds(first, "role").await["Code"], "Success");
+}
+
+/// A reload that changes only `[refresh]` keeps every profile's credentials and moves their next
+/// rotation: a larger margin means an earlier rotation, and nothing is minted for the reload.
+#[tokio::test]
+async fn sighup_with_new_refresh_settings_keeps_credentials_and_reschedules() {
+    let s = Served::start(ROLE_TOML).await;
+    let before = s
+        .setup
+        .wait_status("role", "fresh", phase_is("fresh"))
+        .await;
+    let key = http::imds_creds(s.imds(), "role").await["AccessKeyId"].clone();
+
+    // 1 h sessions: the default 35 min margin rotates ~24 min in, 40 min ~19 min in (the 3 min
+    // jitter cannot bridge the 5 min between them).
+    s.setup
+        .write_toml(&format!("{ROLE_TOML}[refresh]\nmargin_seconds = 2400\n"));
+    s.daemon.signal(libc::SIGHUP);
+    assert!(
+        s.daemon
+            .wait_for_log("rotation rescheduled", Duration::from_secs(10)),
+        "{}",
+        s.daemon.log()
+    );
+    let after = s.setup.profile_status("role").unwrap();
+    assert_eq!(http::imds_creds(s.imds(), "role").await["AccessKeyId"], key);
+    assert_eq!(after["refreshes"], before["refreshes"]);
+    let next = |p: &serde_json::Value| p["next_refresh"].as_str().unwrap().to_owned();
+    assert!(
+        next(&after) < next(&before),
+        "{} is not before {}",
+        next(&after),
+        next(&before)
+    );
+}
+
+/// A reload reaches connections that are already open: a keep-alive connection using a Host name
+/// that the reload takes out of `hosts` is refused on its next request.
+#[tokio::test]
+async fn sighup_applies_to_open_keep_alive_connections() {
+    let toml = |hosts: &str| {
+        format!(
+            "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"nobody-has-this\"\nhosts = [{hosts}]\n\
+             [ecs]\nenabled = false\n"
+        )
+    };
+    let setup = Setup::new();
+    setup.write_toml(&toml("\"creds.test\""));
+    let daemon = setup.start();
+    let put = raw::request(
+        "PUT",
+        "/latest/api/token",
+        Some("creds.test"),
+        &[("x-aws-ec2-metadata-token-ttl-seconds", "60")],
+    );
+    let mut conn = raw::connect(daemon.imds()).await;
+    assert_eq!(raw::send_on(&mut conn, &put).await.status(), Some(200));
+
+    setup.write_toml(&toml(""));
+    daemon.signal(libc::SIGHUP);
+    assert!(
+        daemon.wait_for_log("configuration reloaded", Duration::from_secs(10)),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(raw::send_on(&mut conn, &put).await.status(), Some(403));
+}
+
+/// A reload whose last fallible step fails (the token file of a newly served ECS profile cannot
+/// be written: a directory squats its path) changes nothing: every listener and profile served
+/// before is still served, with the same keys and tokens, and no half-written file is left.
+#[tokio::test]
+async fn sighup_failing_at_the_last_step_keeps_everything_served_before() {
+    let moto = Moto::shared();
+    let setup = Setup::new();
+    setup.role_profile(&moto).await;
+    setup.write_toml(&Toml::new().imds("role").ecs(&["role"]).build());
+    let daemon = setup.start();
+    setup.wait_status("role", "fresh", phase_is("fresh")).await;
+    let status_before = setup.cli(&["status", "--json"]);
+    let listeners_before = serde_json::from_slice::<serde_json::Value>(&status_before.stdout)
+        .unwrap()["listeners"]
+        .clone();
+    let imds_key = http::imds_creds(daemon.imds(), "role").await["AccessKeyId"].clone();
+    let token_file = setup.state_dir().join("ecs-token-role");
+    let ecs_token = std::fs::read_to_string(&token_file).unwrap();
+    let ecs_key = http::ecs_get(daemon.ecs(), "role", Some(&ecs_token))
+        .await
+        .json()["AccessKeyId"]
+        .clone();
+
+    // The new configuration binds one more listener (which works) and serves one more ECS
+    // profile, whose token file cannot be written.
+    std::fs::create_dir(setup.state_dir().join("ecs-token-newp")).unwrap();
+    setup.write_toml(
+        &Toml::new()
+            .imds("role")
+            .imds_with("role", "role_name = \"second\"\n")
+            .ecs(&["role", "newp"])
+            .build(),
+    );
+    daemon.signal(libc::SIGHUP);
+    assert!(
+        daemon.wait_for_log(
+            "reload failed, the previous configuration keeps serving: cannot write the ECS token file of `newp`",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        daemon.log()
+    );
+
+    let status_after: serde_json::Value =
+        serde_json::from_slice(&setup.cli(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(
+        status_after["listeners"], listeners_before,
+        "no listener added or lost"
+    );
+    let names: Vec<&str> = status_after["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["role"]);
+    assert_eq!(
+        http::imds_creds(daemon.imds(), "role").await["AccessKeyId"],
+        imds_key,
+        "the same credentials over IMDS"
+    );
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap(), ecs_token);
+    assert_eq!(
+        http::ecs_get(daemon.ecs(), "role", Some(&ecs_token))
+            .await
+            .json()["AccessKeyId"],
+        ecs_key,
+        "the same token and credentials over ECS"
+    );
+    let leftovers: Vec<String> = std::fs::read_dir(setup.state_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -1,0 +1,58 @@
+//! A builder for test daemons' `config.toml`: listeners on free loopback ports (port 0; the
+//! ready line says where they landed), the ECS endpoint off unless asked for.
+
+/// A `config.toml` under construction.
+#[derive(Clone, Debug, Default)]
+pub struct Toml {
+    sections: Vec<String>,
+    ecs: Option<String>,
+}
+
+impl Toml {
+    /// No listener at all, ECS disabled.
+    pub fn new() -> Toml {
+        Toml::default()
+    }
+
+    /// An IMDS listener on 127.0.0.1:0 serving `profile`.
+    pub fn imds(self, profile: &str) -> Toml {
+        self.imds_with(profile, "")
+    }
+
+    /// An IMDS listener on 127.0.0.1:0 serving `profile`, with extra `key = value` lines.
+    pub fn imds_with(mut self, profile: &str, extra: &str) -> Toml {
+        self.sections.push(format!(
+            "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"{profile}\"\n{extra}"
+        ));
+        self
+    }
+
+    /// The ECS endpoint on 127.0.0.1:0 serving exactly `profiles`.
+    pub fn ecs(mut self, profiles: &[&str]) -> Toml {
+        let list: Vec<String> = profiles.iter().map(|p| format!("\"{p}\"")).collect();
+        self.ecs = Some(format!(
+            "[ecs]\nlisten = \"127.0.0.1:0\"\nprofiles = [{}]\n",
+            list.join(", ")
+        ));
+        self
+    }
+
+    /// The ECS endpoint on 127.0.0.1:0 serving every profile it can.
+    pub fn ecs_all(mut self) -> Toml {
+        self.ecs = Some("[ecs]\nlisten = \"127.0.0.1:0\"\n".into());
+        self
+    }
+
+    /// Another section, as written (`[refresh]`, `[limits]`...).
+    pub fn section(mut self, text: &str) -> Toml {
+        self.sections.push(text.to_owned());
+        self
+    }
+
+    /// The file's text.
+    pub fn build(&self) -> String {
+        let mut out = self.sections.concat();
+        out.push_str(self.ecs.as_deref().unwrap_or("[ecs]\nenabled = false\n"));
+        out
+    }
+}
