@@ -198,7 +198,7 @@ async fn session_and_federation_tokens_are_minted() {
                 name: "fed-user".into(),
                 duration_seconds: Some(3600),
                 policy: Some(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#.into()),
-                policy_arns: vec![],
+                ..GetFederationToken::default()
             }),
             Some(user.key.signing_key()),
         )
