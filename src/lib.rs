@@ -7,8 +7,8 @@
 //! Pure core (no IO; unit-, property- and fuzz-tested): [`sigv4`], [`sts::wire`],
 //! [`sts::endpoint`], [`profile`] (config parser, credentials-file editor, chain resolution),
 //! [`config`] (daemon TOML), [`daemon::policy`], [`daemon::imds::route`], [`daemon::token`].
-//! IO edges: [`sts::client`], [`keystore`], [`mint`], [`daemon`] (listeners, refresher, control
-//! socket), [`cli`], [`sys`].
+//! IO edges: [`sts::client`], [`iam`] (access keys), [`keystore`], [`mint`], [`daemon`]
+//! (listeners, refresher, control socket), [`cli`], [`sys`].
 
 pub mod cli;
 pub mod config;
@@ -16,6 +16,7 @@ pub mod creds;
 pub mod daemon;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod iam;
 pub mod keystore;
 pub mod logging;
 pub mod mint;
