@@ -45,9 +45,10 @@ pub struct IamEndpoint {
     pub signing_region: String,
 }
 
-/// Partitions other than `aws`: (region prefix, partition's global region name, IAM host,
+/// Partitions other than `aws`: (region prefix, partition's global pseudo-region, IAM host,
 /// signing region), from botocore's `partitions.json` (region regexes and
-/// `implicitGlobalRegion`) and IAM's endpoint rule set.
+/// `implicitGlobalRegion`) and IAM's endpoint rule set. `tests/it/query_botocore.rs` compares
+/// the result with botocore's for every partition.
 const PARTITIONS: &[(&str, &str, &str, &str)] = &[
     (
         "cn-",
@@ -86,8 +87,8 @@ const PARTITIONS: &[(&str, &str, &str, &str)] = &[
         "us-isof-south-1",
     ),
     (
-        "eusc-",
-        "aws-eusc-global",
+        "eusc-de-",
+        "eusc-de-east-1", // no global pseudo-region: the partition's one listed region
         "iam.eusc-de-east-1.amazonaws.eu",
         "eusc-de-east-1",
     ),
@@ -100,9 +101,21 @@ impl IamEndpoint {
         if !StsEndpoint::valid_region(region) {
             return None;
         }
+        // The partition regexes all read `^PREFIX\w+\-\d+$`.
+        let in_partition = |prefix: &str| {
+            region
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.rsplit_once('-'))
+                .is_some_and(|(word, digits)| {
+                    !word.is_empty()
+                        && word.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                        && !digits.is_empty()
+                        && digits.bytes().all(|b| b.is_ascii_digit())
+                })
+        };
         let (host, signing_region) = PARTITIONS
             .iter()
-            .find(|(prefix, global, _, _)| region.starts_with(prefix) || region == *global)
+            .find(|(prefix, global, _, _)| region == *global || in_partition(prefix))
             .map(|(_, _, host, signing)| (*host, *signing))
             .unwrap_or(("iam.amazonaws.com", "us-east-1"));
         Some(IamEndpoint {

@@ -14,6 +14,7 @@ mod hostile;
 mod keystore;
 mod netns;
 mod profiles;
+mod query_botocore;
 mod sdk;
 mod service;
 mod sigv4_botocore;
