@@ -795,3 +795,282 @@ fn malformed(req: &IamRequest, endpoint: &IamEndpoint, source: ParseError) -> Ia
         source,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+    use time::macros::datetime;
+
+    // Response samples shaped as in the IAM API Reference (GetUser, ListAccessKeys,
+    // CreateAccessKey), with the documentation's example values. GetUser has a decoy `Arn`
+    // nested before the user's own, which a lookup by descendant would pick.
+    const GET_USER: &str = r#"<GetUserResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/">
+  <GetUserResult>
+    <User>
+      <UserId>AIDACKCEVSQ6C2EXAMPLE</UserId>
+      <Path>/division_abc/subdivision_xyz/</Path>
+      <UserName>Bob</UserName>
+      <PermissionsBoundary>
+        <PermissionsBoundaryArn>arn:aws:iam::123456789012:policy/boundary</PermissionsBoundaryArn>
+        <Arn>arn:aws:iam::123456789012:policy/decoy</Arn>
+      </PermissionsBoundary>
+      <Arn>arn:aws:iam::123456789012:user/division_abc/subdivision_xyz/Bob</Arn>
+      <CreateDate>2013-10-02T17:01:44Z</CreateDate>
+    </User>
+  </GetUserResult>
+  <ResponseMetadata><RequestId>7a62c49f-347e-4fc4-9331-6e8eEXAMPLE</RequestId></ResponseMetadata>
+</GetUserResponse>"#;
+
+    const LIST_KEYS: &str = r#"<ListAccessKeysResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/">
+  <ListAccessKeysResult>
+    <UserName>Bob</UserName>
+    <AccessKeyMetadata>
+      <member>
+        <UserName>Bob</UserName>
+        <AccessKeyId>AKIAIOSFODNN7EXAMPLE</AccessKeyId>
+        <Status>Active</Status>
+        <CreateDate>2012-05-08T23:34:01Z</CreateDate>
+      </member>
+      <member>
+        <UserName>Bob</UserName>
+        <AccessKeyId>AKIAI44QH8DHBEXAMPLE</AccessKeyId>
+        <Status>Inactive</Status>
+      </member>
+    </AccessKeyMetadata>
+    <IsTruncated>false</IsTruncated>
+  </ListAccessKeysResult>
+  <ResponseMetadata><RequestId>7a62c49f-347e-4fc4-9331-6e8eEXAMPLE</RequestId></ResponseMetadata>
+</ListAccessKeysResponse>"#;
+
+    const CREATE_KEY: &str = r#"<CreateAccessKeyResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/">
+  <CreateAccessKeyResult>
+    <AccessKey>
+      <UserName>Bob</UserName>
+      <AccessKeyId>AKIAIOSFODNN7EXAMPLE</AccessKeyId>
+      <Status>Active</Status>
+      <SecretAccessKey>wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY</SecretAccessKey>
+      <CreateDate>2024-05-08T23:34:01.123456Z</CreateDate>
+    </AccessKey>
+  </CreateAccessKeyResult>
+  <ResponseMetadata><RequestId>7a62c49f-347e-4fc4-9331-6e8eEXAMPLE</RequestId></ResponseMetadata>
+</CreateAccessKeyResponse>"#;
+
+    #[test]
+    fn parses_get_user_from_the_user_element_only() {
+        let u = parse_user(GET_USER).unwrap();
+        assert_eq!(u.user_name, "Bob");
+        assert_eq!(u.user_id, "AIDACKCEVSQ6C2EXAMPLE");
+        assert_eq!(
+            u.arn,
+            "arn:aws:iam::123456789012:user/division_abc/subdivision_xyz/Bob"
+        );
+        assert_eq!(
+            parse_user("<GetUserResponse/>").unwrap_err(),
+            ParseError::Missing("User")
+        );
+    }
+
+    #[test]
+    fn parses_access_key_pages() {
+        let (keys, next) = parse_access_keys(LIST_KEYS).unwrap();
+        assert_eq!(next, None);
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[0].access_key_id, "AKIAIOSFODNN7EXAMPLE");
+        assert_eq!(keys[0].status, AccessKeyStatus::Active);
+        assert_eq!(
+            keys[0].create_date,
+            Some(datetime!(2012-05-08 23:34:01 UTC))
+        );
+        assert_eq!(keys[0].user_name.as_deref(), Some("Bob"));
+        assert_eq!(keys[1].status, AccessKeyStatus::Inactive);
+        assert_eq!(keys[1].create_date, None);
+
+        let truncated = LIST_KEYS.replace(
+            "<IsTruncated>false</IsTruncated>",
+            "<IsTruncated>true</IsTruncated><Marker>page+2</Marker>",
+        );
+        assert_eq!(
+            parse_access_keys(&truncated).unwrap().1.as_deref(),
+            Some("page+2")
+        );
+        let no_marker = LIST_KEYS.replace("false</IsTruncated>", "true</IsTruncated>");
+        assert_eq!(
+            parse_access_keys(&no_marker).unwrap_err(),
+            ParseError::Missing("Marker")
+        );
+        let empty = "<ListAccessKeysResponse><ListAccessKeysResult><AccessKeyMetadata/>\
+                     <IsTruncated>false</IsTruncated></ListAccessKeysResult></ListAccessKeysResponse>";
+        assert_eq!(parse_access_keys(empty).unwrap(), (vec![], None));
+        let bad_date = LIST_KEYS.replace("2012-05-08T23:34:01Z", "yesterday");
+        assert_eq!(
+            parse_access_keys(&bad_date).unwrap_err(),
+            ParseError::BadTimestamp {
+                element: "CreateDate",
+                value: "yesterday".into()
+            }
+        );
+        let odd = LIST_KEYS.replace("Inactive", "Retired");
+        assert_eq!(
+            parse_access_keys(&odd).unwrap().0[1].status,
+            AccessKeyStatus::Other("Retired".into())
+        );
+    }
+
+    #[test]
+    fn parses_a_new_key_into_a_secret() {
+        let k = parse_new_key(CREATE_KEY).unwrap();
+        assert_eq!(k.key.access_key_id, "AKIAIOSFODNN7EXAMPLE");
+        assert_eq!(
+            k.key.secret_access_key.expose_secret(),
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY"
+        );
+        assert_eq!(k.user_name, "Bob");
+        assert_eq!(
+            k.create_date,
+            Some(datetime!(2024-05-08 23:34:01.123456 UTC))
+        );
+        assert!(!format!("{k:?}").contains("EXAMPLEKEY"));
+        // Broken XML: roxmltree's message (which may quote the document) is not passed on.
+        let broken = CREATE_KEY.replace("</SecretAccessKey>", "</Secret&AccessKey>");
+        let err = parse_new_key(&broken).unwrap_err();
+        assert!(!err.to_string().contains("EXAMPLEKEY"), "{err}");
+        let no_secret = CREATE_KEY.replace("wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY", "");
+        assert_eq!(
+            parse_new_key(&no_secret).unwrap_err(),
+            ParseError::Missing("SecretAccessKey")
+        );
+    }
+
+    #[test]
+    fn endpoints_follow_the_partition() {
+        let e = |r: &str| {
+            let e = IamEndpoint::aws(r).unwrap();
+            (e.url.to_string(), e.signing_region)
+        };
+        let global = (
+            "https://iam.amazonaws.com/".to_owned(),
+            "us-east-1".to_owned(),
+        );
+        assert_eq!(e("eu-west-1"), global);
+        assert_eq!(e("us-east-1"), global);
+        assert_eq!(e("aws-global"), global);
+        assert_eq!(e("local"), global);
+        assert_eq!(e("cn-x"), global, "not a region of aws-cn by its regex");
+        assert_eq!(
+            e("cn-northwest-1"),
+            (
+                "https://iam.cn-north-1.amazonaws.com.cn/".to_owned(),
+                "cn-north-1".to_owned()
+            )
+        );
+        assert_eq!(
+            e("us-gov-east-1"),
+            (
+                "https://iam.us-gov.amazonaws.com/".to_owned(),
+                "us-gov-west-1".to_owned()
+            )
+        );
+        assert_eq!(e("us-isob-east-1").1, "us-isob-east-1");
+        assert_eq!(e("us-iso-west-1").1, "us-iso-east-1");
+        assert!(IamEndpoint::aws("us east 1").is_none());
+        let custom = IamEndpoint::custom("http://127.0.0.1:5000".parse().unwrap(), "eu-west-1");
+        assert_eq!(custom.signing_region, "eu-west-1");
+        assert_eq!(custom.to_string(), "http://127.0.0.1:5000/");
+    }
+
+    #[test]
+    fn form_bodies_in_model_order() {
+        assert_eq!(
+            IamRequest::GetUser { user_name: None }.form_body(),
+            "Action=GetUser&Version=2010-05-08"
+        );
+        assert_eq!(
+            IamRequest::ListAccessKeys {
+                user_name: Some("a b".into()),
+                marker: Some("m+/=".into())
+            }
+            .form_body(),
+            "Action=ListAccessKeys&Version=2010-05-08&UserName=a+b&Marker=m%2B%2F%3D"
+        );
+        assert_eq!(
+            IamRequest::UpdateAccessKey {
+                user_name: Some("bob".into()),
+                access_key_id: "AKIDEXAMPLE".into(),
+                status: AccessKeyStatus::Inactive,
+            }
+            .form_body(),
+            "Action=UpdateAccessKey&Version=2010-05-08&UserName=bob&AccessKeyId=AKIDEXAMPLE\
+             &Status=Inactive"
+        );
+        assert_eq!(
+            IamRequest::DeleteAccessKey {
+                user_name: None,
+                access_key_id: "AKIDEXAMPLE".into(),
+            }
+            .form_body(),
+            "Action=DeleteAccessKey&Version=2010-05-08&AccessKeyId=AKIDEXAMPLE"
+        );
+    }
+
+    fn service(action: &'static str, status: u16, code: &str) -> IamError {
+        IamError::Service(ServiceError {
+            action,
+            status,
+            kind: "Sender".into(),
+            code: code.into(),
+            message: "server says".into(),
+            request_id: Some("rid".into()),
+        })
+    }
+
+    #[test]
+    fn error_messages_name_the_fix() {
+        let e = service("CreateAccessKey", 409, "LimitExceeded");
+        assert_eq!(
+            e.to_string(),
+            "IAM CreateAccessKey failed: the IAM user already has two access keys, the most IAM \
+             allows: delete one (aws iam delete-access-key --access-key-id ID) and try again \
+             (LimitExceeded: server says, request id rid)"
+        );
+        assert!(!e.is_retryable());
+        let e = service("ListAccessKeys", 403, "AccessDenied").to_string();
+        assert!(e.contains("may not call iam:ListAccessKeys"), "{e}");
+        assert!(e.contains("arn:aws:iam::*:user/${aws:username}"), "{e}");
+        let e = service("DeleteAccessKey", 404, "NoSuchEntity").to_string();
+        assert!(e.contains("no such access key"), "{e}");
+        let e = service("GetUser", 404, "NoSuchEntity").to_string();
+        assert!(e.contains("no such IAM user"), "{e}");
+        let e = service("GetUser", 400, "Throttling");
+        assert!(e.to_string().contains("try again in a minute"), "{e}");
+        assert!(e.is_retryable() && e.is_throttled());
+        let e = service("GetUser", 400, "SomethingNew").to_string();
+        assert_eq!(
+            e,
+            "IAM GetUser failed: SomethingNew: server says, request id rid"
+        );
+    }
+
+    #[test]
+    fn only_refusals_rule_out_a_created_key() {
+        assert!(service("CreateAccessKey", 409, "LimitExceeded").is_definite_refusal());
+        assert!(service("CreateAccessKey", 400, "Throttling").is_definite_refusal());
+        assert!(!service("CreateAccessKey", 503, "ServiceUnavailable").is_definite_refusal());
+        assert!(!service("CreateAccessKey", 500, "ServiceFailure").is_definite_refusal());
+        let timeout = IamError::Timeout {
+            endpoint: "https://iam.amazonaws.com/".into(),
+            secs: 20,
+        };
+        assert!(!timeout.is_definite_refusal());
+        let unknown = IamError::CreateOutcomeUnknown {
+            source: Box::new(timeout),
+        };
+        assert!(!unknown.is_retryable());
+        let text = unknown.to_string();
+        assert!(
+            text.contains("did not answer within 20 s")
+                && text.contains("list the user's access keys"),
+            "{text}"
+        );
+    }
+}

@@ -11,6 +11,8 @@ mod daemon_basic;
 mod faults;
 mod fuzz_corpus;
 mod hostile;
+mod iam_fake;
+mod iam_moto;
 mod keystore;
 mod netns;
 mod profiles;

@@ -127,14 +127,13 @@ fn sts_request() -> impl Strategy<Value = StsRequest> {
                 tags,
             })
         });
-    let session = (proptest::option::of(900u32..129_600), mfa()).prop_map(
-        |(duration_seconds, mfa)| {
+    let session =
+        (proptest::option::of(900u32..129_600), mfa()).prop_map(|(duration_seconds, mfa)| {
             StsRequest::GetSessionToken(GetSessionToken {
                 duration_seconds,
                 mfa,
             })
-        },
-    );
+        });
     let web_identity = (
         (text(), text(), "[A-Za-z0-9._-]{4,300}"),
         (
@@ -292,7 +291,10 @@ fn sts_params(req: &StsRequest) -> Value {
         StsRequest::AssumeRoleWithWebIdentity(r) => {
             put("RoleArn", r.role_arn.clone().into());
             put("RoleSessionName", r.role_session_name.clone().into());
-            put("WebIdentityToken", r.web_identity_token.expose_secret().into());
+            put(
+                "WebIdentityToken",
+                r.web_identity_token.expose_secret().into(),
+            );
             if let Some(d) = r.duration_seconds {
                 put("DurationSeconds", d.into());
             }
