@@ -9,6 +9,9 @@
 //! - canonical headers: lower-case names, values trimmed with inner whitespace runs collapsed,
 //!   repeated headers joined with `,`, sorted by name;
 //! - payload hash: hex SHA-256 of the body.
+//!
+//! Also the encoding of query-protocol form bodies ([`form_encode`]), whose exact bytes the
+//! payload hash covers and which some servers re-create before checking the signature.
 
 use hmac::{Hmac, Mac};
 use secrecy::ExposeSecret;
