@@ -404,6 +404,33 @@ fn generated_sts_requests_encode_byte_for_byte_as_botocore() {
         );
     }
     assert_eq!(seen.len(), 5, "every action was generated: {seen:?}");
+    // The generated values did hold what the encoding must get right: space, newline, tab,
+    // `+ & = % ~ *`, 2- and 4-byte UTF-8, and every list parameter.
+    let all: String = theirs.iter().map(|t| t["body"].as_str().unwrap()).collect();
+    for needle in [
+        "+",
+        "%0A",
+        "%09",
+        "%2B",
+        "%26",
+        "%3D",
+        "%25",
+        "~",
+        "%2A",
+        "%C3%A9",
+        "%F0%9F%98%80",
+        "Tags.member.3.Value=",
+        "TransitiveTagKeys.member.2=",
+        "PolicyArns.member.2.arn=",
+        "SourceIdentity=",
+        "ExternalId=",
+        "TokenCode=",
+    ] {
+        assert!(
+            all.contains(needle),
+            "no generated body contains {needle:?}"
+        );
+    }
 }
 
 #[test]
