@@ -9,7 +9,7 @@
 //!   [`sts::endpoint`], `profile` (config parser, credentials-file editor, chain resolution),
 //!   `config` (daemon TOML), `problem`, `daemon::policy`, `daemon::imds::route`,
 //!   [`daemon::token`], `control::proto`;
-//! - IO edges: [`sts::client`], [`keystore`], `mint`, `daemon` (listeners, refreshers,
+//! - IO edges: [`sts::client`], [`iam`] (access keys), [`keystore`], `mint`, `daemon` (listeners, refreshers,
 //!   reconciliation), `control` (the control socket), `cli`, `sys`.
 //!
 //! Dependencies point one way: `cli` → `daemon` → `mint` → `sts` / `keystore` / `profile`;
@@ -24,6 +24,7 @@ pub mod creds;
 pub mod daemon;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod iam;
 pub mod keystore;
 pub(crate) mod logging;
 pub(crate) mod mint;

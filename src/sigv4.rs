@@ -9,6 +9,9 @@
 //! - canonical headers: lower-case names, values trimmed with inner whitespace runs collapsed,
 //!   repeated headers joined with `,`, sorted by name;
 //! - payload hash: hex SHA-256 of the body.
+//!
+//! Also the encoding of query-protocol form bodies ([`form_encode`]), whose exact bytes the
+//! payload hash covers and which some servers re-create before checking the signature.
 
 use hmac::{Hmac, Mac};
 use secrecy::ExposeSecret;
@@ -174,19 +177,41 @@ pub fn uri_encode(s: &str, out: &mut String) {
     }
 }
 
-/// Encodes a form value (`application/x-www-form-urlencoded` body) with the same unreserved set,
-/// so the body is byte-identical to what the signature covers.
-pub fn form_encode(pairs: &[(String, String)]) -> String {
+/// Encodes `pairs` as an `application/x-www-form-urlencoded` query-protocol body, byte for byte
+/// as botocore does: its `AWSRequest` turns the serializer's parameter dict into the body with
+/// Python's `urllib.parse.urlencode(..., doseq=True)` (`botocore/awsrequest.py`, `_prepare_body`),
+/// i.e. `quote_plus` on the UTF-8 bytes of every key and value: `A-Z a-z 0-9 - _ . ~` stay, a
+/// space becomes `+`, every other byte becomes `%XX` (upper-case hex).
+///
+/// The bytes matter beyond taste: STS-compatible servers that re-encode the parsed form before
+/// checking the signature (moto does, with botocore's encoder) only accept this exact form.
+/// SigV4 canonicalisation does not use this function (it needs [`uri_encode`], `%20` for space).
+pub fn form_encode<K: AsRef<str>, V: AsRef<str>>(pairs: &[(K, V)]) -> String {
     let mut out = String::new();
     for (i, (k, v)) in pairs.iter().enumerate() {
         if i > 0 {
             out.push('&');
         }
-        uri_encode(k, &mut out);
+        form_encode_component(k.as_ref(), &mut out);
         out.push('=');
-        uri_encode(v, &mut out);
+        form_encode_component(v.as_ref(), &mut out);
     }
     out
+}
+
+/// One key or value of [`form_encode`]: Python's `quote_plus` with no extra safe characters.
+fn form_encode_component(s: &str, out: &mut String) {
+    for &b in s.as_bytes() {
+        if b == b' ' {
+            out.push('+');
+        } else if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(char::from(b"0123456789ABCDEF"[usize::from(b >> 4)]));
+            out.push(char::from(b"0123456789ABCDEF"[usize::from(b & 15)]));
+        }
+    }
 }
 
 fn canonical_uri(path: &str) -> String {
@@ -368,15 +393,26 @@ mod tests {
     }
 
     #[test]
-    fn form_encoding_matches_uri_encoding() {
+    fn form_encoding_is_pythons_quote_plus() {
         let body = form_encode(&[
-            ("Action".into(), "AssumeRole".into()),
-            ("Policy".into(), "{\"a\": [1]}".into()),
-            ("RoleSessionName".into(), "a+b=c@d".into()),
+            ("Action", "AssumeRole"),
+            ("Policy", "{\"a\": [1]}\n\t"),
+            ("RoleSessionName", "a+b=c@d%e&f*g~h"),
+            ("Tags.member.1.Value", "\u{e9}\u{1F600} "),
+            ("Empty", ""),
         ]);
         assert_eq!(
             body,
-            "Action=AssumeRole&Policy=%7B%22a%22%3A%20%5B1%5D%7D&RoleSessionName=a%2Bb%3Dc%40d"
+            "Action=AssumeRole&Policy=%7B%22a%22%3A+%5B1%5D%7D%0A%09\
+             &RoleSessionName=a%2Bb%3Dc%40d%25e%26f%2Ag~h\
+             &Tags.member.1.Value=%C3%A9%F0%9F%98%80+&Empty="
         );
+    }
+
+    #[test]
+    fn uri_encoding_keeps_percent_twenty_for_canonicalisation() {
+        let mut out = String::new();
+        uri_encode("a b+c", &mut out);
+        assert_eq!(out, "a%20b%2Bc");
     }
 }

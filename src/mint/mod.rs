@@ -636,6 +636,7 @@ impl Minter {
             duration_seconds: Some(f.duration),
             policy: f.policy.clone(),
             policy_arns: f.policy_arns.clone(),
+            ..GetFederationToken::default()
         });
         self.call(
             chain,

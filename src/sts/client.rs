@@ -1,22 +1,18 @@
-//! The STS HTTP client: signing, sending, size-capped reading, typed errors, retries.
-//!
-//! TLS is rustls with the *ring* provider; server certificates are checked against the operating
-//! system's trust store, or only against `ca_bundle` when one is configured (as the AWS SDKs do).
-//! `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY` are honoured.
+//! The STS HTTP client: typed errors and retries around the shared query-protocol transport
+//! ([`super::query`]: signing, sending, size-capped reading; TLS with rustls(ring), the system's
+//! trust store or `ca_bundle`, `HTTPS_PROXY` / `NO_PROXY` honoured).
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
-use time::OffsetDateTime;
 
 use super::endpoint::StsEndpoint;
+use super::query::{Call, Failure, Transport};
 use super::wire::{self, CallerIdentity, StsRequest};
 use crate::creds::{SigningKey, TemporaryCredentials};
-use crate::sigv4;
 
-/// Largest response body read from STS. Real responses are a few KiB.
+/// Largest response body read from STS (and IAM). Real responses are a few KiB.
 pub const MAX_BODY: usize = 256 * 1024;
 
 /// How often and how patiently to retry throttling, 5xx and network failures.
@@ -169,6 +165,11 @@ const THROTTLING_CODES: &[&str] = &[
     "TransactionInProgressException",
 ];
 
+/// Whether `code` is one of the error codes that mean "slow down and try again".
+pub(crate) fn is_throttling_code(code: &str) -> bool {
+    THROTTLING_CODES.contains(&code)
+}
+
 /// Error codes that are transient for the web-identity flow (`IDPCommunicationError`).
 const TRANSIENT_CODES: &[&str] = &[
     "IDPCommunicationError",
@@ -227,80 +228,26 @@ pub enum StsResponse {
 /// Sends STS requests. Cheap to clone; clones share connections.
 #[derive(Clone, Debug)]
 pub struct StsClient {
-    http: reqwest::Client,
-    options: Arc<ClientOptions>,
-}
-
-/// Builds the rustls configuration: system roots, or only the roots in `ca_bundle`.
-fn tls_config(ca_bundle: Option<&Path>) -> Result<rustls::ClientConfig, StsError> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| StsError::Setup(format!("TLS setup failed: {e}")))?;
-    let mut config = match ca_bundle {
-        None => {
-            let verifier = rustls_platform_verifier::Verifier::new(provider).map_err(|e| {
-                StsError::Setup(format!(
-                    "cannot load the system's trusted certificates: {e}"
-                ))
-            })?;
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(verifier))
-                .with_no_client_auth()
-        }
-        Some(path) => {
-            let shown = path.display();
-            let bundle = std::fs::read(path)
-                .map_err(|e| StsError::Setup(format!("cannot read ca_bundle {shown}: {e}")))?;
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(&bundle) {
-                let cert = cert.map_err(|e| {
-                    StsError::Setup(format!("ca_bundle {shown} is not a PEM bundle: {e}"))
-                })?;
-                roots.add(cert).map_err(|e| {
-                    StsError::Setup(format!(
-                        "ca_bundle {shown} holds an unusable certificate: {e}"
-                    ))
-                })?;
-            }
-            if roots.is_empty() {
-                return Err(StsError::Setup(format!(
-                    "ca_bundle {shown} holds no certificates; point it at a PEM file"
-                )));
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
-    };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+    transport: Transport,
 }
 
 impl StsClient {
     /// Builds a client. Fails only when `ca_bundle` is unreadable or the system trust store
     /// cannot be loaded.
     pub fn new(options: ClientOptions) -> Result<StsClient, StsError> {
-        let tls = tls_config(options.ca_bundle.as_deref())?;
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .connect_timeout(options.connect_timeout)
-            .timeout(options.timeout)
-            .user_agent(concat!("credvend/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| StsError::Setup(format!("HTTP client setup failed: {e}")))?;
         Ok(StsClient {
-            http,
-            options: Arc::new(options),
+            transport: Transport::new(options).map_err(StsError::Setup)?,
         })
     }
 
     /// The options this client was built with.
     pub fn options(&self) -> &ClientOptions {
-        &self.options
+        self.transport.options()
+    }
+
+    /// The transport, for other query-protocol clients that share its connections.
+    pub(crate) fn transport(&self) -> &Transport {
+        &self.transport
     }
 
     /// Sends `req`, signed with `key` when the action needs a signature, retrying transient
@@ -313,7 +260,7 @@ impl StsClient {
         req: &StsRequest,
         key: Option<SigningKey<'_>>,
     ) -> Result<StsResponse, StsError> {
-        let retry = self.options.retry;
+        let retry = self.options().retry;
         let one_time = req.carries_mfa_code();
         let mut attempt = 0;
         loop {
@@ -369,97 +316,50 @@ impl StsClient {
         req: &StsRequest,
         key: Option<SigningKey<'_>>,
     ) -> Result<StsResponse, StsError> {
-        const CONTENT_TYPE: &str = "application/x-www-form-urlencoded; charset=utf-8";
         let action = req.action();
         let body = req.form_body();
-        let host = endpoint.host_header();
-        let mut builder = self
-            .http
-            .post(endpoint.url.clone())
-            .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
-            .header(reqwest::header::ACCEPT, "text/xml");
-        if let (true, Some(key)) = (req.is_signed(), key) {
-            let path = endpoint.url.path();
-            let query = endpoint.url.query().unwrap_or("");
-            let headers = [("content-type", CONTENT_TYPE), ("host", host.as_str())];
-            let signed = sigv4::sign(
-                &sigv4::Request {
-                    method: "POST",
-                    path,
-                    query,
-                    headers: &headers,
-                    payload: body.expose_secret().as_bytes(),
-                },
-                key,
-                &sigv4::Scope {
-                    region: &endpoint.signing_region,
-                    service: "sts",
-                    time: OffsetDateTime::now_utc(),
-                },
-            );
-            builder = builder.header("x-amz-date", signed.amz_date).header(
-                reqwest::header::AUTHORIZATION,
-                sensitive(&signed.authorization)?,
-            );
-            if let Some(token) = key.session_token {
-                builder = builder.header("x-amz-security-token", sensitive(token.expose_secret())?);
-            }
-        }
-        let endpoint_text = endpoint.to_string();
-        let transport = |e: reqwest::Error| {
-            if e.is_timeout() {
-                StsError::Timeout {
-                    endpoint: endpoint_text.clone(),
-                    secs: self.options.timeout.as_secs(),
-                }
-            } else {
-                StsError::Transport {
-                    endpoint: endpoint_text.clone(),
-                    detail: error_chain(&e),
-                }
-            }
-        };
-        let mut resp = builder
-            .body(body.expose_secret().to_owned())
-            .send()
+        let endpoint_text = || endpoint.to_string();
+        let text = self
+            .transport
+            .call(&Call {
+                url: &endpoint.url,
+                signing_region: &endpoint.signing_region,
+                service: "sts",
+                body: body.expose_secret(),
+                key: key.filter(|_| req.is_signed()),
+            })
             .await
-            .map_err(transport)?;
-        let status = resp.status().as_u16();
-        let header_request_id = ["x-amzn-requestid", "x-amz-request-id"]
-            .iter()
-            .find_map(|h| resp.headers().get(*h)?.to_str().ok())
-            .map(str::to_owned);
-        let mut data = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
-            if data.len() + chunk.len() > MAX_BODY {
-                return Err(StsError::TooLarge {
-                    endpoint: endpoint_text,
-                    limit: MAX_BODY,
-                });
-            }
-            data.extend_from_slice(&chunk);
-        }
-        let text = String::from_utf8_lossy(&data);
-        if status != 200 {
-            return Err(match wire::parse_error(&text) {
-                Some(e) => StsError::Service(ServiceError {
+            .map_err(|failure| match failure {
+                Failure::Service { status, error } => StsError::Service(ServiceError {
                     action,
                     status,
-                    kind: e.kind,
-                    code: e.code,
-                    message: e.message,
-                    request_id: e.request_id.or(header_request_id),
+                    kind: error.kind,
+                    code: error.code,
+                    message: error.message,
+                    request_id: error.request_id,
                 }),
-                None => StsError::Http {
+                Failure::Http { status } => StsError::Http {
                     action,
-                    endpoint: endpoint_text,
+                    endpoint: endpoint_text(),
                     status,
                 },
-            });
-        }
+                Failure::Transport(detail) => StsError::Transport {
+                    endpoint: endpoint_text(),
+                    detail,
+                },
+                Failure::Timeout => StsError::Timeout {
+                    endpoint: endpoint_text(),
+                    secs: self.options().timeout.as_secs(),
+                },
+                Failure::TooLarge => StsError::TooLarge {
+                    endpoint: endpoint_text(),
+                    limit: MAX_BODY,
+                },
+                Failure::Setup(detail) => StsError::Setup(detail),
+            })?;
         let malformed = |source| StsError::Malformed {
             action,
-            endpoint: endpoint.to_string(),
+            endpoint: endpoint_text(),
             source,
         };
         match req {
@@ -471,30 +371,6 @@ impl StsClient {
                 .map_err(malformed),
         }
     }
-}
-
-fn sensitive(value: &str) -> Result<reqwest::header::HeaderValue, StsError> {
-    let mut v = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
-        StsError::Setup("a credential holds characters not allowed in an HTTP header".into())
-    })?;
-    v.set_sensitive(true);
-    Ok(v)
-}
-
-/// The error and its sources, joined: reqwest's top-level message alone ("error sending
-/// request") does not say what failed.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !out.contains(&s_text) {
-            out.push_str(": ");
-            out.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -100,11 +100,7 @@ impl StsEndpoint {
 
     /// The `Host` header value requests to this endpoint carry (port only when not default).
     pub fn host_header(&self) -> String {
-        let host = self.url.host_str().unwrap_or_default();
-        match self.url.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.to_owned(),
-        }
+        super::query::host_header(&self.url)
     }
 }
 

@@ -1,8 +1,10 @@
-//! Security Token Service: request/response wire format (pure), endpoint resolution (pure), and
-//! the HTTP client that signs, sends and retries (IO).
+//! Security Token Service: request/response wire format (pure), endpoint resolution (pure), the
+//! HTTP client that retries (IO), and the signed query-protocol transport it shares with
+//! [`crate::iam`] (IO).
 
 pub mod client;
 pub mod endpoint;
+pub(crate) mod query;
 pub mod wire;
 
 pub use client::{ClientOptions, RetryPolicy, ServiceError, StsClient, StsError};

@@ -43,8 +43,10 @@ pub struct AssumeRole {
     pub policy: Option<String>,
     /// Managed session policy ARNs.
     pub policy_arns: Vec<String>,
-    /// Session tags.
+    /// Session tags, `(key, value)`.
     pub tags: Vec<(String, String)>,
+    /// Keys of `tags` that pass on to roles this session assumes in turn (role chaining).
+    pub transitive_tag_keys: Vec<String>,
     /// MFA, when the role's trust policy requires it and the caller is not MFA-authenticated.
     pub mfa: Option<MfaToken>,
     /// Source identity to stamp on the session.
@@ -62,6 +64,8 @@ pub struct GetFederationToken {
     pub policy: Option<String>,
     /// Managed session policy ARNs.
     pub policy_arns: Vec<String>,
+    /// Session tags of the federated user, `(key, value)`.
+    pub tags: Vec<(String, String)>,
 }
 
 /// Parameters of `AssumeRoleWithWebIdentity` (sent unsigned).
@@ -124,66 +128,102 @@ impl StsRequest {
 
     /// The `application/x-www-form-urlencoded` body. It can hold an MFA code or a web identity
     /// token, hence the secret type.
+    ///
+    /// The bytes are the ones botocore sends for the same parameters (the differential test
+    /// `tests/it/query_botocore.rs` holds us to that): `Action`, `Version`, then the parameters in
+    /// the member order of the operation's input shape in the STS service model
+    /// (`botocore/data/sts/2011-06-15/service-2.json`), which is the order the AWS CLI sends them
+    /// in; lists as `Name.member.N` (`Tags.member.N.Key` / `.Value`, `PolicyArns.member.N.arn`);
+    /// empty lists and absent values left out; encoded by [`crate::sigv4::form_encode`].
     pub fn form_body(&self) -> SecretString {
-        let mut p: Vec<(String, String)> = vec![
-            ("Action".into(), self.action().into()),
-            ("Version".into(), STS_VERSION.into()),
-        ];
-        fn opt(p: &mut Vec<(String, String)>, k: &str, v: Option<impl ToString>) {
-            if let Some(v) = v {
-                p.push((k.into(), v.to_string()));
-            }
-        }
-        fn arns(p: &mut Vec<(String, String)>, arns: &[String]) {
-            for (i, arn) in arns.iter().enumerate() {
-                p.push((format!("PolicyArns.member.{}.arn", i + 1), arn.clone()));
-            }
-        }
-        fn mfa(p: &mut Vec<(String, String)>, mfa: &Option<MfaToken>) {
-            if let Some(m) = mfa {
-                p.push(("SerialNumber".into(), m.serial.clone()));
-                p.push(("TokenCode".into(), m.code.expose_secret().to_owned()));
-            }
-        }
+        let mut p = Params::new(self.action());
         match self {
             StsRequest::GetSessionToken(r) => {
-                opt(&mut p, "DurationSeconds", r.duration_seconds);
-                mfa(&mut p, &r.mfa);
+                p.opt("DurationSeconds", r.duration_seconds);
+                p.mfa(&r.mfa);
             }
             StsRequest::AssumeRole(r) => {
-                p.push(("RoleArn".into(), r.role_arn.clone()));
-                p.push(("RoleSessionName".into(), r.role_session_name.clone()));
-                opt(&mut p, "DurationSeconds", r.duration_seconds);
-                opt(&mut p, "ExternalId", r.external_id.as_ref());
-                opt(&mut p, "Policy", r.policy.as_ref());
-                arns(&mut p, &r.policy_arns);
-                for (i, (k, v)) in r.tags.iter().enumerate() {
-                    p.push((format!("Tags.member.{}.Key", i + 1), k.clone()));
-                    p.push((format!("Tags.member.{}.Value", i + 1), v.clone()));
-                }
-                mfa(&mut p, &r.mfa);
-                opt(&mut p, "SourceIdentity", r.source_identity.as_ref());
+                p.push("RoleArn", &r.role_arn);
+                p.push("RoleSessionName", &r.role_session_name);
+                p.policy_arns(&r.policy_arns);
+                p.opt("Policy", r.policy.as_ref());
+                p.opt("DurationSeconds", r.duration_seconds);
+                p.tags(&r.tags);
+                p.list("TransitiveTagKeys", &r.transitive_tag_keys);
+                p.opt("ExternalId", r.external_id.as_ref());
+                p.mfa(&r.mfa);
+                p.opt("SourceIdentity", r.source_identity.as_ref());
             }
             StsRequest::GetFederationToken(r) => {
-                p.push(("Name".into(), r.name.clone()));
-                opt(&mut p, "DurationSeconds", r.duration_seconds);
-                opt(&mut p, "Policy", r.policy.as_ref());
-                arns(&mut p, &r.policy_arns);
+                p.push("Name", &r.name);
+                p.opt("Policy", r.policy.as_ref());
+                p.policy_arns(&r.policy_arns);
+                p.opt("DurationSeconds", r.duration_seconds);
+                p.tags(&r.tags);
             }
             StsRequest::AssumeRoleWithWebIdentity(r) => {
-                p.push(("RoleArn".into(), r.role_arn.clone()));
-                p.push(("RoleSessionName".into(), r.role_session_name.clone()));
-                p.push((
-                    "WebIdentityToken".into(),
-                    r.web_identity_token.expose_secret().to_owned(),
-                ));
-                opt(&mut p, "DurationSeconds", r.duration_seconds);
-                opt(&mut p, "Policy", r.policy.as_ref());
-                arns(&mut p, &r.policy_arns);
+                p.push("RoleArn", &r.role_arn);
+                p.push("RoleSessionName", &r.role_session_name);
+                p.push("WebIdentityToken", r.web_identity_token.expose_secret());
+                p.policy_arns(&r.policy_arns);
+                p.opt("Policy", r.policy.as_ref());
+                p.opt("DurationSeconds", r.duration_seconds);
             }
             StsRequest::GetCallerIdentity => {}
         }
-        SecretString::from(crate::sigv4::form_encode(&p))
+        SecretString::from(crate::sigv4::form_encode(&p.0))
+    }
+}
+
+/// Query-protocol parameters in the order they will be sent.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn new(action: &str) -> Params {
+        Params(vec![
+            ("Action".into(), action.into()),
+            ("Version".into(), STS_VERSION.into()),
+        ])
+    }
+
+    fn push(&mut self, key: &str, value: &str) {
+        self.0.push((key.into(), value.into()));
+    }
+
+    fn opt(&mut self, key: &str, value: Option<impl ToString>) {
+        if let Some(v) = value {
+            self.0.push((key.into(), v.to_string()));
+        }
+    }
+
+    /// A list of strings: `Key.member.1`, `Key.member.2`, ...
+    fn list(&mut self, key: &str, values: &[String]) {
+        for (i, v) in values.iter().enumerate() {
+            self.0.push((format!("{key}.member.{}", i + 1), v.clone()));
+        }
+    }
+
+    fn policy_arns(&mut self, arns: &[String]) {
+        for (i, arn) in arns.iter().enumerate() {
+            self.0
+                .push((format!("PolicyArns.member.{}.arn", i + 1), arn.clone()));
+        }
+    }
+
+    fn tags(&mut self, tags: &[(String, String)]) {
+        for (i, (k, v)) in tags.iter().enumerate() {
+            self.0
+                .push((format!("Tags.member.{}.Key", i + 1), k.clone()));
+            self.0
+                .push((format!("Tags.member.{}.Value", i + 1), v.clone()));
+        }
+    }
+
+    fn mfa(&mut self, mfa: &Option<MfaToken>) {
+        if let Some(m) = mfa {
+            self.push("SerialNumber", &m.serial);
+            self.push("TokenCode", m.code.expose_secret());
+        }
     }
 }
 
@@ -223,19 +263,32 @@ pub enum ParseError {
     /// `Expiration` is not an RFC 3339 timestamp.
     #[error("the response's Expiration {0:?} is not an RFC 3339 timestamp")]
     BadExpiration(String),
+    /// Another element that should hold a timestamp (e.g. IAM's `CreateDate`) does not.
+    #[error("the response's <{element}> {value:?} is not an RFC 3339 timestamp")]
+    BadTimestamp {
+        /// The element's local name.
+        element: &'static str,
+        /// What it held.
+        value: String,
+    },
 }
 
-fn parse_doc(body: &str) -> Result<roxmltree::Document<'_>, ParseError> {
+/// Parses a response document (DTDs are rejected by roxmltree).
+pub(crate) fn parse_doc(body: &str) -> Result<roxmltree::Document<'_>, ParseError> {
     roxmltree::Document::parse(body).map_err(|e| ParseError::Xml(e.to_string()))
 }
 
 /// First descendant (or self) of `node` with the local name `name`.
-fn find<'a, 'i>(node: roxmltree::Node<'a, 'i>, name: &str) -> Option<roxmltree::Node<'a, 'i>> {
+pub(crate) fn find<'a, 'i>(
+    node: roxmltree::Node<'a, 'i>,
+    name: &str,
+) -> Option<roxmltree::Node<'a, 'i>> {
     node.descendants()
         .find(|n| n.is_element() && n.tag_name().name() == name)
 }
 
-fn text_of(node: roxmltree::Node<'_, '_>, name: &str) -> Option<String> {
+/// Trimmed text of the first descendant of `node` called `name`; `None` when absent or empty.
+pub(crate) fn text_of(node: roxmltree::Node<'_, '_>, name: &str) -> Option<String> {
     let t: String = find(node, name)?
         .children()
         .filter_map(|c| c.text())
@@ -405,7 +458,7 @@ mod tests {
     }
 
     #[test]
-    fn form_body_carries_all_assume_role_parameters() {
+    fn form_body_carries_all_assume_role_parameters_in_model_order() {
         let req = StsRequest::AssumeRole(AssumeRole {
             role_arn: "arn:aws:iam::123456789012:role/r".into(),
             role_session_name: "s".into(),
@@ -413,7 +466,8 @@ mod tests {
             external_id: Some("ext".into()),
             policy: Some("{}".into()),
             policy_arns: vec!["arn:aws:iam::aws:policy/ReadOnlyAccess".into()],
-            tags: vec![("team".into(), "a b".into())],
+            tags: vec![("team".into(), "a b".into()), ("cost".into(), "1+1".into())],
+            transitive_tag_keys: vec!["team".into(), "cost".into()],
             mfa: Some(MfaToken {
                 serial: "arn:aws:iam::123456789012:mfa/u".into(),
                 code: SecretString::from("123456"),
@@ -424,14 +478,98 @@ mod tests {
         assert_eq!(
             body.expose_secret(),
             "Action=AssumeRole&Version=2011-06-15&RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fr\
-             &RoleSessionName=s&DurationSeconds=3600&ExternalId=ext&Policy=%7B%7D\
+             &RoleSessionName=s\
              &PolicyArns.member.1.arn=arn%3Aaws%3Aiam%3A%3Aaws%3Apolicy%2FReadOnlyAccess\
-             &Tags.member.1.Key=team&Tags.member.1.Value=a%20b\
-             &SerialNumber=arn%3Aaws%3Aiam%3A%3A123456789012%3Amfa%2Fu&TokenCode=123456&SourceIdentity=me"
+             &Policy=%7B%7D&DurationSeconds=3600\
+             &Tags.member.1.Key=team&Tags.member.1.Value=a+b\
+             &Tags.member.2.Key=cost&Tags.member.2.Value=1%2B1\
+             &TransitiveTagKeys.member.1=team&TransitiveTagKeys.member.2=cost\
+             &ExternalId=ext\
+             &SerialNumber=arn%3Aaws%3Aiam%3A%3A123456789012%3Amfa%2Fu&TokenCode=123456\
+             &SourceIdentity=me"
         );
         assert!(
             !format!("{req:?}").contains("123456\""),
             "MFA code must not be in Debug"
+        );
+    }
+
+    #[test]
+    fn form_body_of_federation_token_carries_tags() {
+        let req = StsRequest::GetFederationToken(GetFederationToken {
+            name: "fed".into(),
+            duration_seconds: Some(900),
+            policy: Some("{\n  \"Version\": \"2012-10-17\"\n}\n".into()),
+            policy_arns: vec![
+                "arn:aws:iam::aws:policy/A".into(),
+                "arn:aws:iam::aws:policy/B".into(),
+            ],
+            tags: vec![("project".into(), "x=y&z".into())],
+        });
+        assert_eq!(
+            req.form_body().expose_secret(),
+            "Action=GetFederationToken&Version=2011-06-15&Name=fed\
+             &Policy=%7B%0A++%22Version%22%3A+%222012-10-17%22%0A%7D%0A\
+             &PolicyArns.member.1.arn=arn%3Aaws%3Aiam%3A%3Aaws%3Apolicy%2FA\
+             &PolicyArns.member.2.arn=arn%3Aaws%3Aiam%3A%3Aaws%3Apolicy%2FB\
+             &DurationSeconds=900&Tags.member.1.Key=project&Tags.member.1.Value=x%3Dy%26z"
+        );
+    }
+
+    #[test]
+    fn form_body_leaves_out_empty_lists_and_absent_values() {
+        let req = StsRequest::AssumeRole(AssumeRole {
+            role_arn: "arn:aws:iam::123456789012:role/r".into(),
+            role_session_name: "s".into(),
+            ..AssumeRole::default()
+        });
+        assert_eq!(
+            req.form_body().expose_secret(),
+            "Action=AssumeRole&Version=2011-06-15\
+             &RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fr&RoleSessionName=s"
+        );
+        let req = StsRequest::GetFederationToken(GetFederationToken {
+            name: "fed".into(),
+            ..GetFederationToken::default()
+        });
+        assert_eq!(
+            req.form_body().expose_secret(),
+            "Action=GetFederationToken&Version=2011-06-15&Name=fed"
+        );
+        assert_eq!(
+            StsRequest::GetCallerIdentity.form_body().expose_secret(),
+            "Action=GetCallerIdentity&Version=2011-06-15"
+        );
+    }
+
+    #[test]
+    fn form_body_of_session_token_and_web_identity() {
+        let req = StsRequest::GetSessionToken(GetSessionToken {
+            duration_seconds: Some(43200),
+            mfa: Some(MfaToken {
+                serial: "GAHT12345678".into(),
+                code: SecretString::from("000111"),
+            }),
+        });
+        assert_eq!(
+            req.form_body().expose_secret(),
+            "Action=GetSessionToken&Version=2011-06-15&DurationSeconds=43200\
+             &SerialNumber=GAHT12345678&TokenCode=000111"
+        );
+        let req = StsRequest::AssumeRoleWithWebIdentity(AssumeRoleWithWebIdentity {
+            role_arn: "arn:aws:iam::123456789012:role/w".into(),
+            role_session_name: "w s".into(),
+            web_identity_token: SecretString::from("a.b-c_d"),
+            duration_seconds: Some(3600),
+            policy: Some("{}".into()),
+            policy_arns: vec!["arn:aws:iam::aws:policy/A".into()],
+        });
+        assert_eq!(
+            req.form_body().expose_secret(),
+            "Action=AssumeRoleWithWebIdentity&Version=2011-06-15\
+             &RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fw&RoleSessionName=w+s\
+             &WebIdentityToken=a.b-c_d&PolicyArns.member.1.arn=arn%3Aaws%3Aiam%3A%3Aaws%3Apolicy%2FA\
+             &Policy=%7B%7D&DurationSeconds=3600"
         );
     }
 }

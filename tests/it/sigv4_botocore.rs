@@ -84,7 +84,7 @@ fn request() -> impl Strategy<Value = StsRequest> {
                         policy_arns,
                         tags,
                         mfa,
-                        source_identity: None,
+                        ..AssumeRole::default()
                     })
                 }
             ),
@@ -93,7 +93,7 @@ fn request() -> impl Strategy<Value = StsRequest> {
                 name,
                 duration_seconds: Some(3600),
                 policy,
-                policy_arns: vec![],
+                ..GetFederationToken::default()
             })
         }),
     ]

@@ -198,7 +198,7 @@ async fn session_and_federation_tokens_are_minted() {
                 name: "fed-user".into(),
                 duration_seconds: Some(3600),
                 policy: Some(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#.into()),
-                policy_arns: vec![],
+                ..GetFederationToken::default()
             }),
             Some(user.key.signing_key()),
         )
@@ -243,4 +243,82 @@ async fn web_identity_is_unsigned_and_works() {
         .unwrap();
     assert!(id.arn.contains(":assumed-role/"), "{}", id.arn);
     assert_eq!(creds.account_id.as_deref(), Some("123456789012"));
+}
+
+/// A session policy as a user writes it in a `credvend_policy` file: pretty-printed with tabs,
+/// spaces, newlines, a trailing newline, and characters the form encoding must escape.
+const PRETTY_POLICY: &str = "{\n\t\"Version\": \"2012-10-17\",\n\t\"Statement\": [\n\t\t{\n\
+    \t\t\t\"Sid\": \"ReadTheBucket\",\n\t\t\t\"Effect\": \"Allow\",\n\
+    \t\t\t\"Action\": [\"s3:Get*\", \"s3:List*\"],\n\
+    \t\t\t\"Resource\": \"arn:aws:s3:::bucket+a&b=c%d~e/*\"\n\t\t},\n\
+    \x20   {\"Effect\": \"Allow\", \"Action\": \"sts:GetCallerIdentity\", \"Resource\": \"*\"}\n\t]\n}\n";
+
+/// moto checks the signature over its own (botocore's) re-encoding of the parsed form, so a
+/// body encoded any other way (`%20` for a space) fails with SignatureDoesNotMatch.
+#[tokio::test]
+async fn assume_role_with_pretty_printed_policy_and_session_tags_is_accepted() {
+    let moto = Moto::shared();
+    let user = moto.user("u").await;
+    let role = moto.role("r", &[&user.arn], None).await;
+    let client = Moto::client();
+    let req = StsRequest::AssumeRole(AssumeRole {
+        role_arn: role.clone(),
+        role_session_name: "pretty-policy".into(),
+        duration_seconds: Some(900),
+        policy: Some(PRETTY_POLICY.into()),
+        policy_arns: vec!["arn:aws:iam::aws:policy/ReadOnlyAccess".into()],
+        tags: vec![
+            ("team".into(), "data platform".into()),
+            ("cost-center".into(), "a+b=c".into()),
+        ],
+        transitive_tag_keys: vec!["team".into()],
+        source_identity: Some("alice@example.com".into()),
+        ..AssumeRole::default()
+    });
+    let creds = client
+        .mint(&moto.endpoint(), &req, Some(user.key.signing_key()))
+        .await
+        .unwrap();
+    let id = client
+        .caller_identity(&moto.endpoint(), creds.signing_key())
+        .await
+        .unwrap();
+    assert!(
+        id.arn.ends_with(&format!(
+            ":assumed-role/{}/pretty-policy",
+            role.rsplit('/').next().unwrap()
+        )),
+        "{}",
+        id.arn
+    );
+}
+
+/// GetFederationToken with the same policy and session tags. moto does not accept the
+/// credentials its own GetFederationToken mints, so only the call itself is checked.
+#[tokio::test]
+async fn federation_token_with_pretty_printed_policy_and_tags_is_accepted() {
+    let moto = Moto::shared();
+    let user = moto.user("u").await;
+    let fed = Moto::client()
+        .mint(
+            &moto.endpoint(),
+            &StsRequest::GetFederationToken(GetFederationToken {
+                name: "fed-pretty".into(),
+                duration_seconds: Some(900),
+                policy: Some(PRETTY_POLICY.into()),
+                policy_arns: vec!["arn:aws:iam::aws:policy/ReadOnlyAccess".into()],
+                tags: vec![("project".into(), "blue sky".into())],
+            }),
+            Some(user.key.signing_key()),
+        )
+        .await
+        .unwrap();
+    assert!(
+        fed.arn
+            .as_deref()
+            .is_some_and(|a| a.ends_with(":federated-user/fed-pretty")),
+        "{:?}",
+        fed.arn
+    );
+    assert!(fed.session_token.is_some());
 }

@@ -105,6 +105,25 @@ impl Moto {
 
     /// Creates a user allowed to call any STS action, with an access key.
     pub async fn user(&self, prefix: &str) -> User {
+        self.user_with_policy(prefix, r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"sts:*","Resource":"*"}]}"#).await
+    }
+
+    /// Creates a user allowed to call any STS action and to manage its own access keys
+    /// (`iam:GetUser` and `iam:*AccessKey*`), with an access key. moto evaluates IAM actions
+    /// against the resource `*` (it does not work out the user a call is about), so the policy
+    /// names `*`; on AWS the same statement would name `arn:aws:iam::*:user/${aws:username}`.
+    pub async fn key_rotating_user(&self, prefix: &str) -> User {
+        self.user_with_policy(
+            prefix,
+            r#"{"Version":"2012-10-17","Statement":[
+                {"Effect":"Allow","Action":"sts:*","Resource":"*"},
+                {"Effect":"Allow","Action":["iam:GetUser","iam:*AccessKey*"],"Resource":"*"}]}"#,
+        )
+        .await
+    }
+
+    /// Creates a user with the inline policy `policy` and an access key.
+    pub async fn user_with_policy(&self, prefix: &str, policy: &str) -> User {
         let name = super::unique(prefix);
         let created = self
             .iam(&[("Action", "CreateUser"), ("UserName", &name)])
@@ -114,7 +133,7 @@ impl Moto {
             ("Action", "PutUserPolicy"),
             ("UserName", &name),
             ("PolicyName", "sts"),
-            ("PolicyDocument", r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"sts:*","Resource":"*"}]}"#),
+            ("PolicyDocument", policy),
         ])
         .await;
         let key = self
@@ -166,6 +185,60 @@ impl Moto {
         ])
         .await;
         xml_text(&created, "Arn")
+    }
+
+    /// From moto's model dump (`GET /moto-api/data.json`, no authentication): the access keys
+    /// moto ever created for `user_name`, as `(access key id, current status)`, sorted. The dump
+    /// lists every model instance moto created, deleted ones included: see
+    /// [`Moto::admin_access_keys`] for the keys that exist now.
+    pub async fn created_access_keys(&self, user_name: &str) -> Vec<(String, String)> {
+        let text = self
+            .http
+            .get(format!("{}/moto-api/data.json", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let state: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut keys: Vec<(String, String)> = state["iam"]["AccessKey"]
+            .as_array()
+            .expect("moto's state has iam.AccessKey")
+            .iter()
+            .filter(|k| k["user_name"] == user_name)
+            .map(|k| {
+                (
+                    k["access_key_id"].as_str().unwrap().to_owned(),
+                    k["status"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// The access keys `user_name` has now, as `(access key id, status)`, sorted, listed by the
+    /// admin user (not by the client under test).
+    pub async fn admin_access_keys(&self, user_name: &str) -> Vec<(String, String)> {
+        let xml = self
+            .iam(&[("Action", "ListAccessKeys"), ("UserName", user_name)])
+            .await;
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let text = |n: roxmltree::Node<'_, '_>, name: &str| {
+            n.children()
+                .find(|c| c.tag_name().name() == name)
+                .and_then(|c| c.text())
+                .unwrap()
+                .to_owned()
+        };
+        let mut keys: Vec<(String, String)> = doc
+            .descendants()
+            .filter(|n| n.tag_name().name() == "member")
+            .map(|m| (text(m, "AccessKeyId"), text(m, "Status")))
+            .collect();
+        keys.sort();
+        keys
     }
 
     /// Creates an OIDC provider-trusting role for web identity (moto does not verify tokens).
