@@ -6,8 +6,9 @@
 //!
 //! Pure core (no IO; unit-, property- and fuzz-tested): [`sigv4`], [`sts::wire`],
 //! [`sts::endpoint`], [`profile`] (config parser, credentials-file editor, chain resolution),
-//! [`config`] (daemon TOML), [`daemon::policy`], [`daemon::imds::route`], [`daemon::token`].
-//! IO edges: [`sts::client`], [`keystore`], [`mint`], [`daemon`] (listeners, refresher, control
+//! [`config`] (daemon TOML), [`daemon::policy`], [`daemon::imds::route`], [`daemon::token`],
+//! [`sso::pkce`], [`sso::cache`] (parse/render), [`sso::oidc::authorize_url`].
+//! IO edges: [`sts::client`], [`sso`] (IAM Identity Center OIDC and portal calls), [`keystore`], [`mint`], [`daemon`] (listeners, refresher, control
 //! socket), [`cli`], [`sys`].
 
 pub mod cli;
@@ -22,5 +23,6 @@ pub mod mint;
 pub mod paths;
 pub mod profile;
 pub mod sigv4;
+pub mod sso;
 pub mod sts;
 pub mod sys;

@@ -279,19 +279,27 @@ fn tls_config(ca_bundle: Option<&Path>) -> Result<rustls::ClientConfig, StsError
     Ok(config)
 }
 
+/// Builds the reqwest client every AWS call of credvend goes through (STS here, IAM Identity
+/// Center in `crate::sso`): the TLS setup of [`tls_config`], the connect and total timeouts of
+/// `options`, credvend's User-Agent, no redirects followed, proxies from the environment. Fails
+/// only when `ca_bundle` is unreadable or the system trust store cannot be loaded.
+pub(crate) fn http_client(options: &ClientOptions) -> Result<reqwest::Client, StsError> {
+    let tls = tls_config(options.ca_bundle.as_deref())?;
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .connect_timeout(options.connect_timeout)
+        .timeout(options.timeout)
+        .user_agent(concat!("credvend/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| StsError::Setup(format!("HTTP client setup failed: {e}")))
+}
+
 impl StsClient {
     /// Builds a client. Fails only when `ca_bundle` is unreadable or the system trust store
     /// cannot be loaded.
     pub fn new(options: ClientOptions) -> Result<StsClient, StsError> {
-        let tls = tls_config(options.ca_bundle.as_deref())?;
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .connect_timeout(options.connect_timeout)
-            .timeout(options.timeout)
-            .user_agent(concat!("credvend/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| StsError::Setup(format!("HTTP client setup failed: {e}")))?;
+        let http = http_client(&options)?;
         Ok(StsClient {
             http,
             options: Arc::new(options),
@@ -483,7 +491,7 @@ fn sensitive(value: &str) -> Result<reqwest::header::HeaderValue, StsError> {
 
 /// The error and its sources, joined: reqwest's top-level message alone ("error sending
 /// request") does not say what failed.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
