@@ -18,6 +18,7 @@ mod sdk;
 mod service;
 mod sigv4_botocore;
 mod sigv4_suite;
+mod sso_standin;
 mod sts_fake;
 mod sts_moto;
 mod sts_samples;
