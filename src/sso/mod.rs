@@ -444,9 +444,12 @@ pub(crate) fn parse_error(
         .unwrap_or_default();
     SsoError::Service {
         operation,
-        code: shape
-            .or(parsed.error)
-            .unwrap_or_else(|| format!("HTTP{status}")),
+        code: one_line(
+            &shape
+                .or(parsed.error)
+                .unwrap_or_else(|| format!("HTTP{status}")),
+            100,
+        ),
         message: one_line(&message, 300),
         status,
     }

@@ -267,14 +267,13 @@ impl SsoClient {
         endpoints: &SsoEndpoints,
         operation: &'static str,
         path: &str,
-        mut body: Vec<u8>,
+        body: Vec<u8>,
     ) -> Result<T, SsoError> {
         let req = self
             .http()
             .post(operation_url(&endpoints.oidc, path))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.clone());
-        body.zeroize();
+            .body(body);
         let (status, error_type, mut data) = self.exchange(operation, &endpoints.oidc, req).await?;
         let result = if status == 200 {
             serde_json::from_slice(&data).map_err(|e| SsoError::Malformed {
@@ -285,6 +284,7 @@ impl SsoClient {
         } else {
             Err(parse_error(operation, status, error_type.as_deref(), &data))
         };
+        // The answer may hold tokens; do not leave them in freed memory.
         data.zeroize();
         result
     }

@@ -101,6 +101,7 @@ impl SsoClient {
                 e => Err(e),
             }
         };
+        // The answer holds the secret key and session token; do not leave them in freed memory.
         data.zeroize();
         result
     }

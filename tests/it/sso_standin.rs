@@ -172,6 +172,7 @@ async fn botocore_clients_and_providers_work_against_the_standin() {
         "Authorize",
         "ListAccounts",
         "ListAccountRoles",
+        "Logout",
     ] {
         assert!(
             stats.get(op).copied().unwrap_or(0) >= 1,
@@ -578,6 +579,28 @@ async fn unassigned_role_is_no_access() {
         e.to_string(),
         "IAM Identity Center gives this user no access to role Admin in account 123456789012; check sso_account_id and sso_role_name"
     );
+    assert_eq!(f.standin.stat("error:ForbiddenException").await, 1);
+
+    // After a reset the stand-in knows no client and no token, and has counted nothing.
+    f.standin.reset().await;
+    assert!(f.standin.stats().await.is_empty());
+    let e = f
+        .client
+        .get_role_credentials(
+            &f.standin.endpoints(),
+            &token.access_token,
+            ACCOUNT,
+            &f.role.role_name,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SsoError::Unauthorized), "{e:?}");
+    let e = f
+        .client
+        .refresh(&f.standin.endpoints(), &token)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SsoError::InvalidClient), "{e:?}");
 }
 
 /// Reads one HTTP request on `listener` (the browser delivering the redirect), answers 200, and

@@ -7,7 +7,7 @@ pointed at it, must work against it exactly as against the real services.
       invalid_client parsed into botocore's modeled exceptions) -> tokens; the refresh_token grant;
       the authorization-code grant with PKCE after a real redirect from /authorize to a local
       listener; boto3's sso client: GetRoleCredentials (and UnauthorizedException for a bad token,
-      ForbiddenException for an unassigned role), ListAccounts, ListAccountRoles; the role
+      ForbiddenException for an unassigned role), ListAccounts, ListAccountRoles, Logout; the role
       credentials calling sts get-caller-identity at moto. Leaves a refreshable sign-in (an
       expired access token with its refresh token) in $HOME/.aws/sso/cache for `provider`.
 
@@ -207,6 +207,9 @@ def wire(standin, moto, account, role, role_arn):
     assert account in [a["accountId"] for a in accounts]
     roles = sso.list_account_roles(accessToken=ref["accessToken"], accountId=account)["roleList"]
     assert role in [r["roleName"] for r in roles]
+    sso.logout(accessToken=atok["accessToken"])  # the portal forgets that access token
+    expect(sso.exceptions.UnauthorizedException, sso.get_role_credentials,
+           roleName=role, accountId=account, accessToken=atok["accessToken"])
     control(standin, "expire-access-tokens")
     expect(sso.exceptions.UnauthorizedException, sso.get_role_credentials,
            roleName=role, accountId=account, accessToken=ref["accessToken"])
@@ -268,7 +271,7 @@ def provider(standin, moto, account, role, role_arn, start_url, session_name=Non
     sts = boto3.Session(botocore_session=session).client("sts", endpoint_url=moto)
     arn = sts.get_caller_identity()["Arn"]
     assert arn.startswith(assumed_role_prefix(role_arn)), arn
-    assert frozen.access_key.startswith("ASIA") or frozen.access_key
+    assert frozen.access_key and frozen.secret_key and frozen.token
 
     after_stats = stats(standin)
     with open(path) as f:
@@ -280,7 +283,6 @@ def provider(standin, moto, account, role, role_arn, start_url, session_name=Non
         "role_credentials_calls": after_stats.get("GetRoleCredentials", 0) - before_stats.get("GetRoleCredentials", 0),
         "cache_file": path,
         "cache_rewritten": before != after,
-        "token_provider": type(botocore.tokens.SSOTokenProvider(session)).__name__,
     }
 
 

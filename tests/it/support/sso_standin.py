@@ -87,7 +87,8 @@ Usage (the test venv's python; moto with auth on, as scripts/test starts it):
 
 The admin key may come from the environment instead (MOTO_ADMIN="AKID:SECRET"), which keeps it out
 of the process list. Prints "sso-standin ready http://127.0.0.1:PORT" once listening; exits when its
-standard input reaches end of file (so it never outlives the test that started it) or on SIGTERM.
+standard input reaches end of file (so it never outlives the test that started it; --keep-running
+turns that off) or on SIGTERM.
 No token or secret is ever printed or logged.
 """
 
@@ -680,6 +681,8 @@ def main():
     ap.add_argument("--moto-admin", default=os.environ.get("MOTO_ADMIN"), help="AKID:SECRET (default: $MOTO_ADMIN)")
     ap.add_argument("--role", action="append", type=parse_role, default=[], help="ACCOUNT/ROLE_NAME=ROLE_ARN")
     ap.add_argument("--user", default="standin-user", help="the signed-in user (the AssumeRole session name)")
+    ap.add_argument("--keep-running", action="store_true",
+                    help="do not exit at the end of standard input (for running it by hand)")
     args = ap.parse_args()
     if not args.moto_admin or ":" not in args.moto_admin:
         ap.error("the moto admin key is needed: --moto-admin AKID:SECRET or MOTO_ADMIN")
@@ -695,7 +698,8 @@ def main():
             pass
         os._exit(0)
 
-    threading.Thread(target=stdin_watch, daemon=True).start()
+    if not args.keep_running:
+        threading.Thread(target=stdin_watch, daemon=True).start()
     print(f"sso-standin ready {server.url}", flush=True)
     try:
         server.serve_forever()
