@@ -215,11 +215,14 @@ pub enum SsoError {
     )]
     NotRefreshable,
     /// Any other error the service returned.
-    #[error("IAM Identity Center {operation} failed: {code}: {message} (HTTP {status})")]
+    #[error(
+        "IAM Identity Center {operation} failed (HTTP {status}){}",
+        code_and_message(code, message)
+    )]
     Service {
         /// The operation (`CreateToken`, `GetRoleCredentials`, ...).
         operation: &'static str,
-        /// The error code (`InvalidRequestException`, `invalid_scope`, or the status when none).
+        /// The error code (`InvalidRequestException`, `invalid_scope`); empty when none was sent.
         code: String,
         /// The service's message, one line, cut at 300 characters.
         message: String,
@@ -444,15 +447,19 @@ pub(crate) fn parse_error(
         .unwrap_or_default();
     SsoError::Service {
         operation,
-        code: one_line(
-            &shape
-                .or(parsed.error)
-                .unwrap_or_else(|| format!("HTTP{status}")),
-            100,
-        ),
+        code: one_line(&shape.or(parsed.error).unwrap_or_default(), 100),
         message: one_line(&message, 300),
         status,
     }
+}
+
+/// `": CODE: message"` for [`SsoError::Service`], leaving out what the service did not send.
+fn code_and_message(code: &str, message: &str) -> String {
+    [code, message]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| format!(": {s}"))
+        .collect()
 }
 
 /// `text` on one line (control characters replaced by spaces), cut at `max` characters.
@@ -580,12 +587,12 @@ mod tests {
         );
         assert_eq!(
             e.to_string(),
-            "IAM Identity Center CreateToken failed: InvalidScopeException: bad scope (HTTP 400)"
+            "IAM Identity Center CreateToken failed (HTTP 400): InvalidScopeException: bad scope"
         );
         let e = parse_error("GetRoleCredentials", 503, None, b"<html>busy</html>");
         assert_eq!(
             e.to_string(),
-            "IAM Identity Center GetRoleCredentials failed: HTTP503:  (HTTP 503)"
+            "IAM Identity Center GetRoleCredentials failed (HTTP 503)"
         );
         assert!(e.is_transient());
         let e = parse_error(

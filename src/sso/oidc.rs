@@ -284,7 +284,8 @@ impl SsoClient {
         } else {
             Err(parse_error(operation, status, error_type.as_deref(), &data))
         };
-        // The answer may hold tokens; do not leave them in freed memory.
+        // Wipe the response buffer (it may hold tokens) before it is freed; copies made while it
+        // grew are not covered.
         data.zeroize();
         result
     }
@@ -616,7 +617,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "IAM Identity Center Authorize failed: invalid_request: nochallenge (HTTP 302)"
+            "IAM Identity Center Authorize failed (HTTP 302): invalid_request: nochallenge"
         );
         assert!(matches!(
             callback_code("state=s1", "s1"),

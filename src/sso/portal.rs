@@ -101,7 +101,8 @@ impl SsoClient {
                 e => Err(e),
             }
         };
-        // The answer holds the secret key and session token; do not leave them in freed memory.
+        // Wipe the response buffer (secret key, session token) before it is freed; copies made
+        // while it grew are not covered.
         data.zeroize();
         result
     }
