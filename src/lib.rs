@@ -8,9 +8,10 @@
 //! - pure core (no IO; unit-, property- and fuzz-tested): [`sigv4`], [`sts::wire`],
 //!   [`sts::endpoint`], `profile` (config parser, credentials-file editor, chain resolution),
 //!   `config` (daemon TOML), `problem`, `daemon::policy`, `daemon::imds::route`,
-//!   [`daemon::token`], `control::proto`;
-//! - IO edges: [`sts::client`], [`iam`] (access keys), [`keystore`], `mint`, `daemon` (listeners, refreshers,
-//!   reconciliation), `control` (the control socket), `cli`, `sys`.
+//!   [`daemon::token`], `control::proto`, [`sso::pkce`], [`sso::cache`] (parse/render);
+//! - IO edges: [`sts::client`], [`iam`] (access keys), [`sso`] (IAM Identity Center OIDC and
+//!   portal calls), [`keystore`], `mint`, `daemon` (listeners, refreshers, reconciliation),
+//!   `control` (the control socket), `cli`, `sys`.
 //!
 //! Dependencies point one way: `cli` → `daemon` → `mint` → `sts` / `keystore` / `profile`;
 //! nothing outside `daemon` imports it (except `cli`, which starts it), and `control::proto`
@@ -33,5 +34,6 @@ pub(crate) mod problem;
 pub(crate) mod profile;
 pub(crate) mod shutdown;
 pub mod sigv4;
+pub mod sso;
 pub mod sts;
 pub mod sys;

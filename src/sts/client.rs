@@ -1,5 +1,5 @@
 //! The STS HTTP client: typed errors and retries around the shared query-protocol transport
-//! ([`super::query`]: signing, sending, size-capped reading; TLS with rustls(ring), the system's
+//! (`super::query`: signing, sending, size-capped reading; TLS with rustls(ring), the system's
 //! trust store or `ca_bundle`, `HTTPS_PROXY` / `NO_PROXY` honoured).
 
 use std::path::PathBuf;

@@ -74,17 +74,8 @@ impl Transport {
     /// Builds the client. Fails only when `ca_bundle` is unreadable or the system trust store
     /// cannot be loaded; the message names the file and the problem.
     pub(crate) fn new(options: ClientOptions) -> Result<Transport, String> {
-        let tls = tls_config(options.ca_bundle.as_deref())?;
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .connect_timeout(options.connect_timeout)
-            .timeout(options.timeout)
-            .user_agent(concat!("credvend/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("HTTP client setup failed: {e}"))?;
         Ok(Transport {
-            http,
+            http: http_client(&options)?,
             options: Arc::new(options),
         })
     }
@@ -224,9 +215,25 @@ fn sensitive(value: &str) -> Result<reqwest::header::HeaderValue, Failure> {
     Ok(v)
 }
 
+/// The reqwest client every AWS call of credvend goes through (STS and IAM here, IAM Identity
+/// Center in `crate::sso`): the TLS setup of `tls_config`, the connect and total timeouts of
+/// `options`, credvend's User-Agent, no redirects followed, proxies from the environment. Fails
+/// only when `ca_bundle` is unreadable or the system trust store cannot be loaded.
+pub(crate) fn http_client(options: &ClientOptions) -> Result<reqwest::Client, String> {
+    let tls = tls_config(options.ca_bundle.as_deref())?;
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .connect_timeout(options.connect_timeout)
+        .timeout(options.timeout)
+        .user_agent(concat!("credvend/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("HTTP client setup failed: {e}"))
+}
+
 /// The error and its sources, joined: reqwest's top-level message alone ("error sending
 /// request") does not say what failed.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

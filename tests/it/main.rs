@@ -25,6 +25,7 @@ mod reload;
 mod sdk;
 mod sigv4_botocore;
 mod sigv4_suite;
+mod sso_standin;
 mod sts_fake;
 mod sts_moto;
 mod sts_samples;

@@ -1,5 +1,6 @@
-//! Shared test support: the shared moto server, a scripted fake STS for fault injection, private
-//! keyrings, and helpers for unique names and temporary directories.
+//! Shared test support: the shared moto server, the IAM Identity Center stand-in, a scripted fake
+//! STS for fault injection, private keyrings, and helpers for unique names and temporary
+//! directories.
 
 #![allow(dead_code)]
 
@@ -12,6 +13,7 @@ pub mod keyring;
 pub mod moto;
 pub mod raw;
 pub mod served;
+pub mod sso;
 pub mod sts_proxy;
 pub mod toml;
 

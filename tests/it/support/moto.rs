@@ -42,6 +42,20 @@ impl Moto {
         }
     }
 
+    /// The admin key `scripts/seed_admin.py` created (allowed everything).
+    pub fn admin(&self) -> &LongTermKey {
+        &self.admin
+    }
+
+    /// The admin user's ARN, as moto's GetCallerIdentity names it.
+    pub async fn admin_arn(&self) -> String {
+        Moto::client()
+            .caller_identity(&self.endpoint(), self.admin.signing_key())
+            .await
+            .expect("GetCallerIdentity as moto's admin")
+            .arn
+    }
+
     /// The STS endpoint of this moto.
     pub fn endpoint(&self) -> StsEndpoint {
         StsEndpoint::custom(self.url.parse().unwrap(), "us-east-1")
