@@ -197,7 +197,8 @@ def run_client(name, moto, env, home):
         p = subprocess.run(argv, env=full, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
         rc, out, err = p.returncode, p.stdout, p.stderr
     except subprocess.TimeoutExpired as e:
-        rc, out, err = "timeout", e.stdout or "", e.stderr or ""
+        text = lambda b: b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
+        rc, out, err = "timeout", text(e.stdout), text(e.stderr)
     return {"rc": rc, "stdout": out, "stderr": err, "seconds": round(time.monotonic() - t0, 2), "t0": t0}
 
 
