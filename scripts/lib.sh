@@ -3,11 +3,24 @@
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$ROOT/.venv"
-# keyutils, gnome-keyring, dbus*, libsecret-tools: the keyring tests (kernel keyring, a private
-# Secret Service); xvfb and gcr (gcr-prompter): a desktop unlock prompt for the no-hang test;
-# iproute2, nftables, util-linux (unshare) and curl: the network-namespace tests (veth "containers",
-# the DNAT of scripts/imds-dnat.sh).
-APT_PACKAGES=(keyutils gnome-keyring dbus dbus-daemon libdbus-1-dev pkg-config libsecret-tools xvfb gcr iproute2 nftables util-linux curl procps openssl)
+# What the scripts and tests run, by Debian 12 package (installed without recommends):
+#   build-essential (cc, for ring and the -sys crates), pkg-config + libdbus-1-dev (libdbus-sys),
+#   ca-certificates (cargo and pip over TLS), python3 + python3-venv (the .venv of moto, boto3 and
+#   the AWS CLI v1);
+#   keyutils (keyctl), gnome-keyring (gnome-keyring-daemon), dbus + dbus-daemon (dbus-daemon,
+#   dbus-run-session), libsecret-tools (secret-tool): the keyring tests (kernel keyring, a private
+#   Secret Service); xvfb (Xvfb) and gcr (/usr/libexec/gcr-prompter): a desktop unlock prompt for
+#   the no-hang test;
+#   iproute2 (ip), nftables (nft), util-linux (unshare, nsenter, setpriv) and curl: the
+#   network-namespace tests (veth "containers", the DNAT of scripts/imds-dnat.sh) and the service
+#   tests; systemd (systemd-analyze, systemd-socket-activate): unit verification and socket
+#   activation; procps (ps), openssl (test certificates for the TLS tests);
+#   awscli (the AWS CLI v2, 2.9.x, at /usr/bin/aws) and rclone (Go SDK v1): two more real clients
+#   of the container endpoint (tests/it/container_clients.rs).
+APT_PACKAGES=(build-essential pkg-config libdbus-1-dev ca-certificates python3 python3-venv
+  keyutils gnome-keyring dbus dbus-daemon libsecret-tools xvfb gcr
+  iproute2 nftables util-linux curl systemd procps openssl
+  awscli rclone)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

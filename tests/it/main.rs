@@ -6,6 +6,7 @@ mod support;
 
 mod cli_keys;
 mod conformance;
+mod container_clients;
 mod containers;
 mod control;
 mod daemon_basic;

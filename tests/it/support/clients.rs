@@ -1,5 +1,7 @@
 //! Real AWS SDK clients as separate processes: boto3 (`tests/sdk/python/whoami.py`), the AWS CLI
-//! v1 (both from `.venv`), and the AWS SDK for Rust (`tests/sdk/rust`, built by `scripts/test`).
+//! v1 (both from `.venv`), the AWS SDK for Rust (`tests/sdk/rust`, built by `scripts/test`), and
+//! two Debian packages `scripts/test` installs: `awscli` (the AWS CLI v2, 2.9.x, at
+//! `/usr/bin/aws`) and `rclone` (built on the Go SDK v1, used here as an S3 client).
 //!
 //! Each runs isolated from the machine: the environment is cleared except `PATH`, `HOME` is a
 //! fresh directory, `AWS_CONFIG_FILE` / `AWS_SHARED_CREDENTIALS_FILE` are empty files there, the
@@ -23,12 +25,25 @@ pub enum Sdk {
     Cli,
     /// `aws-config` + `aws-sdk-sts` (crates.io).
     Rust,
+    /// Debian's AWS CLI v2 at [`AWS_V2`].
+    CliV2,
+    /// Debian's rclone (Go SDK v1): an S3 remote from the environment, no STS.
+    Rclone,
 }
 
 impl Sdk {
-    /// Every client.
+    /// The three SDK clients every IMDS and ECS test runs.
     pub const ALL: [Sdk; 3] = [Sdk::Boto3, Sdk::Cli, Sdk::Rust];
+    /// Every client of the container endpoint: [`Sdk::ALL`] and the two Debian packages.
+    pub const CONTAINER: [Sdk; 5] = [Sdk::Boto3, Sdk::Cli, Sdk::Rust, Sdk::CliV2, Sdk::Rclone];
 }
+
+/// Debian's AWS CLI v2 (package `awscli`). Called by path: the venv's CLI v1 comes first on
+/// `PATH` when the venv is active.
+pub const AWS_V2: &str = "/usr/bin/aws";
+
+/// Debian's rclone (package `rclone`).
+pub const RCLONE: &str = "/usr/bin/rclone";
 
 /// Where `scripts/test` builds the Rust SDK client; `CREDVEND_SDK_RUST_CLIENT` overrides.
 pub fn rust_client_path() -> PathBuf {
@@ -57,7 +72,8 @@ fn rust_client() -> PathBuf {
 pub struct Whoami {
     /// The caller identity ARN STS returned.
     pub arn: String,
-    /// The access key id the client loaded (the CLI does not say).
+    /// The access key id the client loaded (boto3, Rust) or signed with (rclone); the CLIs do
+    /// not say.
     pub access_key_id: Option<String>,
     /// The provider that supplied the credentials, where the client says (boto3's `method`).
     pub method: Option<String>,
@@ -132,9 +148,99 @@ impl Client {
         cmd
     }
 
-    /// Runs `sdk`: load credentials, call GetCallerIdentity at `sts` (moto). `Err` carries the
-    /// client's exit status and output.
+    /// Runs Debian's AWS CLI v2 (`/usr/bin/aws ARGS`) in this client's environment.
+    pub fn aws_v2(&self, args: &[&str]) -> Output {
+        self.command(AWS_V2, args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {AWS_V2} (install the awscli package): {e}"))
+    }
+
+    /// Runs `rclone ARGS` in this client's environment, with the remote `m:` defined by the
+    /// environment alone: S3 at `endpoint` (path-style, as `provider = Other` implies), credentials
+    /// from the AWS credential chain (`env_auth`), no rclone config file.
+    pub fn rclone(&self, endpoint: &str, args: &[&str]) -> Output {
+        self.rclone_command(endpoint, args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {RCLONE} (install the rclone package): {e}"))
+    }
+
+    fn rclone_command(&self, endpoint: &str, args: &[&str]) -> Command {
+        let mut cmd = self.command(RCLONE, args);
+        cmd.env("RCLONE_CONFIG", self.dir.path().join("rclone.conf"))
+            .env("RCLONE_CONFIG_M_TYPE", "s3")
+            // `AWS` would force virtual-host addressing (bucket.127.0.0.1:PORT), which a local
+            // endpoint cannot serve.
+            .env("RCLONE_CONFIG_M_PROVIDER", "Other")
+            .env("RCLONE_CONFIG_M_ENV_AUTH", "true")
+            .env("RCLONE_CONFIG_M_ENDPOINT", endpoint);
+        cmd
+    }
+
+    /// rclone's signed calls at `s3` (moto): `mkdir` of a fresh bucket, then `lsd` of the
+    /// account, which must list it. The access key is the one in the `Authorization` header of
+    /// the listing (rclone's `--dump headers,auth`); the ARN is moto's record of that key
+    /// ([`arn_of_key`]). Failures are bounded: one try, two low-level tries.
+    fn rclone_whoami(&self, s3: &str) -> Result<Whoami, String> {
+        let bucket = super::unique("cv-rclone");
+        let bounded = ["--retries", "1", "--low-level-retries", "2"];
+        let target = format!("m:{bucket}");
+        let mut mkdir = vec!["mkdir", target.as_str()];
+        mkdir.extend(bounded);
+        let out = self.rclone(s3, &mkdir);
+        if !out.status.success() {
+            return Err(describe(Sdk::Rclone, &out));
+        }
+        let mut lsd = vec!["lsd", "m:", "--dump", "headers,auth"];
+        lsd.extend(bounded);
+        let out = self.rclone(s3, &lsd);
+        if !out.status.success() {
+            return Err(describe(Sdk::Rclone, &out));
+        }
+        let listed = String::from_utf8_lossy(&out.stdout);
+        if !listed
+            .lines()
+            .any(|l| l.split_whitespace().last() == Some(&bucket))
+        {
+            return Err(format!(
+                "rclone lsd did not list {bucket}: {}",
+                describe(Sdk::Rclone, &out)
+            ));
+        }
+        let dump = String::from_utf8_lossy(&out.stderr);
+        let key = dump
+            .lines()
+            .filter_map(|l| l.strip_prefix("Authorization: "))
+            .find_map(|a| a.split("Credential=").nth(1)?.split('/').next())
+            .map(str::to_owned)
+            .ok_or_else(|| "no Authorization header in rclone's request dump".to_owned())?;
+        let arn = arn_of_key(s3, &key)
+            .ok_or_else(|| format!("moto has no principal for the access key {key}"))?;
+        Ok(Whoami {
+            arn,
+            access_key_id: Some(key),
+            method: None,
+        })
+    }
+
+    /// Runs `sdk`: load credentials, make a signed call at `sts` (moto) and say who it was:
+    /// GetCallerIdentity for the SDKs and CLIs; for rclone, which has no STS, S3 calls whose
+    /// signer moto names (see [`Client::rclone`]). `Err` carries the client's exit status and
+    /// output.
     pub fn whoami(&self, sdk: Sdk, sts: &str) -> Result<Whoami, String> {
+        let cli = |program: &str| {
+            self.command(
+                program,
+                &[
+                    "sts",
+                    "get-caller-identity",
+                    "--endpoint-url",
+                    sts,
+                    "--output",
+                    "json",
+                ],
+            )
+            .output()
+        };
         let out = match sdk {
             Sdk::Boto3 => self
                 .command(
@@ -146,58 +252,50 @@ impl Client {
                 )
                 .env("AWS_ENDPOINT_URL_STS", sts)
                 .output(),
-            Sdk::Cli => self
-                .command(
-                    &venv_bin("aws"),
-                    &[
-                        "sts",
-                        "get-caller-identity",
-                        "--endpoint-url",
-                        sts,
-                        "--output",
-                        "json",
-                    ],
-                )
-                .output(),
+            Sdk::Cli => cli(&venv_bin("aws")),
+            Sdk::CliV2 => cli(AWS_V2),
             Sdk::Rust => self
                 .command(rust_client().to_str().unwrap(), &[])
                 .env("AWS_ENDPOINT_URL_STS", sts)
                 .output(),
+            Sdk::Rclone => return self.rclone_whoami(sts),
         }
         .unwrap_or_else(|e| panic!("cannot run the {sdk:?} client: {e}"));
         if !out.status.success() {
             return Err(describe(sdk, &out));
         }
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let parsed = match sdk {
-            Sdk::Boto3 => serde_json::from_str::<serde_json::Value>(&stdout)
-                .ok()
-                .map(|v| Whoami {
-                    arn: v["arn"].as_str().unwrap_or_default().to_owned(),
-                    access_key_id: v["access_key_id"].as_str().map(str::to_owned),
-                    method: v["method"].as_str().map(str::to_owned),
-                }),
-            Sdk::Cli => serde_json::from_str::<serde_json::Value>(&stdout)
-                .ok()
-                .map(|v| Whoami {
-                    arn: v["Arn"].as_str().unwrap_or_default().to_owned(),
-                    access_key_id: None,
-                    method: None,
-                }),
-            Sdk::Rust => {
-                let field = |name: &str| {
-                    stdout
-                        .lines()
-                        .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
-                        .map(str::to_owned)
-                };
-                field("arn").map(|arn| Whoami {
-                    arn,
-                    access_key_id: field("access_key_id"),
-                    method: None,
-                })
-            }
-        };
+        let parsed =
+            match sdk {
+                Sdk::Boto3 => serde_json::from_str::<serde_json::Value>(&stdout)
+                    .ok()
+                    .map(|v| Whoami {
+                        arn: v["arn"].as_str().unwrap_or_default().to_owned(),
+                        access_key_id: v["access_key_id"].as_str().map(str::to_owned),
+                        method: v["method"].as_str().map(str::to_owned),
+                    }),
+                Sdk::Cli | Sdk::CliV2 => serde_json::from_str::<serde_json::Value>(&stdout)
+                    .ok()
+                    .map(|v| Whoami {
+                        arn: v["Arn"].as_str().unwrap_or_default().to_owned(),
+                        access_key_id: None,
+                        method: None,
+                    }),
+                Sdk::Rust => {
+                    let field = |name: &str| {
+                        stdout
+                            .lines()
+                            .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+                            .map(str::to_owned)
+                    };
+                    field("arn").map(|arn| Whoami {
+                        arn,
+                        access_key_id: field("access_key_id"),
+                        method: None,
+                    })
+                }
+                Sdk::Rclone => unreachable!("rclone returned above"),
+            };
         parsed.ok_or_else(|| format!("unexpected output: {}", describe(sdk, &out)))
     }
 
@@ -215,6 +313,46 @@ fn describe(sdk: Sdk, out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// The principal moto (at `moto`) knows for `access_key_id`: the assumed-role session ARN of a
+/// key minted by AssumeRole, or the IAM user's ARN of a user's key; from moto's unauthenticated
+/// state dump `GET /moto-api/data.json` (`sts.AssumedRole`, `iam.AccessKey`, `iam.User`).
+pub fn arn_of_key(moto: &str, access_key_id: &str) -> Option<String> {
+    let out = Command::new("curl")
+        .args([
+            "-sSf",
+            "--noproxy",
+            "*",
+            &format!("{moto}/moto-api/data.json"),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("curl is missing (scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "GET {moto}/moto-api/data.json: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let data: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let list =
+        |service: &str, kind: &str| data[service][kind].as_array().cloned().unwrap_or_default();
+    if let Some(session) = list("sts", "AssumedRole")
+        .iter()
+        .find(|r| r["access_key_id"] == access_key_id)
+    {
+        return session["arn"].as_str().map(str::to_owned);
+    }
+    let user = list("iam", "AccessKey")
+        .iter()
+        .find(|k| k["access_key_id"] == access_key_id)?["user_name"]
+        .as_str()?
+        .to_owned();
+    list("iam", "User")
+        .iter()
+        .find(|u| u["name"] == user.as_str())?["arn"]
+        .as_str()
+        .map(str::to_owned)
 }
 
 /// The start of the assumed-role ARN GetCallerIdentity returns for sessions of `role_arn`:
