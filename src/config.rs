@@ -39,6 +39,8 @@ pub struct ImdsListener {
     pub imds_v1: bool,
     /// Peers allowed besides loopback; required for a non-loopback `listen`.
     pub allow: Vec<IpNet>,
+    /// Local users besides the daemon's own who may get credentials here.
+    pub allow_uids: Vec<u32>,
     /// Extra names accepted in the `Host` header (e.g. `host.docker.internal`).
     pub hosts: Vec<String>,
     /// IP TTL of responses (EC2 uses 1 so that only the instance itself gets tokens).
@@ -57,6 +59,8 @@ pub struct EcsListener {
     pub profiles: Option<Vec<String>>,
     /// Peers allowed besides loopback.
     pub allow: Vec<IpNet>,
+    /// Local users besides the daemon's own who may get credentials here.
+    pub allow_uids: Vec<u32>,
     /// Extra names accepted in the `Host` header.
     pub hosts: Vec<String>,
 }
@@ -82,11 +86,13 @@ impl Default for RefreshSettings {
 /// `[limits]`: bounded resources.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Open connections per listener; more wait in the kernel backlog.
+    /// Open connections per listener, shared out among the peers (`daemon/conns.rs`); beyond it
+    /// the oldest idle connections of other peers are closed.
     pub max_connections: usize,
     /// Largest request head (request line + headers), bytes; larger gets 431.
     pub max_header_bytes: usize,
-    /// Time a client has to send its request head.
+    /// Time a client has to send a request head, and the longest a keep-alive connection stays
+    /// idle between requests.
     pub header_timeout: Duration,
 }
 
@@ -95,7 +101,7 @@ impl Default for Limits {
         Limits {
             max_connections: 1024,
             max_header_bytes: 8 * 1024,
-            header_timeout: Duration::from_secs(5),
+            header_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -108,6 +114,7 @@ impl Default for DaemonConfig {
                 profile: "default".into(),
                 imds_v1: false,
                 allow: Vec::new(),
+                allow_uids: Vec::new(),
                 hosts: Vec::new(),
                 hop_limit: 1,
                 role_name: None,
@@ -116,6 +123,7 @@ impl Default for DaemonConfig {
                 listen: DEFAULT_ECS_LISTEN.parse().expect("constant"),
                 profiles: None,
                 allow: Vec::new(),
+                allow_uids: Vec::new(),
                 hosts: Vec::new(),
             }),
             refresh: RefreshSettings::default(),
@@ -152,6 +160,8 @@ struct RawImds {
     #[serde(default)]
     allow: Vec<String>,
     #[serde(default)]
+    allow_uids: Vec<UserSpec>,
+    #[serde(default)]
     hosts: Vec<String>,
     hop_limit: Option<u8>,
     role_name: Option<String>,
@@ -165,6 +175,8 @@ struct RawEcs {
     #[serde(default)]
     allow: Vec<String>,
     #[serde(default)]
+    allow_uids: Vec<UserSpec>,
+    #[serde(default)]
     hosts: Vec<String>,
     #[serde(default = "yes")]
     enabled: bool,
@@ -172,6 +184,36 @@ struct RawEcs {
 
 fn yes() -> bool {
     true
+}
+
+/// A user in `allow_uids`: a number or a name.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum UserSpec {
+    Uid(u32),
+    Name(String),
+}
+
+/// Finds the uid of a user name (`getpwnam`); the parser takes it as a parameter so that it
+/// stays pure and testable.
+pub type UserLookup<'a> = &'a dyn Fn(&str) -> Option<u32>;
+
+fn parse_uids(
+    values: Vec<UserSpec>,
+    lookup: UserLookup<'_>,
+    what: &str,
+) -> Result<Vec<u32>, ConfigError> {
+    values
+        .into_iter()
+        .map(|v| match v {
+            UserSpec::Uid(uid) => Ok(uid),
+            UserSpec::Name(name) => lookup(&name).ok_or_else(|| {
+                ConfigError(format!(
+                    "{what}: allow_uids entry {name:?} is not a user on this machine (use a user name or a numeric uid)"
+                ))
+            }),
+        })
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -243,8 +285,18 @@ fn check_exposure(listen: SocketAddr, allow: &[IpNet], what: &str) -> Result<(),
 }
 
 impl DaemonConfig {
-    /// Parses and validates `config.toml` text. `source` names the file in messages.
+    /// Parses and validates `config.toml` text. `source` names the file in messages; user names
+    /// in `allow_uids` are looked up in the system's user database.
     pub fn parse(text: &str, source: &str) -> Result<DaemonConfig, ConfigError> {
+        DaemonConfig::parse_with(text, source, &crate::sys::uid_by_name)
+    }
+
+    /// [`DaemonConfig::parse`] with the user lookup given (tests, fuzzing).
+    pub fn parse_with(
+        text: &str,
+        source: &str,
+        users: UserLookup<'_>,
+    ) -> Result<DaemonConfig, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             ConfigError(format!(
                 "{source}: {}",
@@ -284,6 +336,7 @@ impl DaemonConfig {
                         profile,
                         imds_v1: r.imds_v1,
                         allow,
+                        allow_uids: parse_uids(r.allow_uids, users, &what)?,
                         hosts: r.hosts,
                         hop_limit,
                         role_name: r.role_name,
@@ -303,6 +356,7 @@ impl DaemonConfig {
                     listen,
                     profiles: r.profiles,
                     allow,
+                    allow_uids: parse_uids(r.allow_uids, users, &what)?,
                     hosts: r.hosts,
                 })
             }
@@ -437,6 +491,22 @@ min_interval_seconds = 5
             assert!(e.0.contains(want), "{text:?}: {e}");
             assert!(!e.0.contains('\n'), "one line: {e:?}");
         }
+    }
+
+    #[test]
+    fn allow_uids_take_numbers_and_names() {
+        let users = |name: &str| (name == "alice").then_some(1001);
+        let c = DaemonConfig::parse_with(
+            "[[imds]]\nallow_uids = [65534, \"alice\"]\n[ecs]\nallow_uids = [0]\n",
+            "c",
+            &users,
+        )
+        .unwrap();
+        assert_eq!(c.imds[0].allow_uids, [65534, 1001]);
+        assert_eq!(c.ecs.unwrap().allow_uids, [0]);
+        let e = DaemonConfig::parse_with("[[imds]]\nallow_uids = [\"bob\"]\n", "c", &users)
+            .unwrap_err();
+        assert!(e.0.contains("\"bob\" is not a user"), "{e}");
     }
 
     #[test]

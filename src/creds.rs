@@ -9,6 +9,13 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 
+/// Credentials with less than this left are never served (`daemon::policy`).
+pub const SERVE_FLOOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Credentials that arrive with less than this left are useless (they would be served for a
+/// minute at most), and minting them again at once would loop: they are a mint failure.
+pub const MIN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(2 * 60);
+
 /// A long-term access key pair, as stored in the keyring.
 #[derive(Clone, Debug)]
 pub struct LongTermKey {

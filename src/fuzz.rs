@@ -34,7 +34,7 @@ pub fn aws_config(data: &[u8]) {
 /// The daemon's TOML config.
 pub fn daemon_config(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = DaemonConfig::parse(text, "fuzz.toml");
+        let _ = DaemonConfig::parse_with(text, "fuzz.toml", &|_| Some(1000));
     }
 }
 

@@ -8,12 +8,13 @@
 //! the response writers.
 
 use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -24,8 +25,14 @@ pub enum LogFormat {
     Json,
 }
 
-/// Keeps the background log writer alive; dropping it flushes what is queued.
-pub type Guard = tracing_appender::non_blocking::WorkerGuard;
+/// Keeps the background log writers alive; dropping it flushes what is queued.
+pub struct Guard {
+    _main: tracing_appender::non_blocking::WorkerGuard,
+    _audit: tracing_appender::non_blocking::WorkerGuard,
+}
+
+/// The target of audit lines, which are never dropped (`daemon/audit.rs` keeps them few).
+pub const AUDIT_TARGET: &str = "credvend::audit";
 
 /// Prefixes each line with its syslog priority, for journald's stream parser.
 struct SyslogPrefixed<F>(F);
@@ -68,9 +75,41 @@ fn journal_is_stderr() -> bool {
     }
 }
 
+type Boxed = Box<dyn Layer<Registry> + Send + Sync>;
+
+/// One formatting layer writing to `writer`, in the format asked for.
+fn layer(
+    format: LogFormat,
+    journal: bool,
+    ansi: bool,
+    writer: tracing_appender::non_blocking::NonBlocking,
+) -> Boxed {
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(ansi)
+        .with_target(false);
+    match (format, journal) {
+        (LogFormat::Json, _) => Box::new(fmt.json().flatten_event(true)),
+        (LogFormat::Text, true) => Box::new(
+            fmt.event_format(SyslogPrefixed(
+                tracing_subscriber::fmt::format()
+                    .without_time()
+                    .with_target(false)
+                    .with_ansi(false),
+            )),
+        ),
+        (LogFormat::Text, false) => Box::new(fmt),
+    }
+}
+
 /// Installs the global subscriber. `default` is the level when no variable says otherwise. Keep
 /// the returned guard until the process ends.
-pub fn init(format: LogFormat, default: &str) -> Guard {
+///
+/// Two writer threads share stderr. Ordinary lines go through a bounded, lossy queue: a stalled
+/// journal or an undrained pipe costs lines, never request latency. Audit lines
+/// ([`AUDIT_TARGET`]) go through their own queue that never drops and ignore the level filter;
+/// with `report_drops` a thread records, on the audit path, how many ordinary lines were dropped.
+pub fn init(format: LogFormat, default: &str, report_drops: bool) -> Guard {
     let filter = std::env::var("CREDVEND_LOG")
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
@@ -80,28 +119,53 @@ pub fn init(format: LogFormat, default: &str) -> Guard {
     let ansi = !journal && std::io::IsTerminal::is_terminal(&std::io::stderr());
     // 4096 queued lines: enough for bursts; more is dropped rather than delaying requests (the
     // default queue of 128k lines would also cost ~4 MB of resident memory).
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+    let (main, main_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .buffered_lines_limit(4096)
         .lossy(true)
         .finish(std::io::stderr());
-    let registry = tracing_subscriber::registry().with(filter);
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(writer)
-        .with_ansi(ansi)
-        .with_target(false);
-    let _ = match (format, journal) {
-        (LogFormat::Json, _) => registry.with(fmt.json().flatten_event(true)).try_init(),
-        (LogFormat::Text, true) => registry
-            .with(
-                fmt.event_format(SyslogPrefixed(
-                    tracing_subscriber::fmt::format()
-                        .without_time()
-                        .with_target(false)
-                        .with_ansi(false),
-                )),
-            )
-            .try_init(),
-        (LogFormat::Text, false) => registry.with(fmt).try_init(),
-    };
-    guard
+    let dropped = main.error_counter();
+    let (audit, audit_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(16 * 1024)
+        .lossy(false)
+        .finish(std::io::stderr());
+    let not_audit = filter_fn(|m| m.target() != AUDIT_TARGET);
+    let only_audit = filter_fn(|m| m.target() == AUDIT_TARGET);
+    let layers: Vec<Boxed> = vec![
+        layer(format, journal, ansi, main)
+            .with_filter(filter.and(not_audit))
+            .boxed(),
+        layer(format, journal, ansi, audit)
+            .with_filter(only_audit)
+            .boxed(),
+    ];
+    let _ = tracing_subscriber::registry().with(layers).try_init();
+    if report_drops {
+        std::thread::Builder::new()
+            .name("credvend-log-drops".into())
+            .spawn(move || report_dropped(dropped))
+            .ok();
+    }
+    Guard {
+        _main: main_guard,
+        _audit: audit_guard,
+    }
+}
+
+/// Every few seconds, records how many ordinary log lines were dropped since the last report.
+fn report_dropped(counter: tracing_appender::non_blocking::ErrorCounter) {
+    let mut reported = 0;
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        let now = counter.dropped_lines();
+        if now > reported {
+            tracing::warn!(
+                target: AUDIT_TARGET,
+                dropped = now - reported,
+                total_dropped = now,
+                "{} log lines were dropped because the log reader fell behind",
+                now - reported
+            );
+            reported = now;
+        }
+    }
 }

@@ -30,9 +30,11 @@ pub fn current_uid() -> u32 {
 }
 
 /// Creates `dir` (mode 0700) if needed and checks that it belongs to us and that no other user
-/// can enter it. A directory we own with looser permissions is tightened.
+/// can enter it. A directory someone else owns, or one that others could write to, is refused,
+/// never reused (the fallback location is in the shared temp directory, where another user could
+/// have prepared one).
 pub fn ensure_state_dir(dir: &Path) -> Result<(), PathError> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
     let shown = dir.display();
     match std::fs::DirBuilder::new()
         .recursive(true)
@@ -62,11 +64,13 @@ pub fn ensure_state_dir(dir: &Path) -> Result<(), PathError> {
         )));
     }
     if meta.mode() & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
-            PathError(format!(
-                "cannot restrict the state directory {shown} to mode 0700: {e}"
-            ))
-        })?;
+        // Never reused: while it was open, someone else could have put a socket or a token file
+        // in it.
+        return Err(PathError(format!(
+            "the state directory {shown} has mode {:o}, so other users could have put files in it; \
+             remove it (credvend creates it again with mode 0700) or pass --state-dir",
+            meta.mode() & 0o777
+        )));
     }
     Ok(())
 }
@@ -184,7 +188,7 @@ mod tests {
     }
 
     #[test]
-    fn state_dir_is_created_private_and_tightened() {
+    fn state_dir_is_created_private_and_loose_ones_refused() {
         use std::os::unix::fs::PermissionsExt;
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("state");
@@ -192,11 +196,8 @@ mod tests {
         let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        ensure_state_dir(&dir).unwrap();
-        assert_eq!(
-            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
-            0o700
-        );
+        let e = ensure_state_dir(&dir).unwrap_err().to_string();
+        assert!(e.contains("mode 755") && e.contains("remove it"), "{e}");
         let file = tmp.path().join("file");
         std::fs::write(&file, "x").unwrap();
         assert!(ensure_state_dir(&file).is_err());

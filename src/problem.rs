@@ -41,6 +41,9 @@ pub enum ProblemCode {
     CredentialsLocked,
     /// The first credentials are still being minted.
     CredentialsPending,
+    /// STS (or the `credential_process`) handed out credentials that were already expired or
+    /// about to be: usually this machine's clock is wrong.
+    CredentialsTooShort,
     /// The credentials expired and no new ones could be minted.
     CredentialsExpired,
 }
@@ -64,6 +67,7 @@ impl ProblemCode {
             ProblemCode::WebIdentityTokenUnreadable => "WebIdentityTokenUnreadable",
             ProblemCode::CredentialsLocked => "CredentialsLocked",
             ProblemCode::CredentialsPending => "CredentialsPending",
+            ProblemCode::CredentialsTooShort => "CredentialsTooShort",
             ProblemCode::CredentialsExpired => "CredentialsExpired",
         }
     }

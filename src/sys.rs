@@ -156,6 +156,26 @@ pub(crate) fn inherited_sockets() -> (Vec<Inherited>, Vec<String>) {
     (out, warnings)
 }
 
+/// The uid of user `name` in the system's user database (`getpwnam_r`), if there is one.
+pub(crate) fn uid_by_name(name: &str) -> Option<u32> {
+    let cname = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: an all-zero passwd is a valid value for getpwnam_r to overwrite.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the duration of the call and `buf` is as long as we say.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            cname.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    (rc == 0 && !result.is_null()).then_some(pwd.pw_uid)
+}
+
 /// The uid owning the other end of a TCP connection that was made from this machine (in this
 /// network namespace): `peer` is the client's address, `local` ours. Linux only; `None` when the
 /// client is elsewhere (another host, a container's namespace, or a DNAT'd connection), or the
@@ -322,6 +342,13 @@ mod tests {
             let elsewhere = SocketAddr::new(local.ip(), peer.port().wrapping_add(1).max(1));
             assert_eq!(tcp_peer_uid(local, elsewhere), None, "{bind}");
         }
+    }
+
+    #[test]
+    fn user_names_resolve() {
+        assert_eq!(uid_by_name("root"), Some(0));
+        assert_eq!(uid_by_name("credvend-no-such-user"), None);
+        assert_eq!(uid_by_name("a\0b"), None);
     }
 
     #[test]

@@ -40,9 +40,20 @@ pub struct StatusArgs {
 pub struct LoginArgs {
     /// Profile that needs the code
     profile: String,
-    /// The 6-digit code (prompted for when absent)
-    #[arg(long, value_name = "N")]
+    /// The 6-digit code. Visible to every user of this machine in `ps`: prefer the prompt or
+    /// --code-stdin
+    #[arg(long, value_name = "N", conflicts_with = "code_stdin")]
     code: Option<String>,
+    /// Read the code from the first line of stdin (for scripts: `ykman ... | credvend login P --code-stdin`)
+    #[arg(long)]
+    code_stdin: bool,
+}
+
+/// `credvend refresh`.
+#[derive(Debug, clap::Args)]
+pub struct RefreshArgs {
+    /// Profile (default: every profile the daemon serves)
+    profile: Option<String>,
 }
 
 /// `credvend lock`.
@@ -141,18 +152,29 @@ pub async fn status(ctx: &Context, args: StatusArgs) -> anyhow::Result<ExitCode>
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);
     }
+    use std::fmt::Write as _;
+    let mut out = String::new();
     let now = OffsetDateTime::now_utc();
-    println!("credvend {} (pid {})", report.version, report.pid);
-    println!("listeners:");
+    let _ = writeln!(out, "credvend {} (pid {})", report.version, report.pid);
+    if let Some(skew) = report.clock_skew_seconds.filter(|s| s.abs() >= 60) {
+        let _ = writeln!(
+            out,
+            "clock: STS's clock is {} s {} this machine's (SigV4 fails beyond 300 s): correct the clock",
+            skew.abs(),
+            if skew > 0 { "ahead of" } else { "behind" }
+        );
+    }
+    let _ = writeln!(out, "listeners:");
     for l in &report.listeners {
-        println!(
+        let _ = writeln!(
+            out,
             "  {:4}  {:21}  {}",
             l.kind,
             l.address,
             l.profiles.join(", ")
         );
     }
-    println!("profiles:");
+    let _ = writeln!(out, "profiles:");
     for p in &report.profiles {
         let phase = serde_json::to_value(p.phase)?;
         let mut line = format!("  {}  {}", p.name, phase.as_str().unwrap_or("?"));
@@ -167,21 +189,29 @@ pub async fn status(ctx: &Context, args: StatusArgs) -> anyhow::Result<ExitCode>
             line.push_str(&format!("  next refresh {}", ago_or_in(next, now)));
         }
         line.push_str(&format!("  requests {}", p.requests));
-        println!("{line}");
-        println!("      source: {}", p.source);
+        let _ = writeln!(out, "{line}");
+        let _ = writeln!(out, "      source: {}", p.source);
         if let Some(err) = &p.last_error {
-            println!("      last error: {}", err.message);
+            let _ = writeln!(out, "      last error: {}", err.message);
         }
     }
+    print!("{}", super::printable(&out));
     Ok(ExitCode::SUCCESS)
 }
 
 fn read_code(args: &LoginArgs, serial: Option<&str>) -> anyhow::Result<SecretString> {
     let code = match &args.code {
         Some(c) => c.trim().to_owned(),
+        None if args.code_stdin => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the code from stdin")?;
+            line.trim().to_owned()
+        }
         None => {
             if !std::io::stdin().is_terminal() {
-                bail!("no terminal to prompt on: pass --code N");
+                bail!("no terminal to prompt on: pass --code-stdin and write the code to stdin");
             }
             let label = match serial {
                 Some(s) => format!("MFA code for {s}: "),
@@ -255,18 +285,26 @@ pub async fn login(ctx: &Context, args: LoginArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `credvend refresh PROFILE`.
-pub async fn refresh(ctx: &Context, args: ProfileArg) -> anyhow::Result<ExitCode> {
-    call(
+/// `credvend refresh [PROFILE]`.
+pub async fn refresh(ctx: &Context, args: RefreshArgs) -> anyhow::Result<ExitCode> {
+    let names = match call(
         ctx,
         &Request::Refresh {
-            profile: Some(args.profile.clone()),
+            profile: args.profile,
         },
     )
-    .await?;
+    .await?
+    {
+        Reply::Refreshing { profiles } => profiles,
+        other => return Err(unexpected(other)),
+    };
     eprintln!(
-        "credvend: refreshing `{}` (see `credvend status`)",
-        args.profile
+        "credvend: minting new credentials for {} (see `credvend status`)",
+        if names.is_empty() {
+            "no profile".into()
+        } else {
+            names.join(", ")
+        }
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -270,7 +270,8 @@ pub async fn import(ctx: &Context, args: ImportArgs) -> anyhow::Result<ExitCode>
     if args.remove {
         // The backup keeps every line but blanks the moved secrets: the keys now live only in
         // the keyring, and a plaintext copy next to the original would defeat the import.
-        let blanked = blank_secrets(&text, &imported);
+        let blanked = edit::blank_secrets(&text, &imported)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let backup = path.with_file_name(format!(
             "{}.credvend-backup",
             path.file_name()
@@ -298,21 +299,6 @@ pub async fn import(ctx: &Context, args: ImportArgs) -> anyhow::Result<ExitCode>
         eprintln!("credvend: {note}");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The credentials file with the secret values of `profiles` replaced by a marker.
-fn blank_secrets(text: &str, profiles: &[String]) -> String {
-    let Ok(found) = edit::find_keys(text, profiles) else {
-        return String::new();
-    };
-    let mut out = text.to_owned();
-    for f in found {
-        let secret = f.secret_access_key.expose_secret();
-        if !secret.is_empty() {
-            out = out.replace(secret, "(moved to the keyring by credvend)");
-        }
-    }
-    out
 }
 
 /// `credvend list`.
@@ -384,11 +370,12 @@ pub async fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<ExitCode> {
             .map(str::to_owned)
             .or_else(|| row["error"].as_str().map(|e| format!("error: {e}")))
             .unwrap_or_else(|| "(not in the AWS config)".into());
-        println!(
+        let line = format!(
             "{:width$}  {:4}  {source}",
             row["profile"].as_str().unwrap_or_default(),
             keys
         );
+        println!("{}", super::printable(&line));
     }
     if let Some(b) = backend {
         println!("\nkeys are read from the {b}");
@@ -435,14 +422,5 @@ mod tests {
         );
         assert!(check_key(&k("", "abc")).is_err());
         assert!(check_key(&k("AKIA", "a b")).is_err());
-    }
-
-    #[test]
-    fn backup_blanks_only_moved_secrets() {
-        let text = "# keep\n[a]\naws_access_key_id = AKIAA\naws_secret_access_key = SECRETA\n[b]\naws_access_key_id = AKIAB\naws_secret_access_key = SECRETB\n";
-        let out = blank_secrets(text, &["a".into()]);
-        assert!(!out.contains("SECRETA"));
-        assert!(out.contains("SECRETB"));
-        assert!(out.contains("# keep"));
     }
 }

@@ -104,14 +104,16 @@ enum Command {
     Status(client::StatusArgs),
     /// Give the daemon an MFA code for PROFILE
     #[command(
-        long_about = "Give the daemon an MFA code for PROFILE. Prompts when --code is absent.\n\n\
+        long_about = "Give the daemon an MFA code for PROFILE: prompted for on the terminal (no echo), or \
+        read from stdin with --code-stdin. (--code N also works, but the code is then visible to every \
+        user of the machine in `ps` while the command runs.)\n\n\
         The daemon mints one MFA-authenticated session (GetSessionToken) and assumes the profile's roles \
         from it until the session expires (12 h by default); the session is cached in the keyring, so it \
         survives daemon restarts. Without a running daemon the session is minted and cached directly."
     )]
     Login(client::LoginArgs),
-    /// Mint new credentials for PROFILE now
-    Refresh(client::ProfileArg),
+    /// Mint new credentials now (for PROFILE, or for every profile the daemon serves)
+    Refresh(client::RefreshArgs),
     /// Forget temporary credentials (of PROFILE, or of every profile)
     Lock(client::LockArgs),
     /// Print shell `export` lines that point SDKs at the daemon
@@ -164,7 +166,8 @@ pub fn main() -> ExitCode {
             "warn"
         }
     };
-    let _log_guard = crate::logging::init(cli.log_format, default_level);
+    let serving = matches!(cli.command, Command::Serve);
+    let _log_guard = crate::logging::init(cli.log_format, default_level, serving);
     let ctx = Context::from_process(cli.config, cli.keystore, cli.state_dir);
     let result = match cli.command {
         Command::Serve => serve::run(ctx, inherited),
@@ -175,7 +178,7 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             let msg = format!("{e:#}");
-            eprintln!("credvend: {}", msg.replace('\n', " "));
+            eprintln!("credvend: {}", printable(&msg.replace('\n', " ")));
             ExitCode::from(1)
         }
     }
@@ -209,6 +212,25 @@ async fn open_keystore(ctx: &Context, interactive: bool) -> anyhow::Result<KeySt
     Ok(KeyStore::open(ctx.keystore_options(interactive)).await?)
 }
 
+/// `s` with control characters (other than newlines) shown as `\u{..}`: text from the daemon or
+/// from files (profile names, messages) must not drive the terminal (escape sequences that
+/// retitle it, move the cursor or hide text).
+pub(crate) fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(|c| c.is_control() && c != '\n') {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
 /// Quotes `s` for a POSIX shell.
 fn shell_quote(s: &str) -> String {
     if !s.is_empty()
@@ -228,6 +250,16 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn terminal_controls_are_shown_not_obeyed() {
+        assert_eq!(printable("plain\ntext"), "plain\ntext");
+        assert_eq!(
+            printable("a\u{1b}]0;owned\u{7}b"),
+            "a\\u{1b}]0;owned\\u{7}b"
+        );
+        assert_eq!(printable("x\ry"), "x\\u{d}y");
     }
 
     #[test]

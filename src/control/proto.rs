@@ -140,6 +140,8 @@ pub(crate) struct StatusReport {
     pub version: String,
     /// Process id.
     pub pid: u32,
+    /// STS's clock minus this machine's, in seconds, as last measured from an STS answer.
+    pub clock_skew_seconds: Option<i64>,
     /// Listeners.
     pub listeners: Vec<ListenerStatus>,
     /// Profiles.

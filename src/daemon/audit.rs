@@ -1,16 +1,68 @@
-//! The audit trail: which client got which credentials, from which listener.
+//! The audit trail: which client got which credentials, from which listener, and who was
+//! refused.
 //!
-//! One line per client connection and answer: the first credential response (or "no
-//! credentials" answer) on a connection is logged in full — listener, profile, peer address,
-//! User-Agent, access key id — and identical answers that follow on the same keep-alive connection
-//! are counted, then summarised in one line when the connection closes or the answer changes
-//! (a new key after a rotation is a new line). For a client on this machine the full line also
-//! names the uid that owns the client's socket (`peer_uid`, Linux; see
-//! [`crate::sys::tcp_peer_uid`]). A client in a tight loop thus cannot flood the log
-//! or slow the daemon, while every key a client received is still on record.
+//! Two kinds of lines, on two paths (see `logging.rs`):
+//! - **audit** (target `credvend::audit`, never dropped): the first time each key goes to each
+//!   client identity (the uid owning the socket of a client on this machine, else its address)
+//!   on a listener for a profile, and the first few distinct User-Agents of that client for that
+//!   key. Their number is bounded by clients × keys, so they can be written losslessly even when
+//!   the log reader is slow, without letting a flood slow the daemon.
+//! - **access** (target `credvend::access`, dropped rather than delaying a request when the log
+//!   reader falls behind; the number dropped is recorded on the audit path): everything else,
+//!   folded per connection. The first answer on a connection is logged in full; identical
+//!   answers that follow on the same keep-alive connection are counted and summarised in one line
+//!   when the connection closes or the answer changes. Refusals (a user or host not allowed, no
+//!   credentials to give) are access lines.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
+
+use super::http::Refusal;
+
+/// Distinct User-Agents per client and key recorded on the lossless path.
+const USER_AGENTS_KEPT: usize = 8;
+/// Entries of the first-vend ledger before it starts over (each later vend is then "first"
+/// once more: a repeated line, never a missing one).
+const LEDGER_MAX: usize = 65_536;
+/// User-Agents are compared (and logged) up to this length.
+const USER_AGENT_MAX: usize = 128;
+
+/// Who a client is, for the ledger.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Identity {
+    Uid(u32),
+    Addr(IpAddr),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct LedgerKey {
+    listener: SocketAddr,
+    profile: String,
+    who: Identity,
+    access_key_id: String,
+}
+
+/// First vends seen: for each (listener, profile, client, key), the User-Agents recorded.
+fn ledger() -> &'static Mutex<HashMap<LedgerKey, Vec<String>>> {
+    static LEDGER: OnceLock<Mutex<HashMap<LedgerKey, Vec<String>>>> = OnceLock::new();
+    LEDGER.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Whether this vend goes on the lossless path: a new client/key pair, or one of its first few
+/// User-Agents.
+fn first_vend(key: LedgerKey, user_agent: &str) -> bool {
+    let mut ledger = ledger().lock().expect("audit ledger");
+    if ledger.len() >= LEDGER_MAX && !ledger.contains_key(&key) {
+        ledger.clear();
+    }
+    let agents = ledger.entry(key).or_default();
+    if agents.iter().any(|a| a == user_agent) || agents.len() >= USER_AGENTS_KEPT {
+        return false;
+    }
+    agents.push(user_agent.to_owned());
+    true
+}
 
 /// What was answered.
 #[derive(Debug, PartialEq, Eq)]
@@ -18,29 +70,36 @@ struct Answer {
     event: &'static str,
     profile: String,
     user_agent: String,
-    /// The access key id vended, or the failure code.
+    /// The access key id vended, the failure code, or the refusal.
     what: String,
 }
 
 /// Audit state of one client connection.
 #[derive(Debug)]
-pub struct ConnAudit {
+pub(crate) struct ConnAudit {
     listener: SocketAddr,
     peer: SocketAddr,
-    /// The uid of the client process's socket, looked up once, at the first answer.
-    peer_uid: OnceLock<Option<u32>>,
+    /// The uid owning the client's socket, when the client runs on this machine.
+    peer_uid: Option<u32>,
     last: Mutex<Option<(Answer, u64)>>,
 }
 
 impl ConnAudit {
-    /// State for a new connection from `peer` to `listener`.
-    pub fn new(listener: SocketAddr, peer: SocketAddr) -> Arc<ConnAudit> {
+    /// State for a new connection from `peer` (owned by `peer_uid`) to `listener`.
+    pub fn new(listener: SocketAddr, peer: SocketAddr, peer_uid: Option<u32>) -> Arc<ConnAudit> {
         Arc::new(ConnAudit {
             listener,
             peer,
-            peer_uid: OnceLock::new(),
+            peer_uid,
             last: Mutex::new(None),
         })
+    }
+
+    fn identity(&self) -> Identity {
+        match self.peer_uid {
+            Some(uid) => Identity::Uid(uid),
+            None => Identity::Addr(self.peer.ip().to_canonical()),
+        }
     }
 
     /// Records credentials with key `key_id` of `profile` vended over `endpoint` (`IMDS`/`ECS`).
@@ -50,6 +109,25 @@ impl ConnAudit {
         } else {
             "vended credentials over ECS"
         };
+        let user_agent = truncate(user_agent);
+        let key = LedgerKey {
+            listener: self.listener,
+            profile: profile.to_owned(),
+            who: self.identity(),
+            access_key_id: key_id.to_owned(),
+        };
+        if first_vend(key, user_agent) {
+            tracing::info!(
+                target: "credvend::audit",
+                listener = %self.listener,
+                profile,
+                peer = %self.peer,
+                peer_uid = self.peer_uid,
+                user_agent,
+                access_key_id = key_id,
+                "{event}"
+            );
+        }
         self.record(event, profile, user_agent, key_id);
     }
 
@@ -60,13 +138,16 @@ impl ConnAudit {
         } else {
             "no credentials to vend over ECS"
         };
-        self.record(event, profile, user_agent, code);
+        self.record(event, profile, truncate(user_agent), code);
+    }
+
+    /// Records a request refused before routing: a user, host or browser not allowed.
+    pub fn refused_peer(&self, refusal: Refusal, path: &str) {
+        let what = format!("{refusal:?} {}", truncate(path));
+        self.record("refused a request", "-", "-", &what);
     }
 
     fn record(&self, event: &'static str, profile: &str, user_agent: &str, what: &str) {
-        let peer_uid = *self
-            .peer_uid
-            .get_or_init(|| crate::sys::tcp_peer_uid(self.peer, self.listener));
         let mut last = self.last.lock().expect("audit lock");
         if let Some((a, repeats)) = last.as_mut()
             && a.event == event
@@ -80,16 +161,29 @@ impl ConnAudit {
         if let Some((prev, repeats)) = last.take() {
             self.summarise(&prev, repeats);
         }
-        tracing::info!(
-            target: "credvend::audit",
-            listener = %self.listener,
-            profile,
-            peer = %self.peer,
-            peer_uid,
-            user_agent,
-            access_key_id = what,
-            "{event}"
-        );
+        if event.starts_with("vended") {
+            tracing::info!(
+                target: "credvend::access",
+                listener = %self.listener,
+                profile,
+                peer = %self.peer,
+                peer_uid = self.peer_uid,
+                user_agent,
+                access_key_id = what,
+                "{event}"
+            );
+        } else {
+            tracing::warn!(
+                target: "credvend::access",
+                listener = %self.listener,
+                profile,
+                peer = %self.peer,
+                peer_uid = self.peer_uid,
+                user_agent,
+                answer = what,
+                "{event}"
+            );
+        }
         *last = Some((
             Answer {
                 event,
@@ -104,15 +198,23 @@ impl ConnAudit {
     fn summarise(&self, a: &Answer, repeats: u64) {
         if repeats > 0 {
             tracing::info!(
-                target: "credvend::audit",
+                target: "credvend::access",
                 listener = %self.listener,
                 profile = %a.profile,
                 peer = %self.peer,
-                access_key_id = %a.what,
+                peer_uid = self.peer_uid,
+                answer = %a.what,
                 repeats,
                 "the same answer again {repeats} times on this connection"
             );
         }
+    }
+}
+
+fn truncate(s: &str) -> &str {
+    match s.char_indices().nth(USER_AGENT_MAX) {
+        Some((i, _)) => &s[..i],
+        None => s,
     }
 }
 
@@ -141,18 +243,25 @@ mod tests {
         }
     }
 
-    #[test]
-    fn repeats_fold_into_one_summary_and_new_keys_get_new_lines() {
+    fn captured(f: impl FnOnce()) -> Vec<String> {
         let buf = Buf::default();
         let b = buf.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(move || b.clone())
             .with_ansi(false)
             .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn repeats_fold_into_one_summary_and_new_keys_get_new_lines() {
+        let lines = captured(|| {
             let a = ConnAudit::new(
                 "127.0.0.1:9254".parse().unwrap(),
                 "127.0.0.1:5000".parse().unwrap(),
+                Some(4242),
             );
             for _ in 0..5 {
                 a.vended("IMDS", "dev", "aws-cli/1", "ASIAONE");
@@ -162,17 +271,46 @@ mod tests {
             a.refused("IMDS", "dev", "aws-cli/1", "StsUnavailable");
             drop(a);
         });
-        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 5, "{text}");
+        let access: Vec<&String> = lines.iter().filter(|l| l.contains("access:")).collect();
+        assert_eq!(access.len(), 5, "{lines:#?}");
         assert!(
-            lines[0].contains("vended credentials over IMDS")
-                && lines[0].contains("ASIAONE")
-                && lines[0].contains("aws-cli/1")
+            access[0].contains("vended credentials over IMDS") && access[0].contains("ASIAONE")
         );
-        assert!(lines[1].contains("again 4 times"), "{}", lines[1]);
-        assert!(lines[2].contains("ASIATWO"));
-        assert!(lines[3].contains("no credentials to vend") && lines[3].contains("StsUnavailable"));
-        assert!(lines[4].contains("again 1 times"), "{}", lines[4]);
+        assert!(access[1].contains("again 4 times"), "{}", access[1]);
+        assert!(access[2].contains("ASIATWO"));
+        assert!(
+            access[3].contains("no credentials to vend") && access[3].contains("StsUnavailable")
+        );
+        assert!(access[4].contains("again 1 times"), "{}", access[4]);
+        let audit: Vec<&String> = lines.iter().filter(|l| l.contains("audit:")).collect();
+        assert_eq!(audit.len(), 2, "one first vend per key: {lines:#?}");
+        assert!(audit[0].contains("ASIAONE") && audit[0].contains("peer_uid=4242"));
+        assert!(audit[1].contains("ASIATWO"));
+    }
+
+    #[test]
+    fn first_vends_are_per_client_and_key_with_a_few_user_agents() {
+        let lines = captured(|| {
+            for port in 6000..6010 {
+                let a = ConnAudit::new(
+                    "127.0.0.1:9999".parse().unwrap(),
+                    format!("127.0.0.1:{port}").parse().unwrap(),
+                    Some(77),
+                );
+                a.vended("ECS", "p", "flood", "ASIAKEY");
+            }
+            let a = ConnAudit::new(
+                "127.0.0.1:9999".parse().unwrap(),
+                "127.0.0.1:7000".parse().unwrap(),
+                Some(77),
+            );
+            for i in 0..20 {
+                a.vended("ECS", "p", &format!("agent-{i}"), "ASIAKEY");
+            }
+        });
+        let audit: Vec<&String> = lines.iter().filter(|l| l.contains("audit:")).collect();
+        assert_eq!(audit.len(), USER_AGENTS_KEPT, "{audit:#?}");
+        assert!(audit[0].contains("flood"));
+        assert!(audit[1].contains("agent-0"));
     }
 }

@@ -69,6 +69,7 @@ impl Daemon {
         StatusReport {
             version: env!("CARGO_PKG_VERSION").into(),
             pid: std::process::id(),
+            clock_skew_seconds: crate::sts::clock_skew().map(|s| s.seconds),
             listeners: state
                 .listeners
                 .iter()

@@ -152,7 +152,11 @@ impl EcsHandler {
 
     /// The answer to a refused request.
     pub fn refuse(&self, refusal: Refusal) -> Reply {
-        json_error(StatusCode::FORBIDDEN, "Forbidden", refusal.message())
+        let code = match refusal.status() {
+            StatusCode::BAD_REQUEST => "BadRequest",
+            _ => "Forbidden",
+        };
+        json_error(refusal.status(), code, refusal.message())
     }
 }
 

@@ -1,6 +1,8 @@
-//! The HTTP edge shared by the IMDS and ECS endpoints: accept loop with a connection cap and a
-//! peer allowlist, hyper HTTP/1.1 with header size and header-read-time limits, the request guards
-//! of the security invariants (Host allowlist, browser headers), graceful shutdown.
+//! The HTTP edge shared by the IMDS and ECS endpoints: an accept loop that never waits for a free
+//! slot (the connection budget and who may hold what: [`super::conns`]), a first-byte deadline,
+//! hyper HTTP/1.1 with header size and header-read-time limits, the request guards of the
+//! security invariants (Host required and allowlisted, browser headers, the peer's uid or
+//! address), graceful shutdown.
 //!
 //! Architecture invariant: nothing here (or in the handlers) calls STS or the keyring. Handlers
 //! read pre-rendered bodies from [`super::state::ProfileCell`].
@@ -17,10 +19,17 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use ipnet::IpNet;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
+use super::conns::{Access, Peer, Registry, Ticket, access};
 use crate::config::Limits;
 use crate::shutdown::Shutdown;
+
+/// How long a new connection of anyone but the daemon's own user may take to send its first
+/// byte. SDKs send their request as soon as they are connected; anything slower is not an SDK,
+/// and gets no slot for long. Below the SDKs' 1 s timeouts. (The user's own clients, which may
+/// be slow on a loaded machine, are bounded by the header timeout only.)
+const FIRST_BYTE: std::time::Duration = std::time::Duration::from_millis(800);
 
 /// The parts of a request the handlers look at.
 #[derive(Debug)]
@@ -81,23 +90,44 @@ impl Reply {
 /// Why a request was refused before routing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
+    /// The request has no `Host` header (HTTP/1.1 requires one).
+    NoHost,
     /// The `Host` header names something other than this listener (DNS rebinding).
     ForeignHost,
     /// The request carries browser headers (`Origin`, `Referer`, `Sec-Fetch-*`).
     BrowserRequest,
     /// The peer is outside the allow list (which a reload changed while its connection was open).
     PeerNotAllowed,
+    /// A local client running as a user other than the daemon's, not in `allow_uids`.
+    UserNotAllowed,
+    /// A local client whose user could not be found.
+    UserUnknown,
 }
 
 impl Refusal {
     /// Text for the response and the log.
     pub fn message(self) -> &'static str {
         match self {
+            Refusal::NoHost => "a request needs a Host header",
             Refusal::ForeignHost => {
                 "the Host header does not name this endpoint; requests through other names are refused (DNS rebinding protection)"
             }
             Refusal::BrowserRequest => "requests from web browsers are refused",
             Refusal::PeerNotAllowed => "this address is not in the endpoint's allow list",
+            Refusal::UserNotAllowed => {
+                "this endpoint serves only the user credvend runs as (and the users its allow_uids names)"
+            }
+            Refusal::UserUnknown => {
+                "the user of this connection could not be determined, so it is refused"
+            }
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Refusal::NoHost => StatusCode::BAD_REQUEST,
+            _ => StatusCode::FORBIDDEN,
         }
     }
 }
@@ -190,28 +220,17 @@ pub fn check_request(head: &Head, hosts: &HostPolicy, port: u16) -> Result<(), R
         return Err(Refusal::ForeignHost);
     }
     let mut host_headers = head.headers.get_all(hyper::header::HOST).iter();
-    if let Some(host) = host_headers.next() {
-        let ok = host
-            .to_str()
-            .map(|h| hosts.allows(h, port))
-            .unwrap_or(false);
-        if !ok || host_headers.next().is_some() {
-            return Err(Refusal::ForeignHost);
-        }
+    let Some(host) = host_headers.next() else {
+        return Err(Refusal::NoHost);
+    };
+    let ok = host
+        .to_str()
+        .map(|h| hosts.allows(h, port))
+        .unwrap_or(false);
+    if !ok || host_headers.next().is_some() {
+        return Err(Refusal::ForeignHost);
     }
     Ok(())
-}
-
-/// Whether `peer`, connected to our address `local`, may use a listener with allowlist `allow`.
-/// Loopback peers always may, and so may a peer whose address is the very address it connected
-/// to: that connection comes from this machine (Linux drops packets arriving from outside with
-/// one of its own addresses as source), e.g. a client of a listener on 169.254.169.254 bound to
-/// `lo`.
-pub fn peer_allowed(peer: IpAddr, local: Option<IpAddr>, allow: &[IpNet]) -> bool {
-    let peer = peer.to_canonical();
-    peer.is_loopback()
-        || local.is_some_and(|l| l.to_canonical() == peer)
-        || allow.iter().any(|net| net.contains(&peer))
 }
 
 /// What a listener does with a request that passed the guards.
@@ -225,8 +244,10 @@ pub trait Handler: Send + Sync + 'static {
 /// Settings of one accept loop.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
-    /// Peers allowed besides loopback.
+    /// Remote peers allowed.
     pub allow: Vec<IpNet>,
+    /// Local users allowed besides the daemon's own.
+    pub allow_uids: Vec<u32>,
     /// Accepted `Host` names.
     pub hosts: HostPolicy,
     /// Limits.
@@ -245,6 +266,10 @@ struct Shared<H> {
     options: watch::Receiver<Arc<ServeOptions>>,
     /// The listener's port (for the `Host` check).
     port: u16,
+    /// The daemon's uid.
+    me: u32,
+    /// The connection budget.
+    registry: Arc<Registry>,
     /// Stops every connection.
     shutdown: Shutdown,
     /// Every connection task holds a clone; when all are gone, draining is done.
@@ -253,7 +278,9 @@ struct Shared<H> {
 
 /// Serves `listener` until `shutdown` fires, then stops accepting, lets in-flight requests
 /// finish, and returns once every connection has closed. The handler and options are read per
-/// request, so a reload can swap them without rebinding.
+/// request, so a reload can swap them without rebinding. The loop accepts as fast as
+/// connections arrive: a connection that gets no place in the budget is closed at once rather
+/// than left in the kernel's queue ahead of real clients.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: watch::Receiver<Arc<H>>,
@@ -261,28 +288,26 @@ pub async fn serve<H: Handler>(
     shutdown: Shutdown,
 ) {
     let max = options.borrow().limits.max_connections;
-    let slots = Arc::new(Semaphore::new(max));
     let bound = listener.local_addr().ok();
     let (alive, mut drained) = tokio::sync::mpsc::channel::<()>(1);
+    let me = crate::paths::current_uid();
     let shared = Arc::new(Shared {
         handler,
         options,
         port: bound.map_or(0, |a| a.port()),
+        me,
+        registry: Registry::new(max, me),
         shutdown: shutdown.clone(),
         alive,
     });
     let mut stop = shutdown;
     loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
-            _ = stop.wait() => break,
-        };
         let accepted = tokio::select! {
             a = accept(&listener) => a,
             _ = stop.wait() => break,
         };
         if let Some((stream, peer)) = accepted {
-            admit(&shared, stream, peer, permit);
+            admit(&shared, stream, peer);
         }
     }
     // Close the socket before draining: new connections are refused at once rather than queued
@@ -308,19 +333,21 @@ async fn accept(listener: &TcpListener) -> Option<(tokio::net::TcpStream, Socket
     }
 }
 
-/// Checks the peer of a new connection and starts serving it.
-fn admit<H: Handler>(
-    shared: &Arc<Shared<H>>,
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    permit: tokio::sync::OwnedSemaphorePermit,
-) {
+/// Identifies the peer of a new connection, finds it a place in the budget, and starts serving
+/// it; closes it when it may not connect at all or has no place.
+fn admit<H: Handler>(shared: &Arc<Shared<H>>, stream: tokio::net::TcpStream, peer: SocketAddr) {
     let opts = shared.options.borrow().clone();
     let local = stream.local_addr().ok();
-    if !peer_allowed(peer.ip(), local.map(|a| a.ip()), &opts.allow) {
+    let who = Peer::identify(peer, local);
+    let access = access(who, &opts.allow, &opts.allow_uids, shared.me);
+    if access == Access::Closed {
         tracing::warn!(%peer, "refused a connection from a peer outside the allow list");
         return;
     }
+    let Some(ticket) = shared.registry.admit(who, access) else {
+        tracing::debug!(%peer, peer_uid = who.uid(), "no room for another connection of this peer; closed");
+        return;
+    };
     let _ = stream.set_nodelay(true);
     if let Some(ttl) = opts.hop_limit {
         set_hop_limit(&stream, peer, ttl);
@@ -328,30 +355,34 @@ fn admit<H: Handler>(
     let conn = Conn {
         shared: shared.clone(),
         peer,
-        local_ip: local.map(|a| a.ip()),
-        audit: super::audit::ConnAudit::new(local.unwrap_or(peer), peer),
+        who,
+        audit: super::audit::ConnAudit::new(local.unwrap_or(peer), peer, who.uid()),
+        ticket,
     };
-    tokio::spawn(conn.run(stream, opts.limits, permit));
+    tokio::spawn(conn.run(stream, opts.limits));
 }
 
 /// One client connection.
 struct Conn<H> {
     shared: Arc<Shared<H>>,
     peer: SocketAddr,
-    local_ip: Option<IpAddr>,
+    who: Peer,
     audit: Arc<super::audit::ConnAudit>,
+    ticket: Ticket,
 }
 
 impl<H: Handler> Conn<H> {
-    async fn run(
-        self,
-        stream: tokio::net::TcpStream,
-        limits: Limits,
-        permit: tokio::sync::OwnedSemaphorePermit,
-    ) {
-        let _permit = permit;
+    async fn run(self, stream: tokio::net::TcpStream, limits: Limits) {
         let _alive = self.shared.alive.clone();
+        if self.who.uid() != Some(self.shared.me) {
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(FIRST_BYTE, stream.peek(&mut first)).await {
+                Ok(Ok(1..)) => {}
+                _ => return,
+            }
+        }
         let mut shutdown = self.shared.shutdown.clone();
+        let evicted = self.ticket.evicted.clone();
         let this = Arc::new(self);
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
             let this = this.clone();
@@ -366,16 +397,17 @@ impl<H: Handler> Conn<H> {
         let conn = builder.serve_connection(TokioIo::new(stream), svc);
         tokio::pin!(conn);
         tokio::select! {
-            _ = conn.as_mut() => {}
-            _ = shutdown.wait() => {
-                conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
-            }
+            _ = conn.as_mut() => return,
+            _ = shutdown.wait() => {}
+            _ = evicted.notified() => {}
         }
+        conn.as_mut().graceful_shutdown();
+        let _ = conn.await;
     }
 
     /// Guards, then the handler.
     async fn answer(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        self.ticket.busy();
         let handler = self.shared.handler.borrow().clone();
         let opts = self.shared.options.borrow().clone();
         let (parts, _body) = req.into_parts();
@@ -387,18 +419,19 @@ impl<H: Handler> Conn<H> {
             peer: self.peer,
             audit: self.audit.clone(),
         };
-        let checked = if peer_allowed(self.peer.ip(), self.local_ip, &opts.allow) {
-            check_request(&head, &opts.hosts, self.shared.port)
-        } else {
-            Err(Refusal::PeerNotAllowed)
+        let checked = match access(self.who, &opts.allow, &opts.allow_uids, self.shared.me) {
+            Access::Allowed => check_request(&head, &opts.hosts, self.shared.port),
+            Access::Refused(r) => Err(r),
+            Access::Closed => Err(Refusal::PeerNotAllowed),
         };
         let reply = match checked {
             Ok(()) => handler.handle(head).await,
             Err(refusal) => {
-                tracing::warn!(peer = %self.peer, ?refusal, path = %head.path, "refused a request");
+                self.audit.refused_peer(refusal, &head.path);
                 handler.refuse(refusal)
             }
         };
+        self.ticket.idle();
         into_response(reply, &opts.common_headers)
     }
 }
@@ -434,33 +467,6 @@ fn set_hop_limit(stream: &tokio::net::TcpStream, peer: SocketAddr, ttl: u8) {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn peers_loopback_self_and_allowed_only() {
-        let allow: Vec<IpNet> = vec!["198.18.1.0/24".parse().unwrap()];
-        let ll: IpAddr = "169.254.169.254".parse().unwrap();
-        assert!(peer_allowed("127.0.0.1".parse().unwrap(), None, &[]));
-        assert!(peer_allowed("::ffff:127.0.0.1".parse().unwrap(), None, &[]));
-        assert!(
-            peer_allowed(ll, Some(ll), &[]),
-            "a connection from the listener's own address is local"
-        );
-        assert!(!peer_allowed(
-            ll,
-            Some("169.254.170.2".parse().unwrap()),
-            &[]
-        ));
-        assert!(peer_allowed(
-            "198.18.1.2".parse().unwrap(),
-            Some("198.18.1.1".parse().unwrap()),
-            &allow
-        ));
-        assert!(!peer_allowed(
-            "198.18.2.2".parse().unwrap(),
-            Some("198.18.1.1".parse().unwrap()),
-            &allow
-        ));
-    }
-
     use super::*;
 
     fn head(target: &str, host: Option<&str>) -> Head {
@@ -478,6 +484,7 @@ mod tests {
             audit: crate::daemon::audit::ConnAudit::new(
                 "127.0.0.1:9254".parse().unwrap(),
                 "127.0.0.1:40000".parse().unwrap(),
+                Some(0),
             ),
         }
     }
@@ -491,7 +498,13 @@ mod tests {
             check("http://127.0.0.1:9254/latest/", Some("127.0.0.1:9254")),
             Ok(())
         );
-        assert_eq!(check("http://localhost/latest/", None), Ok(()));
+        assert_eq!(check("http://localhost/latest/", Some("localhost")), Ok(()));
+        assert_eq!(check("/latest/", None), Err(Refusal::NoHost));
+        assert_eq!(
+            check("http://localhost/latest/", None),
+            Err(Refusal::NoHost),
+            "HTTP/1.1 needs Host even with an absolute target"
+        );
         for target in [
             "http://evil.example:9254/latest/",
             "http://evil.example/latest/",

@@ -160,8 +160,13 @@ impl ImdsHandler {
     }
 
     fn issue_token(&self, head: &Head) -> Reply {
-        if head.headers.contains_key("x-forwarded-for") {
-            tracing::warn!(peer = %head.peer, "refused an IMDS token request carrying X-Forwarded-For");
+        // A proxy in the way (the SSRF that IMDSv2 exists to stop) shows itself with one of these:
+        // EC2 refuses X-Forwarded-For; `Forwarded` (RFC 7239) and `Via` are what other proxies add.
+        if let Some(h) = ["x-forwarded-for", "forwarded", "via"]
+            .into_iter()
+            .find(|h| head.headers.contains_key(*h))
+        {
+            tracing::warn!(peer = %head.peer, header = h, "refused an IMDS token request that came through a proxy");
             return page(StatusCode::FORBIDDEN);
         }
         let ttl = head
@@ -304,8 +309,8 @@ impl ImdsHandler {
     }
 
     /// The answer to a refused request.
-    pub fn refuse(&self, _refusal: Refusal) -> Reply {
-        page(StatusCode::FORBIDDEN)
+    pub fn refuse(&self, refusal: Refusal) -> Reply {
+        page(refusal.status())
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub(crate) mod audit;
 pub(crate) mod commands;
+pub(crate) mod conns;
 pub(crate) mod ecs;
 pub(crate) mod endpoint;
 pub(crate) mod http;

@@ -23,8 +23,7 @@ use time::OffsetDateTime;
 
 use crate::config::RefreshSettings;
 
-/// Credentials with less than this left are no longer served.
-pub const SERVE_FLOOR: Duration = Duration::from_secs(60);
+pub use crate::creds::SERVE_FLOOR;
 
 /// How long an HTTP request on a cold start (no credentials minted yet) waits for the first
 /// ones: below the SDKs' 1 s read timeout and Go's 500 ms response-header timeout

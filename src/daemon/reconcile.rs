@@ -480,17 +480,25 @@ fn serve_options(
     spec: &ListenerSpec,
     addr: SocketAddr,
 ) -> ServeOptions {
-    let (allow, hosts, hop_limit, headers) = match spec {
+    let (allow, allow_uids, hosts, hop_limit, headers) = match spec {
         ListenerSpec::Imds(l) => (
             l.allow.clone(),
+            l.allow_uids.clone(),
             l.hosts.clone(),
             Some(l.hop_limit),
             imds_headers(daemon.started),
         ),
-        ListenerSpec::Ecs(l) => (l.allow.clone(), l.hosts.clone(), None, common_headers()),
+        ListenerSpec::Ecs(l) => (
+            l.allow.clone(),
+            l.allow_uids.clone(),
+            l.hosts.clone(),
+            None,
+            common_headers(),
+        ),
     };
     ServeOptions {
         allow,
+        allow_uids,
         hosts: HostPolicy::new(addr, &hosts),
         limits: loaded.config.limits,
         hop_limit,

@@ -240,9 +240,13 @@ impl Refresher {
             .cell
             .current()
             .and_then(|v| Duration::try_from(v.creds.expiration - now).ok());
-        let delay = self
+        let mut delay = self
             .policy
             .retry_after(self.failures, remaining, fastrand::f64());
+        if e.code() == crate::problem::ProblemCode::CredentialsTooShort {
+            // Asking again soon gets the same: wait at least the minimum interval.
+            delay = delay.max(self.policy.settings.min_interval);
+        }
         let next = now + time::Duration::try_from(delay).unwrap_or(time::Duration::MAX);
         tracing::warn!(profile = %self.cell.name, failures = self.failures, retry_in = ?delay, "{e}");
         self.cell.fail(

@@ -91,6 +91,26 @@ pub(crate) enum MintError {
         /// What went wrong (includes the process's stderr).
         message: String,
     },
+    /// What was minted expires too soon to be served (already expired, or within
+    /// [`MIN_LIFETIME`](crate::creds::MIN_LIFETIME)).
+    #[error(
+        "profile `{profile}`: {from} returned credentials that expire at {} ({}){}",
+        crate::creds::format_aws_time(*expiration),
+        lifetime_text(*remaining),
+        skew_text(from, *skew)
+    )]
+    TooShort {
+        /// Served profile.
+        profile: String,
+        /// Where they came from (`STS`, `credential_process`).
+        from: &'static str,
+        /// Their expiry.
+        expiration: OffsetDateTime,
+        /// Seconds left by this machine's clock when they arrived (negative: already expired).
+        remaining: i64,
+        /// STS's clock minus ours, when known.
+        skew: Option<i64>,
+    },
     /// The web identity token file cannot be read.
     #[error("profile `{profile}`: web_identity_token_file {} cannot be read: {source}", path.display())]
     TokenFile {
@@ -120,12 +140,41 @@ impl MintError {
             MintError::Sts { source, .. } => sts_code(source),
             MintError::Process { .. } => ProblemCode::CredentialProcessFailed,
             MintError::TokenFile { .. } => ProblemCode::WebIdentityTokenUnreadable,
+            MintError::TooShort { .. } => ProblemCode::CredentialsTooShort,
         }
     }
 
     /// The message on one line.
     pub fn describe(&self) -> String {
         self.to_string().replace('\n', " ")
+    }
+}
+
+fn lifetime_text(remaining: i64) -> String {
+    if remaining <= 0 {
+        format!(
+            "already expired {} s ago by this machine's clock",
+            -remaining
+        )
+    } else {
+        format!("{remaining} s from now by this machine's clock")
+    }
+}
+
+fn skew_text(from: &str, skew: Option<i64>) -> String {
+    if from == "credential_process" {
+        return "; check what the helper prints as Expiration (or this machine's clock)".into();
+    }
+    match skew {
+        Some(s) if s.abs() >= 60 => format!(
+            "; STS's clock is {} s {} this machine's: correct the clock (e.g. `timedatectl set-ntp true`)",
+            s.abs(),
+            if s > 0 { "ahead of" } else { "behind" }
+        ),
+        Some(_) => {
+            "; the clocks agree, so the source itself hands out short-lived credentials".into()
+        }
+        None => "; clock skew? check this machine's clock".into(),
     }
 }
 
@@ -530,9 +579,14 @@ impl Minter {
         }
     }
 
-    /// Mints credentials for `chain`.
+    /// Mints credentials for `chain`. Credentials that arrive already expired, or with less than
+    /// [`MIN_LIFETIME`](crate::creds::MIN_LIFETIME) left, are a failure: serving them is
+    /// pointless and minting again at once would loop.
     pub async fn mint(&self, chain: &Chain) -> Result<Minted, MintError> {
-        let result = self.mint_inner(chain).await;
+        let result = self
+            .mint_inner(chain)
+            .await
+            .and_then(|m| long_enough(chain, m));
         if let Err(MintError::Sts { source, .. }) = &result
             && source.code() == Some("ExpiredToken")
             && let Some((session, mfa)) = chain.mfa_session()
@@ -789,6 +843,32 @@ impl Minter {
         }
         creds
     }
+}
+
+/// `minted`, unless it expires too soon to be served.
+fn long_enough(chain: &Chain, minted: Minted) -> Result<Minted, MintError> {
+    let now = OffsetDateTime::now_utc();
+    let remaining = minted.creds.expiration - now;
+    if remaining > time::Duration::try_from(crate::creds::MIN_LIFETIME).expect("small") {
+        return Ok(minted);
+    }
+    let from_process =
+        matches!(chain.source, Source::Process { ref roles, .. } if roles.is_empty());
+    Err(MintError::TooShort {
+        profile: chain.profile.clone(),
+        from: if from_process {
+            "credential_process"
+        } else {
+            "STS"
+        },
+        expiration: minted.creds.expiration,
+        remaining: remaining.whole_seconds(),
+        skew: if from_process {
+            None
+        } else {
+            crate::sts::clock_skew().map(|s| s.seconds)
+        },
+    })
 }
 
 fn assume(role: &RoleStep) -> StsRequest {

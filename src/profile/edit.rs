@@ -102,23 +102,46 @@ pub fn find_keys(text: &str, profiles: &[String]) -> Result<Vec<FoundKey>, Parse
         .collect())
 }
 
-/// `text` without the key lines of `profiles` (access key id, secret, session token), every other
-/// byte unchanged. Touches exactly the profiles [`find_keys`] reports for the same arguments.
-pub fn remove_keys(text: &str, profiles: &[String]) -> Result<String, ParseError> {
+/// Line numbers of the key properties of `profiles` (every section and every duplicate line of
+/// them): all their lines, and the first lines of the secret ones (continuation lines follow).
+struct KeyLines {
+    all: BTreeSet<usize>,
+    secret_first: BTreeSet<usize>,
+    secret_rest: BTreeSet<usize>,
+}
+
+fn key_lines(text: &str, profiles: &[String]) -> Result<KeyLines, ParseError> {
     let (parsed, set) = credentials_set(text)?;
     let targets: BTreeSet<&str> = complete_profiles(&set, profiles)
         .into_iter()
         .map(|section| section.name.as_str())
         .collect();
-    let removed: BTreeSet<usize> = parsed
+    let properties: Vec<&file::RawProperty> = parsed
         .sections()
         .iter()
         .filter(|s| s.kind == SectionKind::Profile && targets.contains(s.name.as_str()))
         .flat_map(|s| &s.properties)
         .filter(|p| REMOVED.contains(&p.name.as_str()))
-        .flat_map(|p| p.lines())
         .collect();
+    Ok(KeyLines {
+        all: properties.iter().flat_map(|p| p.lines()).collect(),
+        secret_first: properties
+            .iter()
+            .filter(|p| p.name != ACCESS_KEY_ID)
+            .map(|p| p.line)
+            .collect(),
+        secret_rest: properties
+            .iter()
+            .filter(|p| p.name != ACCESS_KEY_ID)
+            .flat_map(|p| p.continuation_lines.iter().copied())
+            .collect(),
+    })
+}
 
+/// `text` without the key lines of `profiles` (access key id, secret, session token), every other
+/// byte unchanged. Touches exactly the profiles [`find_keys`] reports for the same arguments.
+pub fn remove_keys(text: &str, profiles: &[String]) -> Result<String, ParseError> {
+    let removed = key_lines(text, profiles)?.all;
     let mut out = String::with_capacity(text.len());
     let mut removed_unterminated_last = false;
     for line in file::lines(text) {
@@ -140,6 +163,34 @@ pub fn remove_keys(text: &str, profiles: &[String]) -> Result<String, ParseError
     Ok(out)
 }
 
+/// What a blanked secret reads in [`blank_secrets`]' output.
+pub const BLANKED: &str = "(moved to the keyring by credvend)";
+
+/// `text` with the value of every secret line that [`remove_keys`] would remove (each
+/// `aws_secret_access_key` and `aws_session_token` of `profiles`, duplicates and overridden
+/// sections included) replaced by [`BLANKED`], and their continuation lines dropped; every other
+/// line unchanged. For a backup that keeps the file's shape but no secret.
+pub fn blank_secrets(text: &str, profiles: &[String]) -> Result<String, ParseError> {
+    let lines = key_lines(text, profiles)?;
+    let mut out = String::with_capacity(text.len());
+    for line in file::lines(text) {
+        if lines.secret_first.contains(&line.number) {
+            let name = line.content.split_once('=').map_or("", |(n, _)| n);
+            let ending = if line.full.ends_with("\r\n") {
+                "\r\n"
+            } else if line.full.ends_with('\n') {
+                "\n"
+            } else {
+                ""
+            };
+            out.push_str(&format!("{name}= {BLANKED}{ending}"));
+        } else if !lines.secret_rest.contains(&line.number) {
+            out.push_str(line.full);
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +201,22 @@ mod tests {
 
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn backups_blank_every_secret_line_removed() {
+        let text = "[a]\naws_access_key_id = AKIAA\naws_secret_access_key = OLDSECRET\n\
+                    aws_secret_access_key = SECRETA\n[b]\naws_access_key_id = AKIAB\n\
+                    aws_secret_access_key = SECRETB\n[a]\naws_secret_access_key = LATERSECRET\n\
+                    aws_session_token = TOKEN\n  more-token\nregion = x\n";
+        let out = blank_secrets(text, &["a".into()]).unwrap();
+        for gone in ["OLDSECRET", "SECRETA", "LATERSECRET", "TOKEN", "more-token"] {
+            assert!(!out.contains(gone), "{gone} in {out}");
+        }
+        assert!(out.contains("SECRETB"), "other profiles untouched");
+        assert!(out.contains("aws_access_key_id = AKIAA"));
+        assert!(out.contains("region = x"));
+        assert_eq!(out.matches(BLANKED).count(), 4, "{out}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod wire;
 
 pub use client::{ClientOptions, RetryPolicy, ServiceError, StsClient, StsError};
 pub use endpoint::{RegionalEndpoints, StsEndpoint};
+pub(crate) use query::clock_skew;
 pub use wire::{
     AssumeRole, AssumeRoleWithWebIdentity, CallerIdentity, GetFederationToken, GetSessionToken,
     MfaToken, StsRequest,

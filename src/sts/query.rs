@@ -23,6 +23,37 @@ use crate::sigv4;
 /// The `Content-Type` of every query-protocol request (botocore's, `botocore/serialize.py`).
 const CONTENT_TYPE: &str = "application/x-www-form-urlencoded; charset=utf-8";
 
+/// How far STS's clock is from this machine's, as last measured from the `Date` header of an
+/// answer (whole seconds; positive when STS is ahead).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClockSkew {
+    /// STS's time minus ours, in seconds (the header has a resolution of one second).
+    pub seconds: i64,
+    /// When it was measured (our clock).
+    pub measured_at: OffsetDateTime,
+}
+
+static LAST_SKEW: std::sync::Mutex<Option<ClockSkew>> = std::sync::Mutex::new(None);
+
+/// The clock skew against the STS (or IAM) endpoint that answered last, if any answered.
+pub fn clock_skew() -> Option<ClockSkew> {
+    *LAST_SKEW.lock().expect("skew lock")
+}
+
+/// Records the skew shown by an answer's `Date` header (`Sun, 06 Nov 1994 08:49:37 GMT`).
+fn record_skew(date: &str, now: OffsetDateTime) {
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    if let Ok(theirs) = time::PrimitiveDateTime::parse(date.trim(), &format) {
+        let seconds = (theirs.assume_utc() - now).whole_seconds();
+        *LAST_SKEW.lock().expect("skew lock") = Some(ClockSkew {
+            seconds,
+            measured_at: now,
+        });
+    }
+}
+
 /// The HTTP client and its options. Cheap to clone; clones share connections.
 #[derive(Clone, Debug)]
 pub(crate) struct Transport {
@@ -131,6 +162,11 @@ impl Transport {
             .await
             .map_err(transport)?;
         let status = resp.status().as_u16();
+        if let Some(date) = resp.headers().get(reqwest::header::DATE)
+            && let Ok(date) = date.to_str()
+        {
+            record_skew(date, OffsetDateTime::now_utc());
+        }
         let header_request_id = ["x-amzn-requestid", "x-amz-request-id"]
             .iter()
             .find_map(|h| resp.headers().get(*h)?.to_str().ok())
@@ -245,4 +281,18 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skew_comes_from_the_date_header() {
+        let now = time::macros::datetime!(2026-11-30 12:00:00 UTC);
+        record_skew("Mon, 30 Nov 2026 10:00:05 GMT", now);
+        assert_eq!(clock_skew().unwrap().seconds, -7195);
+        record_skew("not a date", now);
+        assert_eq!(clock_skew().unwrap().seconds, -7195, "kept");
+    }
 }

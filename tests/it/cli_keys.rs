@@ -327,6 +327,77 @@ async fn import_remove_through_a_symlink_edits_its_target() {
     assert!(files_containing(setup.home(), "s3cr3t-value").is_empty());
 }
 
+/// The backup that `import --remove` writes blanks every secret line it removes: overridden and
+/// duplicate `aws_secret_access_key` lines and session tokens too, not only the one in effect.
+#[tokio::test]
+async fn import_remove_backup_holds_no_secret_line() {
+    let setup = Setup::new();
+    std::fs::write(
+        setup.aws_credentials_path(),
+        "[x]\naws_access_key_id = AKIAIOSFODNN7EXAMPLE\naws_secret_access_key = first-secret\n\
+         aws_secret_access_key = duplicate-secret\n[other]\nregion = x\n\
+         [x]\naws_secret_access_key = the-one-in-effect\n",
+    )
+    .unwrap();
+    let out = setup.cli(&["import", "--remove"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    setup.remember("x");
+    for secret in ["first-secret", "duplicate-secret", "the-one-in-effect"] {
+        assert!(
+            files_containing(setup.home(), secret).is_empty(),
+            "{secret} survives somewhere"
+        );
+    }
+    let backup =
+        std::fs::read_to_string(setup.home().join(".aws/credentials.credvend-backup")).unwrap();
+    assert_eq!(
+        backup.matches("(moved to the keyring by credvend)").count(),
+        3,
+        "{backup}"
+    );
+}
+
+/// A full disk while `import --remove` writes: the command fails naming the file, the
+/// credentials file is unchanged, and no temporary file is left behind. (A private mount
+/// namespace with a full 64 KiB tmpfs holds the files.)
+#[test]
+fn import_remove_on_a_full_disk_leaves_no_temporary_file() {
+    let setup = Setup::new();
+    let dir = setup.home().join("small");
+    std::fs::create_dir(&dir).unwrap();
+    let creds = dir.join("credentials");
+    let text =
+        "[x]\naws_access_key_id = AKIAIOSFODNN7EXAMPLE\naws_secret_access_key = s3cr3t-value\n";
+    let script = format!(
+        "mount -t tmpfs -o size=64k tmpfs {d} && printf '%s' \"$TEXT\" > {c} && \
+         (dd if=/dev/zero of={d}/fill bs=1k count=1000 2>/dev/null; true) && \
+         {bin} import --remove; echo \"exit=$?\"; cat {c}; echo '--'; ls -A {d}",
+        d = dir.display(),
+        c = creds.display(),
+        bin = crate::support::daemon::BIN,
+    );
+    let mut cmd = std::process::Command::new("unshare");
+    setup.apply_env(&mut cmd);
+    let out = cmd
+        .args(["-m", "sh", "-c", &script])
+        .env("TEXT", text)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
+        .output()
+        .unwrap();
+    setup.remember("x");
+    let shown = stdout(&out);
+    assert!(shown.contains("exit=1"), "{shown}\n{}", stderr(&out));
+    assert!(stderr(&out).contains("No space left"), "{}", stderr(&out));
+    let (file, listing) = shown.split_once("--").unwrap();
+    assert!(file.contains(text), "the file is unchanged: {file}");
+    let names: Vec<&str> = listing.split_whitespace().collect();
+    assert_eq!(
+        names,
+        ["credentials", "fill"],
+        "no temporary file: {names:?}"
+    );
+}
+
 #[tokio::test]
 async fn import_without_remove_keeps_the_file_and_names_profiles() {
     let setup = Setup::new();
@@ -360,7 +431,7 @@ fn every_command_has_help_that_explains_it() {
         ("remove", "PROFILE"),
         ("serve", "credvend ready"),
         ("status", "--json"),
-        ("login", "--code"),
+        ("login", "--code-stdin"),
         ("refresh", "PROFILE"),
         ("lock", "PROFILE"),
         ("env", "--container"),

@@ -83,7 +83,7 @@ async fn status_json_reflects_fresh_erroring_and_needs_mfa_profiles() {
     );
 }
 
-/// Needs-MFA becomes fresh with `login --code`; after a restart the MFA session cached in the
+/// Needs-MFA becomes fresh with `login --code-stdin`; after a restart the MFA session cached in the
 /// keyring is reused: no second GetSessionToken, no new code. A desktop notification (a fake
 /// `notify-send` on PATH) tells the user when the code is needed.
 #[tokio::test]
@@ -132,7 +132,8 @@ async fn login_turns_needs_mfa_into_fresh_and_the_session_survives_a_restart() {
 
     let out = setup.cli(&["login", "dev", "--code", "12345"]);
     assert_eq!(out.status.code(), Some(1), "a code has 6 digits");
-    let out = setup.cli(&["login", "dev", "--code", "123456"]);
+    // The code read from stdin, out of sight of `ps`.
+    let out = setup.cli_stdin(&["login", "dev", "--code-stdin"], "123456\n");
     assert!(
         out.status.success(),
         "login: {}\n{}",

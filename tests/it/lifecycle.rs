@@ -44,7 +44,8 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     {
         assert!(
             Instant::now() < deadline,
-            "requests never reached the handler"
+            "requests never reached the handler: {}",
+            daemon.log()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

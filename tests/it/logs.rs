@@ -5,14 +5,20 @@ use std::time::Duration;
 use crate::support::daemon::{Setup, phase_is, stderr, stdout};
 use crate::support::http;
 use crate::support::moto::{Moto, secret_of};
-use crate::support::served::{ROLE_CREDS, ROLE_TOML, Served};
+use crate::support::served::{ROLE_CREDS, Served};
 use crate::support::toml::Toml;
 
 /// The audit line of a vend names the uid that owns the client's socket: this test's own for its
-/// request, 65534 for a curl run as nobody.
+/// request, 65534 for a curl run as nobody (whom `allow_uids` lets in).
 #[tokio::test]
 async fn audit_lines_name_the_client_uid() {
-    let s = Served::start(ROLE_TOML).await;
+    let s = Served::start(
+        &Toml::new()
+            .imds_with("role", "allow_uids = [\"nobody\"]\n")
+            .ecs(&["role"])
+            .build(),
+    )
+    .await;
     // SAFETY: getuid has no preconditions.
     let me = unsafe { libc::getuid() };
     assert_eq!(http::imds_creds(s.imds(), "role").await["Code"], "Success");

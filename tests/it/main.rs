@@ -31,3 +31,4 @@ mod sts_fake;
 mod sts_moto;
 mod sts_samples;
 mod transport;
+mod trust;

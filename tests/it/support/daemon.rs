@@ -234,6 +234,17 @@ impl Setup {
 
     /// Starts `credvend serve` with extra arguments before `serve`.
     pub fn start_with(&self, global_args: &[&str]) -> Daemon {
+        Daemon::spawn(self.serve_command(global_args), None)
+    }
+
+    /// Starts `credvend serve` with its stderr read slowly: `per_line` between lines, like a
+    /// journal that cannot keep up.
+    pub fn start_with_slow_log(&self, per_line: Duration) -> Daemon {
+        Daemon::spawn(self.serve_command(&[]), Some(per_line))
+    }
+
+    /// The `credvend [global_args] [--config FILE] serve` command of this setup.
+    pub fn serve_command(&self, global_args: &[&str]) -> Command {
         let mut args: Vec<&str> = global_args.to_vec();
         let toml = self.toml_path();
         let toml = toml.to_str().unwrap();
@@ -241,7 +252,7 @@ impl Setup {
             args.extend(["--config", toml]);
         }
         args.push("serve");
-        Daemon::spawn(self.command(&args))
+        self.command(&args)
     }
 }
 
@@ -289,7 +300,7 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    fn spawn(mut cmd: Command) -> Daemon {
+    fn spawn(mut cmd: Command, slow: Option<Duration>) -> Daemon {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -302,6 +313,9 @@ impl Daemon {
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                if let Some(pause) = slow {
+                    std::thread::sleep(pause);
+                }
                 let mut l = l.lock().unwrap();
                 l.push_str(&line);
                 l.push('\n');

@@ -26,6 +26,9 @@ pub enum Mode {
     Hang,
     /// Close the connection without answering.
     Close,
+    /// Answer 200 with credentials that expired an hour ago, from a server whose clock (its
+    /// `Date` header) is two hours behind ours.
+    Expired,
     /// Count each request on arrival, then hold it until the mode changes, and treat it by the
     /// new mode (so a test can keep an STS call in flight for as long as it needs).
     Hold,
@@ -60,6 +63,30 @@ fn action_of(body: &[u8]) -> String {
 
 async fn read_request(sock: &mut TcpStream) -> Option<super::framing::Message> {
     super::framing::read_message(sock, &mut Vec::new(), |_| true).await
+}
+
+/// An AssumeRole answer whose credentials expired an hour ago, sent with a `Date` two hours
+/// behind.
+fn expired_answer() -> String {
+    use time::format_description::well_known::Rfc3339;
+    let now = time::OffsetDateTime::now_utc();
+    let expired = (now - time::Duration::hours(1)).format(&Rfc3339).unwrap();
+    let date = (now - time::Duration::hours(2))
+        .format(time::macros::format_description!(
+            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+        ))
+        .unwrap();
+    let body = format!(
+        "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleResult>\
+         <Credentials><AccessKeyId>ASIAEXPIREDEXPIRED01</AccessKeyId><SecretAccessKey>expired</SecretAccessKey>\
+         <SessionToken>expired-token</SessionToken><Expiration>{expired}</Expiration></Credentials>\
+         <AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/r/s</Arn><AssumedRoleId>AROA:s</AssumedRoleId></AssumedRoleUser>\
+         </AssumeRoleResult><ResponseMetadata><RequestId>proxy</RequestId></ResponseMetadata></AssumeRoleResponse>"
+    );
+    format!(
+        "HTTP/1.1 200 OK\r\ndate: {date}\r\ncontent-type: text/xml\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 impl StsProxy {
@@ -161,6 +188,9 @@ impl StsProxy {
                             let _ = sock
                                 .write_all(canned("200 OK", "<<<not xml").as_bytes())
                                 .await;
+                        }
+                        Mode::Expired => {
+                            let _ = sock.write_all(expired_answer().as_bytes()).await;
                         }
                         Mode::Hang => std::future::pending::<()>().await,
                         Mode::Close | Mode::Hold => {}

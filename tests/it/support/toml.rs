@@ -28,10 +28,15 @@ impl Toml {
     }
 
     /// The ECS endpoint on 127.0.0.1:0 serving exactly `profiles`.
-    pub fn ecs(mut self, profiles: &[&str]) -> Toml {
+    pub fn ecs(self, profiles: &[&str]) -> Toml {
+        self.ecs_with(profiles, "")
+    }
+
+    /// The ECS endpoint on 127.0.0.1:0 serving exactly `profiles`, with extra lines.
+    pub fn ecs_with(mut self, profiles: &[&str], extra: &str) -> Toml {
         let list: Vec<String> = profiles.iter().map(|p| format!("\"{p}\"")).collect();
         self.ecs = Some(format!(
-            "[ecs]\nlisten = \"127.0.0.1:0\"\nprofiles = [{}]\n",
+            "[ecs]\nlisten = \"127.0.0.1:0\"\nprofiles = [{}]\n{extra}",
             list.join(", ")
         ));
         self
