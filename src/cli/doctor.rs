@@ -142,22 +142,21 @@ fn print_report(checks: &[Check], json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(checks)?);
         return Ok(());
     }
-    let width = checks.iter().map(|c| c.check.len()).max().unwrap_or(5);
     for c in checks {
         let mark = match c.status {
             Status::Ok => "ok  ",
             Status::Warn => "WARN",
             Status::Fail => "FAIL",
         };
-        println!("{mark}  {:width$}  {}", c.check, c.detail);
+        println!("{mark}  {}: {}", c.check, c.detail);
         if let Some(fix) = &c.fix {
-            println!("      {:width$}  fix: {fix}", "");
+            println!("      fix: {fix}");
         }
     }
     let fails = checks.iter().filter(|c| c.status == Status::Fail).count();
     let warns = checks.iter().filter(|c| c.status == Status::Warn).count();
     println!(
-        "\n{} checks: {fails} failed, {warns} warnings",
+        "\n{} checks: {fails} failed, {warns} with a warning",
         checks.len()
     );
     Ok(())
@@ -416,7 +415,13 @@ fn served_profiles(
     let mut names: BTreeSet<String> = config.imds.iter().map(|l| l.profile.clone()).collect();
     match config.ecs.as_ref().map(|e| e.profiles.clone()) {
         Some(Some(list)) => names.extend(list),
-        Some(None) => names.extend(set.into_iter().flat_map(|s| s.profiles.keys().cloned())),
+        // Every profile that can be minted for: those that resolve.
+        Some(None) => names.extend(set.into_iter().flat_map(|s| {
+            s.profiles
+                .keys()
+                .filter(|n| resolve::resolve(s, n, &ctx.env, &resolve::read_file).is_ok())
+                .cloned()
+        })),
         None => {}
     }
     names.into_iter().collect()
@@ -502,7 +507,10 @@ fn is_tls_failure(detail: &str) -> bool {
 /// One unsigned `GetCallerIdentity` to `target`: any HTTP answer proves it reachable and its TLS
 /// trusted, and carries a `Date`.
 async fn sts_check(target: &StsTarget, profiles: &[String]) -> Check {
-    let name = format!("sts {}", target.endpoint.url);
+    let name = match &target.ca_bundle {
+        None => format!("sts {}", target.endpoint.url),
+        Some(b) => format!("sts {} (ca_bundle {})", target.endpoint.url, b.display()),
+    };
     let used_by = format!("(used by {})", profiles.join(", "));
     let client = match crate::sts::query::http_client(&ClientOptions {
         ca_bundle: target.ca_bundle.clone(),
@@ -608,11 +616,17 @@ pub(crate) fn environment_checks(
     let mut out = Vec::new();
     if !env.credential_vars.is_empty() {
         let names = env.credential_vars.join(", ");
+        let verb = if env.credential_vars.len() == 1 {
+            "is"
+        } else {
+            "are"
+        };
         out.push(Check::bad(
             Status::Fail,
             "environment: credentials",
             format!(
-                "{names} set: every SDK and the AWS CLI use them before anything credvend serves"
+                "{names} {verb} set: every SDK and the AWS CLI use them before anything credvend \
+                 serves"
             ),
             format!(
                 "unset {} (and use `credvend exec PROFILE -- CMD` or `credvend env PROFILE` \

@@ -425,7 +425,7 @@ impl Rotation<'_> {
     ) -> anyhow::Result<Option<String>> {
         let (profile, user) = (self.profile, record.user_name.as_str());
         say(&format!(
-            "found a rotation of `{profile}` interrupted since {} (old key {}, IAM user {user})",
+            "found an interrupted rotation of `{profile}` (started {}, old key {}, IAM user {user})",
             crate::creds::format_aws_time(record.started),
             record.old_access_key_id
         ));
