@@ -4,6 +4,7 @@
 //! environment) passes. Every profile points at moto, so the STS checks stay on loopback.
 
 use crate::support::daemon::{Setup, stdout};
+use crate::support::keyring::{SessionBus, in_own_process};
 use crate::support::moto::Moto;
 use crate::support::toml::Toml;
 use crate::transport::{Helper, moto_port, private_ca};
@@ -168,5 +169,32 @@ async fn doctor_names_ca_bundle_when_an_sts_endpoint_is_not_trusted() {
     assert!(
         system["fix"].as_str().unwrap().contains("ca_bundle"),
         "{system}"
+    );
+}
+
+/// A locked Secret Service fails the keyring check at once, without an unlock prompt.
+#[test]
+fn doctor_reports_a_locked_keyring_without_prompting() {
+    in_own_process(
+        module_path!(),
+        "doctor_reports_a_locked_keyring_without_prompting",
+        || {
+            let bus = SessionBus::locked();
+            let setup = Setup::new()
+                .with_env("CREDVEND_KEYSTORE", "secret-service")
+                .with_env("DBUS_SESSION_BUS_ADDRESS", &bus.address);
+            let started = std::time::Instant::now();
+            let (code, checks) = json_checks(&setup);
+            assert!(started.elapsed() < std::time::Duration::from_secs(5));
+            assert_eq!(code, Some(1));
+            let keyring = find(&checks, "keyring");
+            assert_eq!(keyring["status"], "fail", "{keyring}");
+            assert!(
+                keyring["detail"].as_str().unwrap().contains("locked")
+                    && keyring["fix"].as_str().unwrap().contains("unlock"),
+                "{keyring}"
+            );
+            assert!(bus.default_collection_locked());
+        },
     );
 }
