@@ -32,10 +32,70 @@ pub(crate) struct Context {
     pub keyring_service: Option<String>,
     /// AWS environment variables that affect profiles.
     pub env: Env,
+    /// AWS environment variables `rotate` and `doctor` look at.
+    pub sdk_env: SdkEnv,
     /// `$HOME`.
     pub home: Option<PathBuf>,
     /// `$XDG_CONFIG_HOME`, default `~/.config` (where `install-service` puts systemd user units).
     pub config_home: Option<PathBuf>,
+}
+
+/// AWS environment variables beyond those that shape profiles ([`Env`]): where IAM calls go (for
+/// `rotate`), and what would make an SDK take credentials from somewhere other than credvend (for
+/// `doctor`). Of the credential variables only their presence is kept, never their values.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SdkEnv {
+    /// `AWS_ENDPOINT_URL_IAM`.
+    pub endpoint_url_iam: Option<String>,
+    /// `AWS_ENDPOINT_URL`.
+    pub endpoint_url: Option<String>,
+    /// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`.
+    pub ignore_configured_endpoint_urls: Option<String>,
+    /// `AWS_REGION`, else `AWS_DEFAULT_REGION`.
+    pub region: Option<String>,
+    /// Which of [`SdkEnv::CREDENTIAL_VARS`] are set (non-empty).
+    pub credential_vars: Vec<&'static str>,
+    /// `AWS_PROFILE`.
+    pub profile: Option<String>,
+    /// `AWS_CONTAINER_CREDENTIALS_FULL_URI`.
+    pub container_full_uri: Option<String>,
+    /// `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`.
+    pub container_relative_uri: Option<String>,
+    /// `AWS_EC2_METADATA_SERVICE_ENDPOINT`.
+    pub imds_endpoint: Option<String>,
+}
+
+impl SdkEnv {
+    /// Variables holding credentials themselves; every SDK takes them before any other source.
+    pub const CREDENTIAL_VARS: [&'static str; 3] = [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+    ];
+
+    /// The variables of this process (empty values count as unset, as in the SDKs).
+    pub fn from_process() -> SdkEnv {
+        SdkEnv::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// The variables as `lookup` reports them (tests pass a map).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> SdkEnv {
+        let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
+        SdkEnv {
+            endpoint_url_iam: get("AWS_ENDPOINT_URL_IAM"),
+            endpoint_url: get("AWS_ENDPOINT_URL"),
+            ignore_configured_endpoint_urls: get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"),
+            region: get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")),
+            credential_vars: SdkEnv::CREDENTIAL_VARS
+                .into_iter()
+                .filter(|k| get(k).is_some())
+                .collect(),
+            profile: get("AWS_PROFILE"),
+            container_full_uri: get("AWS_CONTAINER_CREDENTIALS_FULL_URI"),
+            container_relative_uri: get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"),
+            imds_endpoint: get("AWS_EC2_METADATA_SERVICE_ENDPOINT"),
+        }
+    }
 }
 
 /// Both configuration files, parsed.
@@ -67,6 +127,7 @@ impl Context {
                 .ok()
                 .filter(|s| !s.is_empty()),
             env: Env::from_process(),
+            sdk_env: SdkEnv::from_process(),
             home: paths::home_dir(),
             config_home: std::env::var_os("XDG_CONFIG_HOME")
                 .filter(|v| !v.is_empty())

@@ -138,7 +138,11 @@ fn read_key(args: &AddArgs) -> anyhow::Result<LongTermKey> {
 
 /// Where to check a key of `profile`: the STS endpoint a call signed with it would use, from
 /// the profile's own settings (region, endpoint_url, `[services]`, ca_bundle, environment).
-fn verify_target(ctx: &Context, set: &ProfileSet, profile: &str) -> anyhow::Result<StsTarget> {
+pub(super) fn verify_target(
+    ctx: &Context,
+    set: &ProfileSet,
+    profile: &str,
+) -> anyhow::Result<StsTarget> {
     if let Some(target) = resolve::key_target(set, profile, &ctx.env) {
         return Ok(target?);
     }
@@ -386,9 +390,18 @@ pub async fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<ExitCode> {
 /// `credvend remove PROFILE`.
 pub async fn remove(ctx: &Context, args: RemoveArgs) -> anyhow::Result<ExitCode> {
     let store = open_keystore(ctx, true).await?;
+    // An unreadable rotation record is removed too: that is what `remove` is for.
+    let rotation = store.get_rotation(&args.profile).await.ok().flatten();
+    let had_rotation = store.delete_rotation(&args.profile).await?;
     let had_key = store.delete_key(&args.profile).await?;
     let had_session = store.delete_session(&args.profile).await?;
-    if !had_key && !had_session {
+    if let Some(pending) = rotation.and_then(|r| r.new_key) {
+        eprintln!(
+            "credvend: removed an unfinished key rotation of `{}`; its new key {} may still exist in IAM",
+            args.profile, pending.access_key_id
+        );
+    }
+    if !had_key && !had_session && !had_rotation {
         bail!(
             "nothing is stored for profile `{}` in the {}",
             args.profile,

@@ -3,7 +3,9 @@
 //! names the fix. Exit codes: 0 success, 1 operational error, 2 usage error.
 
 mod client;
+mod doctor;
 mod keys;
+mod rotate;
 mod serve;
 mod service;
 
@@ -88,7 +90,7 @@ enum Command {
     Import(keys::ImportArgs),
     /// List profiles of the AWS config and whether the keyring holds keys for them
     List(keys::ListArgs),
-    /// Delete the stored keys (and any cached MFA session) of PROFILE
+    /// Delete the stored keys (and any cached MFA session or unfinished key rotation) of PROFILE
     Remove(keys::RemoveArgs),
     /// Run the daemon in the foreground (systemd and launchd run exactly this)
     #[command(
@@ -143,6 +145,44 @@ enum Command {
     CredentialProcess(client::ProfileArg),
     /// Install and start the systemd user service (or launchd agent)
     InstallService(service::InstallArgs),
+    /// Replace the key stored for PROFILE with a new key of the same IAM user
+    #[command(
+        long_about = "Replace the long-term key stored for PROFILE with a new key of the same IAM user, \
+        and delete the old key in IAM.\n\n\
+        Steps, one output line each: check the stored key with STS GetCallerIdentity; list the user's \
+        keys (a second key of the user's own stops the rotation: IAM allows two, and credvend never \
+        deletes a key it did not make); record the rotation in the keyring; CreateAccessKey; keep the \
+        new key in the keyring as pending; verify it with STS GetCallerIdentity, waiting up to 30 s \
+        for IAM to propagate it; make it PROFILE's key; DeleteAccessKey the old key; drop the record. \
+        The new key id is printed on stdout; no secret is ever printed.\n\n\
+        Safe to interrupt at any point: the keyring always holds a key that works and the user never \
+        has more than two keys. Run the command again after an interruption: it finishes the \
+        interrupted rotation, deleting a key its CreateAccessKey made but never answered.\n\n\
+        When PROFILE's chain has an mfa_serial, the IAM calls are signed with the MFA session that \
+        `credvend login PROFILE` cached in the keyring (for IAM policies that require MFA); run it \
+        first. IAM endpoint: AWS_ENDPOINT_URL_IAM, AWS_ENDPOINT_URL, the profile's [services] \
+        `iam = endpoint_url`, its endpoint_url, else IAM's own. The IAM user needs iam:ListAccessKeys, \
+        iam:CreateAccessKey and iam:DeleteAccessKey on itself. A running daemon picks the new key up \
+        at its next mint, without a restart."
+    )]
+    Rotate(rotate::RotateArgs),
+    /// Check what commonly breaks a setup, and name each fix
+    #[command(
+        long_about = "Check what commonly breaks a setup, and name each fix.\n\n\
+        Checks: the daemon answers on the control socket (and is yours); each of its listeners \
+        answers (an IMDSv2 token request, an ECS request without a token); the keyring opens without \
+        prompting and lists its profiles; each STS endpoint of the served profiles answers over \
+        trusted TLS, and the clock agrees with its Date header (SigV4 refuses more than 5 minutes \
+        of skew); environment variables that take precedence over credvend (AWS_ACCESS_KEY_ID, \
+        AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, an AWS_PROFILE credvend does not serve, a stale \
+        AWS_CONTAINER_CREDENTIALS_FULL_URI or AWS_EC2_METADATA_SERVICE_ENDPOINT); long-term keys \
+        left in the shared credentials file; profiles that do not resolve and AWS config warnings.\n\n\
+        Network: only the daemon's own listeners and the STS endpoints of configured profiles (one \
+        unsigned request each). Never prints a secret.\n\n\
+        Exit status 0 when no check fails (warnings do not fail). --json prints the same as a list of \
+        {\"check\", \"status\": ok|warn|fail, \"detail\", \"fix\"}."
+    )]
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Entry point: parses, runs, maps errors to exit codes.
@@ -203,6 +243,8 @@ async fn dispatch(ctx: Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Env(a) => client::env(&ctx, a).await,
         Command::CredentialProcess(a) => client::credential_process(&ctx, a).await,
         Command::InstallService(a) => service::install(&ctx, a).await,
+        Command::Rotate(a) => rotate::rotate(&ctx, a).await,
+        Command::Doctor(a) => doctor::doctor(&ctx, a).await,
         Command::Serve | Command::Exec(_) => unreachable!("handled in main"),
     }
 }

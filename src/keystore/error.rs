@@ -66,6 +66,16 @@ pub enum KeystoreError {
         profile: String,
     },
 
+    /// The key-rotation record of a profile does not decode.
+    #[error(
+        "the key-rotation record of `{profile}` in the keyring is not one this version can read: \
+         finish the rotation with the credvend version that started it (`credvend rotate {profile}`)"
+    )]
+    MalformedRotation {
+        /// The profile whose record did not decode.
+        profile: String,
+    },
+
     /// The profile name cannot be used as a keyring entry name.
     #[error(
         "`{profile}` is not a usable profile name: use a non-empty name of at most 256 characters \

@@ -20,8 +20,9 @@
 //! falling back to an in-memory store.
 //!
 //! Entries are named by a *service* (`credvend` by default) and an *account* (the profile name).
-//! Long-term keys live under the service itself; cached MFA sessions under `{service}.session`.
-//! Payloads are versioned JSON (see `payload`).
+//! Long-term keys live under the service itself; cached MFA sessions under `{service}.session`;
+//! the record of a key rotation in progress ([`RotationRecord`], with the new key once IAM made
+//! it) under `{service}.rotation`. Payloads are versioned JSON (see `payload`).
 
 mod error;
 mod payload;
@@ -47,9 +48,30 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 use zeroize::Zeroizing;
 
+use time::OffsetDateTime;
+
 use crate::creds::{LongTermKey, TemporaryCredentials};
 
 pub use error::KeystoreError;
+
+/// A key rotation of one profile in progress (`credvend rotate`), kept in the keyring next to the
+/// profile's key so that a rotation interrupted at any point can be finished or undone by the next
+/// run. `Debug` shows the new key's secret as `[REDACTED]`.
+#[derive(Clone, Debug)]
+pub struct RotationRecord {
+    /// The IAM user whose keys rotate.
+    pub user_name: String,
+    /// The key stored for the profile when the rotation started (the one to delete at the end).
+    pub old_access_key_id: String,
+    /// When the rotation was recorded, just before `CreateAccessKey` was sent.
+    pub started: OffsetDateTime,
+    /// Every access key the user had just before (from `ListAccessKeys`): keys not in this list
+    /// were created after the rotation started.
+    pub existing_key_ids: Vec<String>,
+    /// The key `CreateAccessKey` returned, once it has (still *pending*: not yet verified and
+    /// not yet the profile's key).
+    pub new_key: Option<LongTermKey>,
+}
 
 /// Which store the user asked for (`--keystore`, `CREDVEND_KEYSTORE`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,7 +187,8 @@ pub struct OpenOptions {
     /// Which store to use.
     pub choice: Choice,
     /// The service name entries are filed under; `credvend` unless a test isolates itself.
-    /// Cached sessions use `{service}.session`. Must be non-empty and free of `:` and `;`.
+    /// Cached sessions use `{service}.session`, rotation records `{service}.rotation`. Must be
+    /// non-empty and free of `:` and `;`.
     pub service: String,
     /// How long the Secret Service may show an unlock prompt for a locked keyring.
     /// Zero (the default, and what the daemon uses) never prompts: a locked keyring is
@@ -224,6 +247,7 @@ struct Inner {
     backend: Backend,
     service: String,
     session_service: String,
+    rotation_service: String,
     store: Box<dyn RawStore>,
 }
 
@@ -260,6 +284,7 @@ impl KeyStore {
             inner: Arc::new(Inner {
                 backend,
                 session_service: format!("{service}.session"),
+                rotation_service: format!("{service}.rotation"),
                 service,
                 store,
             }),
@@ -364,6 +389,45 @@ impl KeyStore {
         self.raw_delete(profile, Kind::Session).await
     }
 
+    /// The record of a key rotation of `profile` in progress, if any. Unlike a cached session,
+    /// an entry that does not decode is an error ([`KeystoreError::MalformedRotation`]), never
+    /// discarded: it may hold the only copy of a new key's secret.
+    pub async fn get_rotation(
+        &self,
+        profile: &str,
+    ) -> Result<Option<RotationRecord>, KeystoreError> {
+        let Some(raw) = self.raw_get(profile, Kind::Rotation).await? else {
+            return Ok(None);
+        };
+        payload::decode_rotation(&raw)
+            .map(Some)
+            .ok_or_else(|| KeystoreError::MalformedRotation {
+                profile: profile.to_owned(),
+            })
+    }
+
+    /// Writes (or replaces) the rotation record of `profile`. Replacing is atomic in both Linux
+    /// backends: a reader sees the old record or the new one.
+    pub async fn put_rotation(
+        &self,
+        profile: &str,
+        record: &RotationRecord,
+    ) -> Result<(), KeystoreError> {
+        let payload = payload::encode_rotation(record).ok_or_else(|| {
+            KeystoreError::Platform(format!(
+                "the rotation of `{profile}` has a start time that cannot be stored"
+            ))
+        })?;
+        self.raw_put(profile, Kind::Rotation, payload).await?;
+        tracing::debug!(profile, backend = %self.backend(), "stored the rotation record");
+        Ok(())
+    }
+
+    /// Deletes the rotation record of `profile`; true if there was one.
+    pub async fn delete_rotation(&self, profile: &str) -> Result<bool, KeystoreError> {
+        self.raw_delete(profile, Kind::Rotation).await
+    }
+
     async fn raw_get(
         &self,
         profile: &str,
@@ -387,6 +451,9 @@ impl KeyStore {
             let label = match kind {
                 Kind::Key => format!("{}: {account}", inner.service),
                 Kind::Session => format!("{}: {account} (cached session)", inner.service),
+                Kind::Rotation => {
+                    format!("{}: {account} (key rotation in progress)", inner.service)
+                }
             };
             inner.store.put(service, &account, &label, &payload)
         })
@@ -400,11 +467,12 @@ impl KeyStore {
     }
 }
 
-/// The two kinds of entry.
+/// The kinds of entry.
 #[derive(Clone, Copy)]
 enum Kind {
     Key,
     Session,
+    Rotation,
 }
 
 impl Inner {
@@ -412,6 +480,7 @@ impl Inner {
         match kind {
             Kind::Key => &self.service,
             Kind::Session => &self.session_service,
+            Kind::Rotation => &self.rotation_service,
         }
     }
 }

@@ -1,7 +1,11 @@
 //! The versioned JSON kept in each keyring entry. Pure: no IO.
 //!
 //! A long-term key is `{"v":1,"access_key_id":"…","secret_access_key":"…"}`; a cached session adds
-//! `session_token`, `expiration` (RFC 3339), `account_id` and `arn`. Encoded payloads live in
+//! `session_token`, `expiration` (RFC 3339), `account_id` and `arn`. A key-rotation record is
+//! `{"v":1,"rotation":{"user_name":"…","old_access_key_id":"…","started":"RFC 3339",
+//! "existing_key_ids":["…"]}}`, plus `new_access_key_id` / `new_secret_access_key` once IAM made
+//! the new key (the `rotation` object keeps it from ever decoding as a key or a session, and the
+//! other way round). Encoded payloads live in
 //! zeroized buffers, secrets are decoded straight into [`SecretString`], and a payload that does not
 //! decode yields `None` rather than a parser error: serde's messages quote the offending value, which
 //! may be a secret.
@@ -12,6 +16,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use zeroize::Zeroizing;
 
+use super::RotationRecord;
 use crate::creds::{LongTermKey, TemporaryCredentials};
 
 /// The payload version this build writes and reads.
@@ -133,6 +138,97 @@ pub(crate) fn decode_session(bytes: &[u8]) -> Option<TemporaryCredentials> {
     })
 }
 
+#[derive(Serialize)]
+struct RotationOut<'a> {
+    v: u32,
+    rotation: RotationFieldsOut<'a>,
+}
+
+#[derive(Serialize)]
+struct RotationFieldsOut<'a> {
+    user_name: &'a str,
+    old_access_key_id: &'a str,
+    started: String,
+    existing_key_ids: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    new_access_key_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    new_secret_access_key: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct RotationIn {
+    v: u32,
+    rotation: RotationFieldsIn,
+}
+
+#[derive(Deserialize)]
+struct RotationFieldsIn {
+    user_name: String,
+    old_access_key_id: String,
+    started: String,
+    existing_key_ids: Vec<String>,
+    #[serde(default)]
+    new_access_key_id: Option<String>,
+    #[serde(default)]
+    new_secret_access_key: Option<SecretString>,
+}
+
+/// Encodes a key-rotation record; `None` when its start cannot be written as RFC 3339.
+pub(crate) fn encode_rotation(record: &RotationRecord) -> Option<Zeroizing<Vec<u8>>> {
+    let started = record.started.format(&Rfc3339).ok()?;
+    let new_id = record.new_key.as_ref().map(|k| k.access_key_id.as_str());
+    let new_secret = record
+        .new_key
+        .as_ref()
+        .map(|k| k.secret_access_key.expose_secret());
+    let ids_len: usize = record.existing_key_ids.iter().map(String::len).sum();
+    Some(to_json(
+        &RotationOut {
+            v: VERSION,
+            rotation: RotationFieldsOut {
+                user_name: &record.user_name,
+                old_access_key_id: &record.old_access_key_id,
+                started,
+                existing_key_ids: &record.existing_key_ids,
+                new_access_key_id: new_id,
+                new_secret_access_key: new_secret,
+            },
+        },
+        record.user_name.len()
+            + ids_len
+            + new_id.map_or(0, str::len)
+            + new_secret.map_or(0, str::len),
+    ))
+}
+
+/// Decodes a key-rotation record; `None` when the payload is not a version-1 record (a new key
+/// needs both its id and its secret).
+pub(crate) fn decode_rotation(bytes: &[u8]) -> Option<RotationRecord> {
+    let r: RotationIn = serde_json::from_slice(bytes).ok()?;
+    let f = r.rotation;
+    if r.v != VERSION || f.user_name.is_empty() || f.old_access_key_id.is_empty() {
+        return None;
+    }
+    let new_key = match (f.new_access_key_id, f.new_secret_access_key) {
+        (None, None) => None,
+        (Some(id), Some(secret)) if !id.is_empty() && !secret.expose_secret().is_empty() => {
+            Some(LongTermKey {
+                access_key_id: id,
+                secret_access_key: secret,
+            })
+        }
+        _ => return None,
+    };
+    Some(RotationRecord {
+        user_name: f.user_name,
+        old_access_key_id: f.old_access_key_id,
+        started: OffsetDateTime::parse(&f.started, &Rfc3339).ok()?,
+        existing_key_ids: f.existing_key_ids,
+        new_key,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +330,68 @@ mod tests {
         let bad_expiry =
             br#"{"v":1,"access_key_id":"AK","secret_access_key":"SK","expiration":"tomorrow"}"#;
         assert!(decode_session(bad_expiry).is_none());
+    }
+
+    fn record(new_key: Option<LongTermKey>) -> RotationRecord {
+        RotationRecord {
+            user_name: "dev".into(),
+            old_access_key_id: "AKIDOLDEXAMPLE".into(),
+            started: datetime!(2026-11-22 08:53:52 UTC),
+            existing_key_ids: vec!["AKIDOLDEXAMPLE".into()],
+            new_key,
+        }
+    }
+
+    #[test]
+    fn rotation_record_has_the_documented_shape_and_round_trips() {
+        let bytes = encode_rotation(&record(None)).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"v": 1, "rotation": {
+                "user_name": "dev",
+                "old_access_key_id": "AKIDOLDEXAMPLE",
+                "started": "2026-11-22T08:53:52Z",
+                "existing_key_ids": ["AKIDOLDEXAMPLE"],
+            }})
+        );
+        let back = decode_rotation(&bytes).unwrap();
+        assert_eq!(back.old_access_key_id, "AKIDOLDEXAMPLE");
+        assert_eq!(back.started, datetime!(2026-11-22 08:53:52 UTC));
+        assert_eq!(back.existing_key_ids, ["AKIDOLDEXAMPLE"]);
+        assert!(back.new_key.is_none());
+
+        let bytes = encode_rotation(&record(Some(key()))).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(json["rotation"]["new_access_key_id"], "AKIDEXAMPLE");
+        let back = decode_rotation(&bytes).unwrap().new_key.unwrap();
+        assert_eq!(back.access_key_id, "AKIDEXAMPLE");
+        assert_eq!(
+            back.secret_access_key.expose_secret(),
+            key().secret_access_key.expose_secret()
+        );
+        assert!(!format!("{:?}", record(Some(key()))).contains("EXAMPLEKEY"));
+    }
+
+    #[test]
+    fn rotation_records_keys_and_sessions_never_pass_for_each_other() {
+        let rotation = encode_rotation(&record(Some(key()))).unwrap();
+        assert!(decode_key(&rotation).is_none());
+        assert!(decode_session(&rotation).is_none());
+        assert!(decode_rotation(&encode_key(&key())).is_none());
+        assert!(decode_rotation(&encode_session(&session()).unwrap()).is_none());
+        for bad in [
+            &br#"{"v":2,"rotation":{"user_name":"u","old_access_key_id":"A","started":"2026-11-22T08:53:52Z","existing_key_ids":[]}}"#[..],
+            br#"{"v":1,"rotation":{"user_name":"u","old_access_key_id":"A","started":"soon","existing_key_ids":[]}}"#,
+            br#"{"v":1,"rotation":{"user_name":"u","old_access_key_id":"A","started":"2026-11-22T08:53:52Z","existing_key_ids":[],"new_access_key_id":"N"}}"#,
+            br#"{"v":1,"rotation":{"user_name":"","old_access_key_id":"A","started":"2026-11-22T08:53:52Z","existing_key_ids":[]}}"#,
+        ] {
+            assert!(
+                decode_rotation(bad).is_none(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

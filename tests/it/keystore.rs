@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use credvend::creds::{LongTermKey, TemporaryCredentials};
-use credvend::keystore::{Backend, Choice, KeyStore, KeystoreError, OpenOptions};
+use credvend::keystore::{Backend, Choice, KeyStore, KeystoreError, OpenOptions, RotationRecord};
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
@@ -121,6 +121,7 @@ impl Drop for Cleanup {
                     for profile in profiles {
                         let _ = store.delete_key(&profile).await;
                         let _ = store.delete_session(&profile).await;
+                        let _ = store.delete_rotation(&profile).await;
                     }
                 })
         })
@@ -185,6 +186,31 @@ async fn round_trip(store: KeyStore) {
     assert_eq!(got.arn, cached.arn);
     assert_eq!(store.list_profiles().await.unwrap(), want);
     assert!(!store.has_key(&mfa_only).await.unwrap());
+
+    // Rotation records: their own entries too, replaced in place, never listed or read as keys.
+    assert!(store.get_rotation(&dev).await.unwrap().is_none());
+    let mut record = RotationRecord {
+        user_name: "alice".into(),
+        old_access_key_id: second.access_key_id.clone(),
+        started: OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap(),
+        existing_key_ids: vec![second.access_key_id.clone()],
+        new_key: None,
+    };
+    store.put_rotation(&dev, &record).await.unwrap();
+    let got = store.get_rotation(&dev).await.unwrap().expect("record");
+    assert!(got.new_key.is_none());
+    assert_eq!(got.started, record.started);
+    assert_eq!(got.existing_key_ids, record.existing_key_ids);
+    let pending = key("AKIAPENDINGEXAMPLE", &unique("pending/secret+"));
+    record.new_key = Some(pending.clone());
+    store.put_rotation(&dev, &record).await.unwrap();
+    let got = store.get_rotation(&dev).await.unwrap().expect("record");
+    assert_same_key(got.new_key.as_ref().unwrap(), &pending);
+    assert_same_key(&store.get_key(&dev).await.unwrap(), &second);
+    assert_eq!(store.list_profiles().await.unwrap(), want);
+    assert!(store.delete_rotation(&dev).await.unwrap());
+    assert!(store.get_rotation(&dev).await.unwrap().is_none());
+    assert!(!store.delete_rotation(&dev).await.unwrap());
 
     assert!(store.delete_session(&dev).await.unwrap());
     assert!(store.get_session(&dev).await.unwrap().is_none());

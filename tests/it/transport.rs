@@ -17,9 +17,10 @@ const HELPER: &str = concat!(
 );
 
 /// A running net_helper.py.
-struct Helper {
+pub(crate) struct Helper {
     child: Child,
-    port: u16,
+    /// Its listening port.
+    pub(crate) port: u16,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
@@ -31,7 +32,8 @@ impl Drop for Helper {
 }
 
 impl Helper {
-    fn start(args: &[&str]) -> Helper {
+    /// Starts `net_helper.py ARGS` and waits for its ready line.
+    pub(crate) fn start(args: &[&str]) -> Helper {
         let mut child = Command::new(venv_bin("python"))
             .arg(HELPER)
             .args(args)
@@ -90,7 +92,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// A throwaway CA and a certificate for localhost / 127.0.0.1 signed by it:
 /// (ca.pem, server.pem, server.key).
-fn private_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+pub(crate) fn private_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let ec = [
         "-newkey",
         "ec",
@@ -154,7 +156,8 @@ fn private_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     )
 }
 
-fn moto_port(moto: &Moto) -> String {
+/// The port of `moto`'s URL.
+pub(crate) fn moto_port(moto: &Moto) -> String {
     moto.url
         .rsplit(':')
         .next()

@@ -34,6 +34,13 @@ pub enum Mode {
     Hold,
 }
 
+/// One request to hold whatever the mode: the `n`-th (1-based) request of `action`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct HoldAt {
+    action: String,
+    n: usize,
+}
+
 /// The proxy; stops when dropped. It runs on a runtime thread of its own, so a test that blocks
 /// its own thread (waiting for a `credvend` child process) cannot starve it.
 pub struct StsProxy {
@@ -41,7 +48,10 @@ pub struct StsProxy {
     pub addr: SocketAddr,
     counts: Arc<Mutex<HashMap<String, usize>>>,
     responses: Arc<Mutex<Vec<String>>>,
+    requests: Arc<Mutex<Vec<(String, String)>>>,
     mode: Arc<watch::Sender<Mode>>,
+    hold_at: Arc<Mutex<Option<HoldAt>>>,
+    released: Arc<watch::Sender<Option<Mode>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -102,8 +112,12 @@ impl StsProxy {
         let addr = std_listener.local_addr().unwrap();
         let counts = Arc::new(Mutex::new(HashMap::new()));
         let responses = Arc::new(Mutex::new(Vec::new()));
+        let requests = Arc::new(Mutex::new(Vec::new()));
         let mode = Arc::new(watch::channel(Mode::Forward).0);
+        let hold_at: Arc<Mutex<Option<HoldAt>>> = Arc::new(Mutex::new(None));
+        let released = Arc::new(watch::channel(None::<Mode>).0);
         let (c, r, m) = (counts.clone(), responses.clone(), mode.clone());
+        let (q, h, rel) = (requests.clone(), hold_at.clone(), released.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let serve = async move {
             let listener = TcpListener::from_std(std_listener).unwrap();
@@ -112,14 +126,32 @@ impl StsProxy {
                     return;
                 };
                 let (c, r, m) = (c.clone(), r.clone(), m.clone());
+                let (q, h, rel) = (q.clone(), h.clone(), rel.clone());
                 tokio::spawn(async move {
                     // One request per connection: answers say `connection: close`.
                     let Some(req) = read_request(&mut sock).await else {
                         return;
                     };
                     let action = action_of(&req.body);
-                    *c.lock().unwrap().entry(action).or_default() += 1;
-                    let mode = {
+                    q.lock().unwrap().push((action.clone(), req.head.clone()));
+                    let nth = {
+                        let mut counts = c.lock().unwrap();
+                        let n = counts.entry(action.clone()).or_default();
+                        *n += 1;
+                        *n
+                    };
+                    let held = h.lock().unwrap().as_ref()
+                        == Some(&HoldAt {
+                            action: action.clone(),
+                            n: nth,
+                        });
+                    let mode = if held {
+                        let mut rx = rel.subscribe();
+                        let Ok(mode) = rx.wait_for(Option::is_some).await else {
+                            return;
+                        };
+                        mode.expect("released")
+                    } else {
                         let mut rx = m.subscribe();
                         let Ok(mode) = rx.wait_for(|m| *m != Mode::Hold).await else {
                             return;
@@ -216,7 +248,10 @@ impl StsProxy {
             addr,
             counts,
             responses,
+            requests,
             mode,
+            hold_at,
+            released,
             stop: Some(stop),
         }
     }
@@ -240,6 +275,28 @@ impl StsProxy {
     /// whatever a client has received is already in here.
     pub fn responses(&self) -> Vec<String> {
         self.responses.lock().unwrap().clone()
+    }
+
+    /// The request heads seen so far (request line and headers), with their action, oldest
+    /// first.
+    pub fn requests(&self) -> Vec<(String, String)> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// Holds the `n`-th (1-based, counting from the proxy's start) request of `action` on
+    /// arrival, whatever the mode, until [`StsProxy::release`]; every other request follows the
+    /// mode. So a test can stop a client at exactly one call of a sequence.
+    pub fn hold_nth(&self, action: &str, n: usize) {
+        *self.hold_at.lock().unwrap() = Some(HoldAt {
+            action: action.to_owned(),
+            n,
+        });
+    }
+
+    /// Lets the request held by [`StsProxy::hold_nth`] proceed as `mode` says (`Forward`:
+    /// upstream sees it; `Close`: it is dropped unanswered, upstream never sees it).
+    pub fn release(&self, mode: Mode) {
+        self.released.send_replace(Some(mode));
     }
 
     /// Sets the fault mode (held requests then proceed by the new mode).
