@@ -885,6 +885,7 @@ mod tests {
         StatusReport {
             version: "0".into(),
             pid: 1,
+            clock_skew_seconds: None,
             listeners: listeners
                 .iter()
                 .map(|(kind, address)| ListenerStatus {
