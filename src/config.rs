@@ -186,6 +186,23 @@ fn yes() -> bool {
     true
 }
 
+/// A TOML error as one readable line: `FILE:LINE:COLUMN: what`, with the offending line quoted
+/// (the parser's own text spans several lines with a snippet and a caret).
+fn toml_error(source: &str, text: &str, e: &toml::de::Error) -> ConfigError {
+    let message = e.message().trim().replace('\n', " ");
+    let Some(span) = e.span() else {
+        return ConfigError(format!("{source}: {message}"));
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    let shown = text.lines().nth(line - 1).unwrap_or("").trim();
+    ConfigError(format!(
+        "{source}:{line}:{column}: {message} (in `{}`)",
+        shown.chars().take(80).collect::<String>()
+    ))
+}
+
 /// A user in `allow_uids`: a number or a name.
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -297,12 +314,7 @@ impl DaemonConfig {
         source: &str,
         users: UserLookup<'_>,
     ) -> Result<DaemonConfig, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            ConfigError(format!(
-                "{source}: {}",
-                e.to_string().trim_end().replace('\n', " ")
-            ))
-        })?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(source, text, &e))?;
         let defaults = DaemonConfig::default();
         let imds = match raw.imds {
             None => defaults.imds.clone(),
@@ -485,7 +497,11 @@ min_interval_seconds = 5
                 "two listeners",
             ),
             ("imds = 3", "invalid type"),
-            ("[[imds]\n", "c:"),
+            ("[[imds]\n", "c:1:"),
+            (
+                "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofil = \"x\"\n",
+                "c:3:1: unknown field `profil`",
+            ),
         ] {
             let e = DaemonConfig::parse(text, "c").unwrap_err();
             assert!(e.0.contains(want), "{text:?}: {e}");

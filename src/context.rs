@@ -25,6 +25,8 @@ pub(crate) struct Context {
     pub aws_credentials: PathBuf,
     /// The state directory.
     pub state_dir: PathBuf,
+    /// Whether `--state-dir` (or `CREDVEND_STATE_DIR`) named it.
+    pub state_dir_explicit: bool,
     /// `--keystore`.
     pub keystore: Choice,
     /// `CREDVEND_KEYRING_SERVICE`: entries filed under another service name (tests, or several
@@ -121,6 +123,7 @@ impl Context {
             daemon_config: config.unwrap_or_else(paths::default_daemon_config),
             aws_config: paths::aws_config_file(),
             aws_credentials: paths::aws_credentials_file(),
+            state_dir_explicit: state_dir.is_some(),
             state_dir: state_dir.unwrap_or_else(paths::default_state_dir),
             keystore,
             keyring_service: std::env::var("CREDVEND_KEYRING_SERVICE")
@@ -184,6 +187,11 @@ impl Context {
         let profiles = self.load_profiles()?;
         for w in &profiles.warnings {
             tracing::warn!("AWS config: {w}");
+        }
+        for name in profiles.profiles.keys() {
+            for w in crate::profile::check::check_profile(&profiles, name) {
+                tracing::warn!("AWS config: {w}");
+            }
         }
         Ok(Loaded {
             config,

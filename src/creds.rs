@@ -41,6 +41,9 @@ pub struct TemporaryCredentials {
     pub account_id: Option<String>,
     /// The ARN of the identity (assumed role, federated user, or IAM user), when known.
     pub arn: Option<String>,
+    /// How much of STS's limit the session policies and tags use, in percent
+    /// (`PackedPolicySize`), when STS said.
+    pub packed_policy_size: Option<u32>,
 }
 
 /// Borrowed credentials for signing one request.

@@ -123,28 +123,6 @@ async fn daemon_status(ctx: &Context) -> Result<StatusReport, anyhow::Error> {
     }
 }
 
-fn ago_or_in(t: OffsetDateTime, now: OffsetDateTime) -> String {
-    let d = t - now;
-    let (sign, d) = if d.is_negative() {
-        ("ago", -d)
-    } else {
-        ("in", d)
-    };
-    let mins = d.whole_minutes();
-    let text = if mins >= 120 {
-        format!("{}h{:02}m", mins / 60, mins % 60)
-    } else if mins >= 1 {
-        format!("{mins}m")
-    } else {
-        format!("{}s", d.whole_seconds())
-    };
-    if sign == "in" {
-        format!("in {text}")
-    } else {
-        format!("{text} ago")
-    }
-}
-
 /// `credvend status`.
 pub async fn status(ctx: &Context, args: StatusArgs) -> anyhow::Result<ExitCode> {
     let report = daemon_status(ctx).await?;
@@ -152,50 +130,8 @@ pub async fn status(ctx: &Context, args: StatusArgs) -> anyhow::Result<ExitCode>
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);
     }
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let now = OffsetDateTime::now_utc();
-    let _ = writeln!(out, "credvend {} (pid {})", report.version, report.pid);
-    if let Some(skew) = report.clock_skew_seconds.filter(|s| s.abs() >= 60) {
-        let _ = writeln!(
-            out,
-            "clock: STS's clock is {} s {} this machine's (SigV4 fails beyond 300 s): correct the clock",
-            skew.abs(),
-            if skew > 0 { "ahead of" } else { "behind" }
-        );
-    }
-    let _ = writeln!(out, "listeners:");
-    for l in &report.listeners {
-        let _ = writeln!(
-            out,
-            "  {:4}  {:21}  {}",
-            l.kind,
-            l.address,
-            l.profiles.join(", ")
-        );
-    }
-    let _ = writeln!(out, "profiles:");
-    for p in &report.profiles {
-        let phase = serde_json::to_value(p.phase)?;
-        let mut line = format!("  {}  {}", p.name, phase.as_str().unwrap_or("?"));
-        if let Some(exp) = p.expiration {
-            line.push_str(&format!(
-                "  expires {} ({})",
-                format_aws_time(exp),
-                ago_or_in(exp, now)
-            ));
-        }
-        if let Some(next) = p.next_refresh {
-            line.push_str(&format!("  next refresh {}", ago_or_in(next, now)));
-        }
-        line.push_str(&format!("  requests {}", p.requests));
-        let _ = writeln!(out, "{line}");
-        let _ = writeln!(out, "      source: {}", p.source);
-        if let Some(err) = &p.last_error {
-            let _ = writeln!(out, "      last error: {}", err.message);
-        }
-    }
-    print!("{}", super::printable(&out));
+    let text = super::status::render(&report, OffsetDateTime::now_utc());
+    print!("{}", super::printable(&text));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -311,7 +247,7 @@ pub async fn refresh(ctx: &Context, args: RefreshArgs) -> anyhow::Result<ExitCod
 
 /// `credvend lock [PROFILE]`.
 pub async fn lock(ctx: &Context, args: LockArgs) -> anyhow::Result<ExitCode> {
-    let names = match call(
+    let (names, needs_login) = match call(
         ctx,
         &Request::Lock {
             profile: args.profile,
@@ -319,17 +255,35 @@ pub async fn lock(ctx: &Context, args: LockArgs) -> anyhow::Result<ExitCode> {
     )
     .await?
     {
-        Reply::Locked { profiles } => profiles,
+        Reply::Locked {
+            profiles,
+            needs_login,
+        } => (profiles, needs_login),
         other => return Err(unexpected(other)),
     };
+    if names.is_empty() {
+        eprintln!("credvend: no profile had credentials to forget");
+        return Ok(ExitCode::SUCCESS);
+    }
     eprintln!(
-        "credvend: forgot the temporary credentials of {}; `credvend refresh PROFILE` mints new ones",
-        if names.is_empty() {
-            "no profile".into()
-        } else {
-            names.join(", ")
-        }
+        "credvend: forgot the temporary credentials of {}",
+        names.join(", ")
     );
+    let plain: Vec<&String> = names.iter().filter(|n| !needs_login.contains(n)).collect();
+    if !plain.is_empty() {
+        let list: Vec<&str> = plain.iter().map(|s| s.as_str()).collect();
+        eprintln!(
+            "credvend: `credvend refresh` mints new ones for {}",
+            list.join(", ")
+        );
+    }
+    if !needs_login.is_empty() {
+        eprintln!(
+            "credvend: {} also lost their MFA session: run `credvend login {}` before they can be served again",
+            needs_login.join(", "),
+            needs_login[0]
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -359,6 +313,7 @@ async fn current_credentials(ctx: &Context, profile: &str) -> anyhow::Result<Cre
         session_token: c.session_token.unwrap_or_else(|| SecretString::from("")),
         expiration: c.expiration,
         account_id: c.account_id,
+        region: Some(chain.region.clone()),
     })
 }
 
@@ -392,6 +347,18 @@ async fn endpoint_env(
     profile: &str,
     container: bool,
 ) -> anyhow::Result<Vec<(String, Option<String>)>> {
+    match call(
+        ctx,
+        &Request::Check {
+            profile: profile.to_owned(),
+            container,
+        },
+    )
+    .await?
+    {
+        Reply::Served => {}
+        other => return Err(unexpected(other)),
+    }
     let report = daemon_status(ctx).await?;
     let mut vars: Vec<(String, Option<String>)> =
         CONFLICTING.iter().map(|k| (k.to_string(), None)).collect();
@@ -484,6 +451,10 @@ pub async fn env(ctx: &Context, args: EnvArgs) -> anyhow::Result<ExitCode> {
             shell_quote(c.session_token.expose_secret())
         );
         println!("export AWS_CREDENTIAL_EXPIRATION={}", shell_quote(&exp));
+        if let Some(region) = &c.region {
+            println!("export AWS_REGION={}", shell_quote(region));
+            println!("export AWS_DEFAULT_REGION={}", shell_quote(region));
+        }
         eprintln!(
             "credvend: these credentials expire at {exp} and will not refresh; prefer `credvend exec {}` for long jobs",
             args.profile

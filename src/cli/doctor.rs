@@ -886,6 +886,7 @@ mod tests {
             version: "0".into(),
             pid: 1,
             clock_skew_seconds: None,
+            reload_error: None,
             listeners: listeners
                 .iter()
                 .map(|(kind, address)| ListenerStatus {

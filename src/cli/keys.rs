@@ -151,7 +151,7 @@ pub(super) fn verify_target(
         profile.to_owned(),
         crate::profile::file::Section {
             name: profile.to_owned(),
-            properties: Default::default(),
+            ..Default::default()
         },
     );
     Ok(resolve::key_target(&set, profile, &ctx.env).expect("the profile was just added")?)
@@ -174,22 +174,7 @@ pub async fn add(ctx: &Context, args: AddArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if !args.no_verify {
-        let set = profiles(ctx)?;
-        let target = verify_target(ctx, &set, &args.profile)?;
-        let client = StsClient::new(ClientOptions {
-            ca_bundle: target.ca_bundle.clone(),
-            ..ClientOptions::default()
-        })?;
-        let id = client
-            .caller_identity(&target.endpoint, key.signing_key())
-            .await
-            .with_context(|| {
-                format!(
-                    "the key was not stored: STS at {} did not accept it (check the key, or pass --no-verify to store it unchecked)",
-                    target.endpoint
-                )
-            })?;
-        eprintln!("credvend: verified {} (account {})", id.arn, id.account);
+        verify(ctx, &args.profile, &key).await?;
     }
     store.put_key(&args.profile, &key).await?;
     eprintln!(
@@ -201,7 +186,45 @@ pub async fn add(ctx: &Context, args: AddArgs) -> anyhow::Result<ExitCode> {
     if let Some(note) = store.backend().persistence_note() {
         eprintln!("credvend: {note}");
     }
+    tell_daemon(ctx, &args.profile, false).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Checks `key` with STS GetCallerIdentity where calls signed with it go; the error says
+/// whether STS could not be reached or refused the key.
+async fn verify(ctx: &Context, profile: &str, key: &LongTermKey) -> anyhow::Result<()> {
+    let set = profiles(ctx)?;
+    if !set.profiles.contains_key(profile) {
+        eprintln!(
+            "credvend: profile `{profile}` is not in the AWS config ({}); checking the key against the default STS endpoint \
+             (add a [profile {profile}] section with region / endpoint_url first to check it elsewhere)",
+            ctx.aws_config.display()
+        );
+    }
+    let target = verify_target(ctx, &set, profile)?;
+    let client = StsClient::new(ClientOptions {
+        ca_bundle: target.ca_bundle.clone(),
+        ..ClientOptions::default()
+    })?;
+    let endpoint = &target.endpoint;
+    match client.caller_identity(endpoint, key.signing_key()).await {
+        Ok(id) => {
+            eprintln!("credvend: verified {} (account {})", id.arn, id.account);
+            Ok(())
+        }
+        Err(e @ crate::sts::StsError::Service(_)) if e.code() == Some("SignatureDoesNotMatch") => {
+            bail!(
+                "the key was not stored: STS at {endpoint} refused it ({e}). {}; or pass --no-verify to store it unchecked",
+                endpoint.signature_diagnosis()
+            )
+        }
+        Err(e @ crate::sts::StsError::Service(_)) => bail!(
+            "the key was not stored: STS at {endpoint} refused it ({e}); check the key id and secret, or pass --no-verify to store it unchecked"
+        ),
+        Err(e) => bail!(
+            "the key was not stored: could not check it, STS at {endpoint} did not answer ({e}); check the network, endpoint_url and ca_bundle, or pass --no-verify to store it unchecked"
+        ),
+    }
 }
 
 /// `credvend import [PROFILE...]`.
@@ -271,6 +294,9 @@ pub async fn import(ctx: &Context, args: ImportArgs) -> anyhow::Result<ExitCode>
     if imported.is_empty() {
         bail!("no long-term keys to import in {}", path.display());
     }
+    for profile in &imported {
+        tell_daemon(ctx, profile, false).await;
+    }
     if args.remove {
         // The backup keeps every line but blanks the moved secrets: the keys now live only in
         // the keyring, and a plaintext copy next to the original would defeat the import.
@@ -333,10 +359,15 @@ pub async fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<ExitCode> {
             } else {
                 serde_json::json!({})
             };
+            let warnings: Vec<String> = crate::profile::check::check_profile(&set, name)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
             let mut row = serde_json::json!({
                 "profile": name,
                 "in_config": in_config,
                 "has_keys": stored.contains(name),
+                "warnings": warnings,
             });
             if let serde_json::Value::Object(extra) = source {
                 row.as_object_mut().expect("object").extend(extra);
@@ -380,6 +411,15 @@ pub async fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<ExitCode> {
             keys
         );
         println!("{}", super::printable(&line));
+        for w in row["warnings"].as_array().into_iter().flatten() {
+            let w = format!(
+                "{:width$}  {:4}  warning: {}",
+                "",
+                "",
+                w.as_str().unwrap_or("")
+            );
+            println!("{}", super::printable(&w));
+        }
     }
     if let Some(b) = backend {
         println!("\nkeys are read from the {b}");
@@ -413,7 +453,32 @@ pub async fn remove(ctx: &Context, args: RemoveArgs) -> anyhow::Result<ExitCode>
         args.profile,
         store.backend()
     );
+    tell_daemon(ctx, &args.profile, true).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Tells a running daemon that the keys stored for `profile` changed, so that what it serves
+/// from them follows at once (removed keys stop being used; new ones are used). Without a
+/// daemon there is nothing to tell.
+pub(crate) async fn tell_daemon(ctx: &Context, profile: &str, removed: bool) {
+    use crate::control::client::ClientError;
+    use crate::control::proto::{Reply, Request};
+    let req = Request::KeysChanged {
+        profile: profile.to_owned(),
+        removed,
+    };
+    match crate::control::client::call(&ctx.state_dir, &req).await {
+        Ok(Reply::Affected { profiles }) if !profiles.is_empty() => {
+            let what = if removed {
+                "stops serving"
+            } else {
+                "mints new credentials for"
+            };
+            eprintln!("credvend: the daemon {what} {}", profiles.join(", "));
+        }
+        Ok(_) | Err(ClientError::NotRunning(_)) => {}
+        Err(e) => eprintln!("credvend: warning: could not tell the daemon: {e}"),
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ mod keys;
 mod rotate;
 mod serve;
 mod service;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -217,8 +218,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            let msg = format!("{e:#}");
-            eprintln!("credvend: {}", printable(&msg.replace('\n', " ")));
+            eprintln!("credvend: {}", printable(&one_line(&e)));
             ExitCode::from(1)
         }
     }
@@ -273,6 +273,22 @@ pub(crate) fn printable(s: &str) -> std::borrow::Cow<'_, str> {
         .into()
 }
 
+/// An error and its causes on one line, each cause only once: most of credvend's errors already
+/// say what their source says, and repeating it ("no keys ...: no keys ...") hides the message.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
 /// Quotes `s` for a POSIX shell.
 fn shell_quote(s: &str) -> String {
     if !s.is_empty()
@@ -302,6 +318,21 @@ mod tests {
             "a\\u{1b}]0;owned\\u{7}b"
         );
         assert_eq!(printable("x\ry"), "x\\u{d}y");
+    }
+
+    #[test]
+    fn errors_print_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("no keys for `x`: run `credvend add x`")]
+        struct Inner;
+        #[derive(Debug, thiserror::Error)]
+        #[error("profile `x`: {0}")]
+        struct Outer(#[source] Inner);
+        let e = anyhow::Error::new(Outer(Inner)).context("minting failed");
+        assert_eq!(
+            one_line(&e),
+            "minting failed: profile `x`: no keys for `x`: run `credvend add x`"
+        );
     }
 
     #[test]

@@ -118,7 +118,7 @@ pub(crate) fn iam_endpoint(
 ) -> Result<IamEndpoint, String> {
     let empty = Section {
         name: profile.to_owned(),
-        properties: Default::default(),
+        ..Default::default()
     };
     let section = set.profiles.get(profile).unwrap_or(&empty);
     let setting = |key: &str| section.get(key).map(str::trim).filter(|v| !v.is_empty());
@@ -345,6 +345,7 @@ pub async fn rotate(ctx: &Context, args: RotateArgs) -> anyhow::Result<ExitCode>
     };
     let new_id = rotation.run().await?;
     println!("{new_id}");
+    super::keys::tell_daemon(ctx, profile, false).await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -102,7 +102,10 @@ async fn serve(ctx: Context, inherited: Vec<Inherited>) -> anyhow::Result<ExitCo
                         Ok(()) => tracing::info!("configuration reloaded"),
                         Err(e) => tracing::error!("reload failed, the previous configuration keeps serving: {e}"),
                     },
-                    Err(e) => tracing::error!("reload failed, the previous configuration keeps serving: {e}"),
+                    Err(e) => {
+                        tracing::error!("reload failed, the previous configuration keeps serving: {e}");
+                        daemon.reload_failed(&e).await;
+                    }
                 }
                 crate::sys::notify("READY=1\nSTATUS=serving");
             }

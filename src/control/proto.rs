@@ -50,6 +50,22 @@ pub(crate) enum Request {
         /// Profile.
         profile: String,
     },
+    /// Whether the daemon serves a profile (over the ECS endpoint when `container`), and if
+    /// not, why (`credvend env`, `exec`).
+    Check {
+        /// Profile.
+        profile: String,
+        /// Over the ECS endpoint.
+        container: bool,
+    },
+    /// The keys stored for a profile were added or replaced (`add`, `import`, `rotate`) or
+    /// removed (`remove`).
+    KeysChanged {
+        /// The profile the keys are stored under.
+        profile: String,
+        /// Removed (else added or replaced).
+        removed: bool,
+    },
 }
 
 /// A successful answer.
@@ -73,9 +89,19 @@ pub(crate) enum Reply {
     Locked {
         /// Their names.
         profiles: Vec<String>,
+        /// Those among them that need `credvend login` again (their MFA session was forgotten).
+        #[serde(default)]
+        needs_login: Vec<String>,
     },
     /// To `credentials`.
     Credentials(Credentials),
+    /// To `check`: the profile is served.
+    Served,
+    /// To `keys-changed`: the profiles whose credentials are affected.
+    Affected {
+        /// Their names.
+        profiles: Vec<String>,
+    },
 }
 
 /// What kind of failure: what the CLI decides on. Messages are for people only.
@@ -131,6 +157,9 @@ pub(crate) struct Credentials {
     pub expiration: OffsetDateTime,
     /// Account, when known.
     pub account_id: Option<String>,
+    /// The profile's region (what SDKs need besides the credentials).
+    #[serde(default)]
+    pub region: Option<String>,
 }
 
 /// `status`: the daemon and everything it serves.
@@ -142,10 +171,23 @@ pub(crate) struct StatusReport {
     pub pid: u32,
     /// STS's clock minus this machine's, in seconds, as last measured from an STS answer.
     pub clock_skew_seconds: Option<i64>,
+    /// The last reload that failed, while the configuration before it keeps serving.
+    #[serde(default)]
+    pub reload_error: Option<ReloadError>,
     /// Listeners.
     pub listeners: Vec<ListenerStatus>,
     /// Profiles.
     pub profiles: Vec<ProfileStatus>,
+}
+
+/// A reload that failed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ReloadError {
+    /// When.
+    #[serde(with = "aws_time")]
+    pub at: OffsetDateTime,
+    /// Why (one line naming the file and the fix).
+    pub message: String,
 }
 
 /// A listener in `status`.
@@ -213,6 +255,15 @@ pub(crate) struct ProfileStatus {
     pub expiration: Option<OffsetDateTime>,
     /// Access key id being served.
     pub access_key_id: Option<String>,
+    /// Who the served credentials are (assumed-role or federated-user ARN), when STS said.
+    #[serde(default)]
+    pub identity: Option<String>,
+    /// How much of STS's limit for session policies and tags they use, in percent.
+    #[serde(default)]
+    pub packed_policy_size: Option<u32>,
+    /// When the mint in progress started (an STS call, the keyring or a process in flight).
+    #[serde(default, with = "aws_time::option")]
+    pub minting_since: Option<OffsetDateTime>,
     /// The profile's region (what `credvend env` exports as AWS_REGION).
     pub region: Option<String>,
     /// Credential responses served.
@@ -221,6 +272,9 @@ pub(crate) struct ProfileStatus {
     pub mfa_serial: Option<String>,
     /// ECS token file, when ECS serves the profile.
     pub ecs_token_file: Option<String>,
+    /// Settings of the profile that have no effect or conflict (file and line included).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// Timestamps on the wire as every AWS tool writes them: `YYYY-MM-DDTHH:MM:SSZ`, whole seconds,
@@ -380,12 +434,13 @@ mod tests {
     fn answers_are_ok_or_err() {
         let ok: Answer = Ok(Reply::Locked {
             profiles: vec!["a".into()],
+            needs_login: vec![],
         })
         .into();
         let text = String::from_utf8(line(&ok)).unwrap();
         assert_eq!(
             text,
-            "{\"v\":2,\"ok\":{\"reply\":\"locked\",\"profiles\":[\"a\"]}}\n"
+            "{\"v\":2,\"ok\":{\"reply\":\"locked\",\"profiles\":[\"a\"],\"needs_login\":[]}}\n"
         );
         let err: Answer = Err(Failure::new(FailureKind::NotServed, "no")).into();
         let text = String::from_utf8(line(&err)).unwrap();

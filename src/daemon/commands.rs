@@ -1,18 +1,15 @@
-//! The daemon's answers to control requests (`status`, `login`, `refresh`, `lock`,
-//! `credentials`): domain state in, [`proto`] wire types out.
+//! The daemon's answers to control requests: domain state in, `control::proto` wire types out.
+//! `status` is in `report.rs`; why a profile is not served, in `why.rs`.
 
 use std::sync::Arc;
 
+use super::Daemon;
 use super::policy::CLI_COLD_START_WAIT;
 use super::refresher::Command;
-use super::state::{Asker, Phase, ProfileCell, Status};
-use super::{Daemon, State};
-use crate::control::proto::{
-    self, Credentials, Failure, FailureKind, ListenerStatus, ProblemStatus, ProfileStatus, Reply,
-    Request, StatusReport,
-};
+use super::state::{Asker, ProfileCell};
+use super::why;
+use crate::control::proto::{Credentials, Failure, FailureKind, Reply, Request};
 use crate::control::server::Service;
-use crate::paths;
 use crate::problem::{Problem, ProblemCode};
 use crate::profile::resolve::{Chain, ResolveError};
 
@@ -24,31 +21,10 @@ impl Service for Daemon {
             Request::Refresh { profile } => self.command(profile, Command::Refresh).await,
             Request::Lock { profile } => self.command(profile, Command::Lock).await,
             Request::Credentials { profile } => self.credentials(&profile).await,
+            Request::Check { profile, container } => self.check(&profile, container).await,
+            Request::KeysChanged { profile, removed } => self.keys_changed(&profile, removed).await,
         }
     }
-}
-
-/// The refusal for a profile the daemon does not serve.
-fn not_served(profile: &str) -> Failure {
-    Failure::new(
-        FailureKind::NotServed,
-        format!(
-            "the daemon does not serve profile `{profile}`: name it in an [[imds]] listener or in [ecs] profiles of config.toml, then reload (`systemctl --user reload credvend` or SIGHUP)"
-        ),
-    )
-}
-
-fn broken(e: &ResolveError) -> Failure {
-    Failure::new(FailureKind::Unservable, e.message.clone())
-}
-
-fn problem_failure(p: &Problem) -> Failure {
-    let kind = if p.code.is_transient() {
-        FailureKind::Unavailable
-    } else {
-        FailureKind::Unservable
-    };
-    Failure::new(kind, format!("{} ({})", p.message, p.code))
 }
 
 impl Daemon {
@@ -64,81 +40,16 @@ impl Daemon {
             .map(|u| (u.cell.clone(), u.chain.clone()))
     }
 
-    async fn status(&self) -> StatusReport {
-        let state = self.state.lock().await;
-        StatusReport {
-            version: env!("CARGO_PKG_VERSION").into(),
-            pid: std::process::id(),
-            clock_skew_seconds: crate::sts::clock_skew().map(|s| s.seconds),
-            listeners: state
-                .listeners
-                .iter()
-                .map(|l| ListenerStatus {
-                    kind: l.kind().to_owned(),
-                    address: l.addr.to_string(),
-                    profiles: l.profiles(&state.ecs_tokens),
-                })
-                .collect(),
-            profiles: state
-                .units
-                .iter()
-                .map(|(name, u)| self.profile_status(&state, name, &u.cell, &u.chain))
-                .collect(),
-        }
-    }
-
-    fn profile_status(
-        &self,
-        state: &State,
-        name: &str,
-        cell: &ProfileCell,
-        chain: &Result<Arc<Chain>, ResolveError>,
-    ) -> ProfileStatus {
-        let current = cell.current();
-        let Status {
-            phase,
-            last_error,
-            next_refresh,
-            last_refresh,
-            refreshes,
-        } = cell.status();
-        ProfileStatus {
-            name: name.to_owned(),
-            source: match chain {
-                Ok(c) => c.describe(),
-                Err(e) => format!("invalid configuration: {e}"),
-            },
-            phase: wire_phase(phase),
-            last_error: last_error.map(|p| ProblemStatus {
-                code: p.code.as_str().to_owned(),
-                message: p.message,
-                since: p.since,
-            }),
-            next_refresh,
-            last_refresh,
-            refreshes,
-            expiration: current.as_ref().map(|v| v.creds.expiration),
-            access_key_id: current.as_ref().map(|v| v.creds.access_key_id.clone()),
-            region: chain.as_ref().ok().map(|c| c.region.clone()),
-            requests: cell.requests(),
-            mfa_serial: chain
-                .as_ref()
-                .ok()
-                .and_then(|c| c.mfa_serial().map(str::to_owned)),
-            ecs_token_file: state.ecs_tokens.contains_key(name).then(|| {
-                paths::ecs_token_file(&self.state_dir, name)
-                    .display()
-                    .to_string()
-            }),
-        }
+    /// Why `profile` is not served (over ECS when `container`).
+    async fn not_served(&self, profile: &str, container: bool) -> Failure {
+        why::not_served(&*self.state.lock().await, profile, container)
     }
 
     async fn login(&self, profile: &str, code: secrecy::SecretString) -> Result<Reply, Failure> {
-        let (_, chain) = self
-            .unit(profile)
-            .await
-            .ok_or_else(|| not_served(profile))?;
-        let chain = chain.map_err(|e| broken(&e))?;
+        let Some((_, chain)) = self.unit(profile).await else {
+            return Err(self.not_served(profile, false).await);
+        };
+        let chain = chain.map_err(|e| Failure::new(FailureKind::Unservable, e.message))?;
         let expiry = self.minter.login(&chain, code).await.map_err(|e| {
             let kind = match e.code() {
                 ProblemCode::InvalidConfiguration => FailureKind::NotApplicable,
@@ -149,21 +60,24 @@ impl Daemon {
         })?;
         // Every served profile sharing this MFA session mints now.
         let session = chain.mfa_session();
-        let sharing: Vec<String> = {
-            let state = self.state.lock().await;
-            state
-                .units
-                .iter()
-                .filter(|(_, u)| u.chain.as_ref().is_ok_and(|c| c.mfa_session() == session))
-                .map(|(name, _)| name.clone())
-                .collect()
-        };
+        let sharing = self.units_where(|c| c.mfa_session() == session).await;
         for name in sharing {
             self.send(&name, Command::Refresh).await;
         }
         Ok(Reply::LoggedIn {
             session_expiration: expiry,
         })
+    }
+
+    /// The served profiles whose chain satisfies `pred`.
+    async fn units_where(&self, pred: impl Fn(&Chain) -> bool) -> Vec<String> {
+        let state = self.state.lock().await;
+        state
+            .units
+            .iter()
+            .filter(|(_, u)| u.chain.as_ref().is_ok_and(|c| pred(c)))
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     /// Sends `cmd` to the refresher of `name`; false when it has none (broken configuration).
@@ -190,12 +104,12 @@ impl Daemon {
         };
         let mut done = Vec::new();
         for name in names {
-            if self.send(&name, cmd).await {
+            if self.send(&name, cmd.clone()).await {
                 done.push(name);
             } else if let Some(name) = &profile {
                 return Err(match self.unit(name).await {
-                    None => not_served(name),
-                    Some((_, Err(e))) => broken(&e),
+                    None => self.not_served(name, false).await,
+                    Some((_, Err(e))) => Failure::new(FailureKind::Unservable, e.message),
                     Some(_) => Failure::new(
                         FailureKind::Unavailable,
                         format!("profile `{name}` is shutting down"),
@@ -204,23 +118,28 @@ impl Daemon {
             }
         }
         Ok(match cmd {
-            Command::Refresh => Reply::Refreshing { profiles: done },
-            Command::Lock => Reply::Locked { profiles: done },
+            Command::Lock => {
+                let mfa = self.units_where(|c| c.mfa_session().is_some()).await;
+                Reply::Locked {
+                    needs_login: done.iter().filter(|n| mfa.contains(n)).cloned().collect(),
+                    profiles: done,
+                }
+            }
+            Command::Refresh | Command::Forget(_) => Reply::Refreshing { profiles: done },
         })
     }
 
     async fn credentials(&self, profile: &str) -> Result<Reply, Failure> {
-        let (cell, _) = self
-            .unit(profile)
-            .await
-            .ok_or_else(|| not_served(profile))?;
+        let Some((cell, chain)) = self.unit(profile).await else {
+            return Err(self.not_served(profile, false).await);
+        };
         // A CLI caller can wait longer than an SDK on a cold start (the first mint).
         let asker = Asker {
             cold_start: CLI_COLD_START_WAIT,
             audit: None,
             user_agent: "credvend",
         };
-        let v = cell.serve(&asker).await.map_err(|p| problem_failure(&p))?;
+        let v = cell.serve(&asker).await.map_err(|p| why::failure(&p))?;
         Ok(Reply::Credentials(Credentials {
             access_key_id: v.creds.access_key_id.clone(),
             secret_access_key: v.creds.secret_access_key.clone(),
@@ -231,17 +150,49 @@ impl Daemon {
                 .unwrap_or_else(|| secrecy::SecretString::from("")),
             expiration: v.creds.expiration,
             account_id: v.creds.account_id.clone(),
+            region: chain.ok().map(|c| c.region.clone()),
         }))
     }
-}
 
-fn wire_phase(p: Phase) -> proto::Phase {
-    match p {
-        Phase::Starting => proto::Phase::Starting,
-        Phase::Fresh => proto::Phase::Fresh,
-        Phase::Refreshing => proto::Phase::Refreshing,
-        Phase::NeedsMfa => proto::Phase::NeedsMfa,
-        Phase::Error => proto::Phase::Error,
-        Phase::Locked => proto::Phase::Locked,
+    /// Whether `profile` is served (over ECS when `container`) and can be now or soon; else why.
+    async fn check(&self, profile: &str, container: bool) -> Result<Reply, Failure> {
+        let cell = {
+            let state = self.state.lock().await;
+            let listed = !container || state.ecs_tokens.contains_key(profile);
+            match state.units.get(profile) {
+                Some(u) if listed => u.cell.clone(),
+                _ => return Err(why::not_served(&state, profile, container)),
+            }
+        };
+        if cell.current().is_none()
+            && let Some(p) = cell.status().last_error.filter(|p| !p.code.is_transient())
+        {
+            return Err(why::failure(&p));
+        }
+        Ok(Reply::Served)
+    }
+
+    /// Keys stored for `profile` were added, replaced or removed: every served profile whose
+    /// chain starts with them mints again, or forgets what it holds and says why.
+    async fn keys_changed(&self, profile: &str, removed: bool) -> Result<Reply, Failure> {
+        let affected = self.units_where(|c| c.key_profile() == Some(profile)).await;
+        for name in &affected {
+            let cmd = if removed {
+                Command::Forget(Problem::new(
+                    ProblemCode::MissingKeys,
+                    format!(
+                        "the keys of `{profile}` were removed (`credvend remove {profile}`): run `credvend add {profile}`"
+                    ),
+                ))
+            } else {
+                Command::Refresh
+            };
+            self.send(name, cmd).await;
+        }
+        // Which profiles the ECS endpoint serves by default depends on the keyring.
+        if let Err(e) = self.reapply().await {
+            tracing::warn!("could not re-apply the configuration after a key change: {e}");
+        }
+        Ok(Reply::Affected { profiles: affected })
     }
 }

@@ -16,8 +16,10 @@ pub(crate) mod notify;
 pub(crate) mod policy;
 pub(crate) mod reconcile;
 pub(crate) mod refresher;
+pub(crate) mod report;
 pub(crate) mod state;
 pub mod token;
+pub(crate) mod why;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -58,6 +60,10 @@ pub(crate) struct State {
     ecs_tokens: HashMap<String, SecretString>,
     /// Sockets from the service manager not yet claimed by a listener.
     inherited: Vec<Inherited>,
+    /// The profiles the keyring held keys for at the last apply, when it could be listed.
+    listed_keys: Option<std::collections::BTreeSet<String>>,
+    /// When and why the last reload failed, if the configuration serving is not the newest.
+    reload_error: Option<(OffsetDateTime, String)>,
 }
 
 /// The running daemon.
@@ -90,17 +96,43 @@ impl Daemon {
                 listeners: Vec::new(),
                 ecs_tokens: HashMap::new(),
                 inherited,
+                listed_keys: None,
+                reload_error: None,
             }),
         })
     }
 
     /// Applies `loaded`: the initial start-up and every reload. On error nothing has changed.
-    pub async fn apply(self: &Arc<Self>, loaded: Loaded) -> Result<(), String> {
-        let ecs_profiles = reconcile::ecs_profiles(&self.minter, &loaded).await;
+    pub async fn apply(&self, loaded: Loaded) -> Result<(), String> {
+        let keys = reconcile::listed_keys(&self.minter).await;
         let mut state = self.state.lock().await;
-        let plan = reconcile::plan(self, &state, loaded, ecs_profiles)?;
-        reconcile::commit(self, &mut state, plan);
-        Ok(())
+        match reconcile::plan(self, &state, loaded, keys) {
+            Ok(plan) => {
+                reconcile::commit(self, &mut state, plan);
+                state.reload_error = None;
+                Ok(())
+            }
+            Err(e) => {
+                state.reload_error = Some((OffsetDateTime::now_utc(), e.clone()));
+                Err(e)
+            }
+        }
+    }
+
+    /// Records a reload that failed before it reached [`Daemon::apply`] (a file that does not
+    /// parse), for `status`.
+    pub async fn reload_failed(&self, message: &str) {
+        self.state.lock().await.reload_error = Some((OffsetDateTime::now_utc(), message.into()));
+    }
+
+    /// Applies the configuration in effect again (after keys were added or removed: which
+    /// profiles the ECS endpoint serves depends on the keyring).
+    pub async fn reapply(&self) -> Result<(), String> {
+        let loaded = self.state.lock().await.loaded.clone();
+        match loaded {
+            Some(l) => self.apply(l).await,
+            None => Ok(()),
+        }
     }
 
     /// The ready line: `credvend ready imds=ADDR[,ADDR] ecs=ADDR control=PATH`.

@@ -112,36 +112,43 @@ pub(crate) struct Plan {
     bound: Vec<Bound>,
     /// The token of every profile the ECS endpoint serves (files written).
     ecs_tokens: HashMap<String, SecretString>,
+    /// The profiles the keyring held keys for, when it could be listed.
+    listed_keys: Option<BTreeSet<String>>,
+}
+
+/// The profiles the keyring holds keys for; `None` when it cannot be listed. Runs before the
+/// daemon's lock is taken: listing the keyring may be slow.
+pub(crate) async fn listed_keys(minter: &Minter) -> Option<BTreeSet<String>> {
+    let listed = match minter.keystore().await {
+        Ok(store) => store.list_profiles().await,
+        Err(e) => Err(e),
+    };
+    match listed {
+        Ok(list) => Some(list.into_iter().collect()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the keyring; the ECS endpoint serves every profile that resolves");
+            None
+        }
+    }
 }
 
 /// Profiles the ECS endpoint serves: `[ecs] profiles`, or when that is not given every profile
-/// that resolves and whose chain can start (keys in the keyring, or a process / token file).
-/// Runs before the daemon's lock is taken: listing the keyring may be slow.
-pub(crate) async fn ecs_profiles(minter: &Minter, loaded: &Loaded) -> Vec<String> {
+/// that resolves and whose chain can start (keys in the keyring (`with_keys`, when known), or a
+/// process / token file).
+pub(crate) fn ecs_profiles(loaded: &Loaded, with_keys: Option<&BTreeSet<String>>) -> Vec<String> {
     let Some(ecs) = &loaded.config.ecs else {
         return Vec::new();
     };
     if let Some(list) = &ecs.profiles {
         return list.clone();
     }
-    let listed = match minter.keystore().await {
-        Ok(store) => store.list_profiles().await,
-        Err(e) => Err(e),
-    };
-    let with_keys: Option<BTreeSet<String>> = match listed {
-        Ok(list) => Some(list.into_iter().collect()),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot list the keyring; the ECS endpoint serves every profile that resolves");
-            None
-        }
-    };
     loaded
         .profiles
         .profiles
         .keys()
         .filter(|name| match resolve_in(loaded, name) {
             Ok(chain) => match &chain.source {
-                Source::Keys { keys, .. } => with_keys.as_ref().is_none_or(|k| k.contains(keys)),
+                Source::Keys { keys, .. } => with_keys.is_none_or(|k| k.contains(keys)),
                 _ => true,
             },
             Err(_) => false,
@@ -150,7 +157,7 @@ pub(crate) async fn ecs_profiles(minter: &Minter, loaded: &Loaded) -> Vec<String
         .collect()
 }
 
-fn resolve_in(loaded: &Loaded, name: &str) -> Result<Chain, ResolveError> {
+pub(crate) fn resolve_in(loaded: &Loaded, name: &str) -> Result<Chain, ResolveError> {
     resolve::resolve(&loaded.profiles, name, &loaded.env, &resolve::read_file)
 }
 
@@ -160,8 +167,9 @@ pub(crate) fn plan(
     daemon: &Daemon,
     state: &State,
     loaded: Loaded,
-    ecs_profiles: Vec<String>,
+    listed_keys: Option<BTreeSet<String>>,
 ) -> Result<Plan, String> {
+    let ecs_profiles = ecs_profiles(&loaded, listed_keys.as_ref());
     let config = &loaded.config;
     let mut wanted: BTreeSet<String> = config.imds.iter().map(|l| l.profile.clone()).collect();
     wanted.extend(ecs_profiles.iter().cloned());
@@ -202,6 +210,7 @@ pub(crate) fn plan(
         specs,
         bound,
         ecs_tokens,
+        listed_keys,
     })
 }
 
@@ -331,6 +340,7 @@ pub(crate) fn commit(daemon: &Daemon, state: &mut State, plan: Plan) {
             .send_replace(Arc::new(endpoint(daemon, state, &l.spec, l.addr)));
     }
     state.loaded = Some(plan.loaded);
+    state.listed_keys = plan.listed_keys;
 }
 
 /// Stops profiles no longer served or whose chain changed; the others keep their credentials

@@ -26,12 +26,14 @@ use crate::shutdown::Shutdown;
 const WALL_CLOCK_CHECK: Duration = Duration::from_secs(60);
 
 /// Commands for a refresher.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum Command {
     /// Mint now (also ends a `lock`).
     Refresh,
     /// Forget the credentials and cached sessions; mint again only on `Refresh`.
     Lock,
+    /// Like `Lock`, with the reason recorded as the profile's problem (its keys were removed).
+    Forget(Problem),
 }
 
 /// A running refresher's handle.
@@ -135,6 +137,7 @@ impl Refresher {
                     self.mint().await;
                 }
                 Event::Command(Command::Lock) => self.lock().await,
+                Event::Command(Command::Forget(problem)) => self.forget(problem).await,
                 Event::PolicyChanged(p) => self.reschedule(p),
                 Event::Shutdown => return,
             }
@@ -186,13 +189,14 @@ impl Refresher {
 
     /// Mints, installs the result or records the failure, and sets the next wake time.
     async fn mint(&mut self) {
-        match (self.cell.current().is_some(), self.cell.status().phase) {
-            (true, _) => self.cell.set_phase(Phase::Refreshing),
-            // Unlocking: clients see "pending" (and wait for it) rather than "locked".
-            (false, Phase::Locked) => self.cell.set_phase(Phase::Starting),
-            (false, _) => {}
-        }
         let started = OffsetDateTime::now_utc();
+        let phase = match (self.cell.current().is_some(), self.cell.status().phase) {
+            (true, _) => Phase::Refreshing,
+            // Unlocking: clients see "pending" (and wait for it) rather than "locked".
+            (false, Phase::Locked) => Phase::Starting,
+            (false, p) => p,
+        };
+        self.cell.minting(phase, started);
         match self.minter.mint(&self.chain).await {
             Ok(minted) => {
                 self.failures = 0;
@@ -264,6 +268,16 @@ impl Refresher {
         self.cell.forget();
         self.minter.forget(&self.chain).await;
         tracing::info!(profile = %self.cell.name, "locked: credentials forgotten");
+    }
+
+    /// The keys the chain starts with are gone: forget everything and say so until `Refresh`.
+    async fn forget(&mut self, problem: Problem) {
+        self.locked = true;
+        self.wake = None;
+        self.cell.forget();
+        self.cell.fail(Phase::Error, problem, None);
+        self.minter.forget(&self.chain).await;
+        tracing::info!(profile = %self.cell.name, "keys removed: credentials forgotten");
     }
 
     /// New refresh settings: reschedule what is held; a pending retry keeps its own schedule.

@@ -125,6 +125,8 @@ pub(crate) struct Status {
     pub last_refresh: Option<OffsetDateTime>,
     /// Number of successful mints.
     pub refreshes: u64,
+    /// When the mint in progress started (STS, the keyring or a process is being waited for).
+    pub minting_since: Option<OffsetDateTime>,
 }
 
 /// Who is asking for a profile's credentials, for counting and the audit trail.
@@ -167,6 +169,7 @@ impl ProfileCell {
                 next_refresh: None,
                 last_refresh: None,
                 refreshes: 0,
+                minting_since: None,
             }),
             requests: AtomicU64::new(0),
         })
@@ -271,6 +274,7 @@ impl ProfileCell {
         s.next_refresh = Some(next_refresh);
         s.last_refresh = Some(at);
         s.refreshes += 1;
+        s.minting_since = None;
     }
 
     /// Records a failure (refresher only); current credentials stay.
@@ -279,6 +283,7 @@ impl ProfileCell {
         s.phase = phase;
         s.last_error = Some(problem);
         s.next_refresh = next_refresh;
+        s.minting_since = None;
     }
 
     /// Moves the next rotation (new refresh settings).
@@ -286,9 +291,11 @@ impl ProfileCell {
         self.status.lock().expect("status lock").next_refresh = Some(at);
     }
 
-    /// Marks a rotation in progress.
-    pub fn set_phase(&self, phase: Phase) {
-        self.status.lock().expect("status lock").phase = phase;
+    /// Marks a mint in progress (`phase` is `Refreshing` while credentials are held).
+    pub fn minting(&self, phase: Phase, since: OffsetDateTime) {
+        let mut s = self.status.lock().expect("status lock");
+        s.phase = phase;
+        s.minting_since = Some(since);
     }
 
     /// Forgets the credentials (`credvend lock`).
@@ -325,6 +332,7 @@ mod tests {
             expiration: datetime!(2026-11-22 08:53:52.884340 UTC),
             account_id: Some("123456789012".into()),
             arn: Some("arn:aws:sts::123456789012:assumed-role/r/s".into()),
+            packed_policy_size: None,
         }
     }
 

@@ -135,6 +135,7 @@ pub(crate) fn decode_session(bytes: &[u8]) -> Option<TemporaryCredentials> {
         expiration,
         account_id: s.account_id,
         arn: s.arn,
+        packed_policy_size: None,
     })
 }
 
@@ -249,6 +250,7 @@ mod tests {
             expiration: datetime!(2026-11-22 08:53:52.884340 UTC),
             account_id: Some("123456789012".into()),
             arn: Some("arn:aws:iam::123456789012:user/dev".into()),
+            packed_policy_size: None,
         }
     }
 

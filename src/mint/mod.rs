@@ -197,12 +197,17 @@ fn sts_code(e: &StsError) -> ProblemCode {
     }
 }
 
-/// What to do about an STS failure of a call signed by `signer` (`None` for unsigned calls).
-fn sts_hint(e: &StsError, signer: Signer<'_>) -> Option<String> {
+/// What to do about an STS failure of a call to `target` signed by `signer`.
+fn sts_hint(e: &StsError, signer: Signer<'_>, target: &StsTarget) -> Option<String> {
     match (e.code()?, signer) {
-        ("InvalidClientTokenId" | "SignatureDoesNotMatch", Signer::Keys(profile)) => Some(format!(
-            "the stored keys are not valid: store new ones with `credvend add {profile} --force`"
+        ("InvalidClientTokenId", Signer::Keys(profile)) => Some(format!(
+            "STS does not know the stored access key: store a valid one with `credvend add {profile} --force`"
         )),
+        ("SignatureDoesNotMatch", Signer::Keys(profile)) => Some(format!(
+            "{}; if it is the secret, store it again with `credvend add {profile} --force`",
+            target.endpoint.signature_diagnosis()
+        )),
+        ("SignatureDoesNotMatch", _) => Some(target.endpoint.signature_diagnosis()),
         ("ExpiredToken", _) => Some("the session expired; credvend mints a new one".into()),
         ("AccessDenied", _) => {
             Some("check the role's trust policy, external_id and MFA requirements".into())
@@ -432,7 +437,7 @@ impl Minter {
             .await
             .map_err(|source| MintError::Sts {
                 profile: chain.profile.clone(),
-                hint: sts_hint(&source, signer),
+                hint: sts_hint(&source, signer, target),
                 source: Box::new(source),
             })
     }
@@ -901,6 +906,7 @@ mod tests {
             expiration: now + time::Duration::hours(1),
             account_id: None,
             arn: None,
+            packed_policy_size: None,
         };
         let link = |profile: &str| CacheKey::Link {
             profile: profile.into(),

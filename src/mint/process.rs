@@ -53,6 +53,7 @@ pub fn parse_process_output(stdout: &[u8]) -> Result<ProcessOutput, String> {
             expiration: exp,
             account_id,
             arn: None,
+            packed_policy_size: None,
         })),
         (None, _) => Ok(ProcessOutput::LongTerm(LongTermKey {
             access_key_id,

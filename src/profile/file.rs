@@ -274,13 +274,37 @@ impl ParsedFile {
     }
 }
 
-/// A section of the merged view: a profile, an sso-session or a services block.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// A section of the merged view: a profile, an sso-session or a services block. Two sections
+/// are equal when their names and properties are: where the properties were set does not count.
+#[derive(Clone, Default, Eq)]
 pub struct Section {
     /// The name (`dev` for `[profile dev]`); case is kept.
     pub name: String,
     /// Properties by lower-cased name.
     pub properties: BTreeMap<String, Property>,
+    /// Where each property was set (the last place, when several set it).
+    pub origins: BTreeMap<String, Origin>,
+}
+
+impl PartialEq for Section {
+    fn eq(&self, other: &Section) -> bool {
+        self.name == other.name && self.properties == other.properties
+    }
+}
+
+/// Where a property was set: which file, which line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// The file.
+    pub file: FileKind,
+    /// 1-based line number.
+    pub line: usize,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} line {}", self.file.label(), self.line)
+    }
 }
 
 impl Section {
@@ -288,6 +312,11 @@ impl Section {
     /// sub-properties.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.properties.get(&key.to_ascii_lowercase())?.as_value()
+    }
+
+    /// Where property `key` was set.
+    pub fn origin(&self, key: &str) -> Option<Origin> {
+        self.origins.get(&key.to_ascii_lowercase()).copied()
     }
 
     /// A sub-property, e.g. `sub("sts", "endpoint_url")` for `sts =\n  endpoint_url = ...`.
@@ -690,6 +719,7 @@ pub fn merge(config: Option<ParsedFile>, credentials: Option<ParsedFile>) -> Pro
     let mut set = ProfileSet::default();
     for file in [config, credentials].into_iter().flatten() {
         set.warnings.extend(file.warnings);
+        let kind = file.kind;
         for section in file.sections {
             let target = match section.kind {
                 SectionKind::Profile => &mut set.profiles,
@@ -701,9 +731,16 @@ pub fn merge(config: Option<ParsedFile>, credentials: Option<ParsedFile>) -> Pro
                 .entry(section.name.clone())
                 .or_insert_with(|| Section {
                     name: section.name,
-                    properties: BTreeMap::new(),
+                    ..Section::default()
                 });
             for property in section.properties {
+                merged.origins.insert(
+                    property.name.clone(),
+                    Origin {
+                        file: kind,
+                        line: property.line,
+                    },
+                );
                 merged.properties.insert(property.name, property.value);
             }
         }

@@ -5,6 +5,7 @@
 //! Both modules are pure: they take and return text. Finding and reading the files (and
 //! `AWS_CONFIG_FILE` / `AWS_SHARED_CREDENTIALS_FILE`) is the caller's job.
 
+pub(crate) mod check;
 pub(crate) mod edit;
 pub(crate) mod file;
 pub(crate) mod load;

@@ -300,7 +300,6 @@ impl Chain {
     }
 
     /// The profile whose keyring keys the chain starts with, if it starts with keys.
-    #[cfg(test)]
     pub fn key_profile(&self) -> Option<&str> {
         match &self.source {
             Source::Keys { keys, .. } => Some(keys),
@@ -1172,7 +1171,7 @@ pub fn resolve(
     read: FileReader<'_>,
 ) -> Result<Chain, ResolveError> {
     let Some(leaf) = set.profiles.get(name) else {
-        return Err(unknown_profile(name));
+        return Err(unknown_profile(set, name));
     };
     Resolver {
         set,
@@ -1181,15 +1180,38 @@ pub fn resolve(
         leaf,
     }
     .resolve(name)
+    .map_err(|e| locate(set, e))
 }
 
-fn unknown_profile(name: &str) -> ResolveError {
-    err(
-        ErrorKind::UnknownProfile,
-        format!(
+/// Prefixes an error about `profile `P`: KEY ...` with the file and line KEY is on, so a broken
+/// configuration names the line to fix. (Every message about a key follows that shape.)
+fn locate(set: &ProfileSet, mut e: ResolveError) -> ResolveError {
+    let origin = (|| {
+        let rest = e.message.strip_prefix("profile `")?;
+        let (profile, rest) = rest.split_once("`: ")?;
+        let key: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        set.profiles.get(profile)?.origin(&key)
+    })();
+    if let Some(o) = origin {
+        e.message = format!("{o}: {}", e.message);
+    }
+    e
+}
+
+fn unknown_profile(set: &ProfileSet, name: &str) -> ResolveError {
+    let names = set.profiles.keys().map(String::as_str);
+    let message = match super::check::suggest(name, names) {
+        Some(s) => format!(
+            "profile `{name}` is not defined in the AWS config: did you mean `{s}`? (or add a [profile {name}] section; check AWS_CONFIG_FILE)"
+        ),
+        None => format!(
             "profile `{name}` is not defined in the AWS config (add a [profile {name}] section, or check AWS_CONFIG_FILE)"
         ),
-    )
+    };
+    err(ErrorKind::UnknownProfile, message)
 }
 
 /// Where a call signed with the keys stored for `profile` goes: the STS endpoint, signing region
@@ -1447,6 +1469,22 @@ mod tests {
             assert!(e.message.contains(needle), "{cfg:?}: {e}");
             assert!(!e.message.contains('\n'));
         }
+    }
+
+    #[test]
+    fn errors_about_a_key_name_its_line() {
+        let e = res(
+            "[profile a]\nregion = us-east-1\n\nduration_seconds = soon\n",
+            "a",
+        )
+        .unwrap_err();
+        assert!(
+            e.message
+                .starts_with("config file line 4: profile `a`: duration_seconds"),
+            "{e}"
+        );
+        let e = res("[profile dev]\n", "dve").unwrap_err();
+        assert!(e.message.contains("did you mean `dev`?"), "{e}");
     }
 
     #[test]

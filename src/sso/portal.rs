@@ -62,6 +62,7 @@ fn parse_role_credentials(
         expiration,
         account_id: Some(account_id.to_owned()),
         arn: None,
+        packed_policy_size: None,
     })
 }
 

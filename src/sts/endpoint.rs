@@ -104,6 +104,28 @@ impl StsEndpoint {
     }
 }
 
+impl StsEndpoint {
+    /// What a `SignatureDoesNotMatch` from this endpoint can mean, with what credvend can check
+    /// said plainly: the clock (from the skew last measured), the region and URL signed for; what
+    /// is left is the secret, or something re-encoding requests on the way.
+    pub fn signature_diagnosis(&self) -> String {
+        let clock = match super::clock_skew() {
+            Some(s) if s.seconds.abs() > 300 => format!(
+                "this machine's clock is {} s off STS's, more than SigV4's 5 minutes: correct the clock first",
+                s.seconds.abs()
+            ),
+            Some(s) => format!("the clock is fine ({} s off STS's)", s.seconds.abs()),
+            None => "the clock could not be compared with STS's".to_owned(),
+        };
+        format!(
+            "STS knows the access key id but not the signature. Checked: {clock}; signed for region `{}` at {}. \
+             So the secret is probably wrong, or the region or endpoint is not the one the key belongs to, \
+             or something on the way (a proxy, an STS-compatible server) changes the request",
+            self.signing_region, self.url
+        )
+    }
+}
+
 impl std::fmt::Display for StsEndpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.url.as_str())

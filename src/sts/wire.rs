@@ -321,6 +321,7 @@ pub fn parse_credentials(body: &str) -> Result<TemporaryCredentials, ParseError>
         expiration,
         account_id: arn.as_deref().and_then(account_from_arn),
         arn,
+        packed_policy_size: text_of(root, "PackedPolicySize").and_then(|v| v.trim().parse().ok()),
     })
 }
 

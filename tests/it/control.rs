@@ -78,7 +78,7 @@ async fn status_json_reflects_fresh_erroring_and_needs_mfa_profiles() {
     assert!(flaky["next_refresh"].is_string(), "a retry is scheduled");
     let text = stdout(&setup.cli(&["status"]));
     assert!(
-        text.contains("flaky  error") && text.contains("last error:"),
+        text.contains("flaky  error") && text.contains("last error (StsUnavailable"),
         "{text}"
     );
 }

@@ -81,6 +81,7 @@ fn session(secret: &str, token: &str) -> TemporaryCredentials {
             + time::Duration::hours(12),
         account_id: Some("123456789012".into()),
         arn: Some("arn:aws:iam::123456789012:user/dev".into()),
+        packed_policy_size: None,
     }
 }
 

@@ -148,7 +148,13 @@ fn install_service_dry_run_shows_units_with_this_binary_and_changes_nothing() {
     let out = setup.cli(&["install-service", "--dry-run", "--sockets"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains(&format!("ExecStart={BIN} serve")), "{text}");
+    // The binary quoted, with the options this command ran with (here from CREDVEND_KEYSTORE
+    // and CREDVEND_STATE_DIR), so the service uses the same keyring and state directory.
+    let exec = format!(
+        "ExecStart=\"{BIN}\" \"--keystore\" \"keyutils\" \"--state-dir\" \"{}\" serve",
+        setup.state_dir().display()
+    );
+    assert!(text.contains(&exec), "{exec}\n{text}");
     assert!(
         text.contains("Type=notify") && text.contains("LimitCORE=0"),
         "{text}"
@@ -157,6 +163,35 @@ fn install_service_dry_run_shows_units_with_this_binary_and_changes_nothing() {
     assert!(
         !setup.home().join(".config/systemd").exists(),
         "dry run wrote nothing"
+    );
+}
+
+/// Without a systemd user session (no user bus, as here) `install-service` writes the unit,
+/// exits 1, and says what to do instead: enable a user session, or run `credvend serve`.
+#[test]
+fn install_service_without_a_user_bus_explains_the_alternatives() {
+    let setup = Setup::new();
+    let out = setup
+        .command(&["install-service"])
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    for needle in [
+        "no systemd user session",
+        "loginctl enable-linger",
+        "`credvend serve`",
+        "The unit is written",
+    ] {
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+    assert!(
+        setup
+            .home()
+            .join(".config/systemd/user/credvend.service")
+            .exists()
     );
 }
 

@@ -27,6 +27,7 @@ fn creds_of(out: &std::process::Output) -> credvend::creds::TemporaryCredentials
         expiration: credvend::creds::parse_aws_time(v["Expiration"].as_str().unwrap()).unwrap(),
         account_id: None,
         arn: None,
+        packed_policy_size: None,
     }
 }
 
