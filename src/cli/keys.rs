@@ -62,7 +62,7 @@ pub struct ListArgs {
 /// `credvend remove`.
 #[derive(Debug, clap::Args)]
 pub struct RemoveArgs {
-    /// Profile whose keys to delete
+    /// Profile whose keys (or IAM Identity Center sign-in) to delete
     profile: String,
 }
 
@@ -401,6 +401,14 @@ pub async fn remove(ctx: &Context, args: RemoveArgs) -> anyhow::Result<ExitCode>
     let store = open_keystore(ctx, true).await?;
     let had_key = store.delete_key(&args.profile).await?;
     let had_session = store.delete_session(&args.profile).await?;
+    if let Some(session) = super::sso::remove_sign_in(ctx, &store, &args.profile).await? {
+        eprintln!(
+            "credvend: removed the IAM Identity Center sign-in of {session} (every profile of it needs `credvend login` again)"
+        );
+        if !had_key && !had_session {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
     if !had_key && !had_session {
         bail!(
             "nothing is stored for profile `{}` in the {}",

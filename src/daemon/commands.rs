@@ -1,5 +1,5 @@
 //! The daemon's answers to control requests (`status`, `login`, `refresh`, `lock`,
-//! `credentials`): domain state in, [`proto`] wire types out.
+//! `credentials`, `sign-in-changed`): domain state in, [`proto`] wire types out.
 
 use std::sync::Arc;
 
@@ -24,6 +24,7 @@ impl Service for Daemon {
             Request::Refresh { profile } => self.command(profile, Command::Refresh).await,
             Request::Lock { profile } => self.command(profile, Command::Lock).await,
             Request::Credentials { profile } => self.credentials(&profile).await,
+            Request::SignInChanged { session } => self.sign_in_changed(&session).await,
         }
     }
 }
@@ -165,6 +166,32 @@ impl Daemon {
         })
     }
 
+    /// The IAM Identity Center sign-in of `session` changed in the keyring: the minter forgets
+    /// what it held, and every served profile of that session mints now.
+    async fn sign_in_changed(&self, session: &str) -> Result<Reply, Failure> {
+        self.minter.sso_signed_in(session).await;
+        let sharing: Vec<String> = {
+            let state = self.state.lock().await;
+            state
+                .units
+                .iter()
+                .filter(|(_, u)| {
+                    u.chain
+                        .as_ref()
+                        .is_ok_and(|c| c.sso().is_some_and(|s| s.session.storage_key() == session))
+                })
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
+        let mut profiles = Vec::new();
+        for name in sharing {
+            if self.send(&name, Command::Refresh).await {
+                profiles.push(name);
+            }
+        }
+        Ok(Reply::Refreshing { profiles })
+    }
+
     /// Sends `cmd` to the refresher of `name`; false when it has none (broken configuration).
     async fn send(&self, name: &str, cmd: Command) -> bool {
         let tx = {
@@ -240,6 +267,7 @@ fn wire_phase(p: Phase) -> proto::Phase {
         Phase::Fresh => proto::Phase::Fresh,
         Phase::Refreshing => proto::Phase::Refreshing,
         Phase::NeedsMfa => proto::Phase::NeedsMfa,
+        Phase::NeedsLogin => proto::Phase::NeedsLogin,
         Phase::Error => proto::Phase::Error,
         Phase::Locked => proto::Phase::Locked,
     }

@@ -1,4 +1,5 @@
-//! The OS keyring: the only place long-term AWS keys (and cached MFA sessions) are kept.
+//! The OS keyring: the only place long-term AWS keys (and cached MFA sessions and IAM Identity
+//! Center sign-ins) are kept.
 //!
 //! [`KeyStore`] is a cheap, clonable handle over one backend:
 //!
@@ -20,8 +21,11 @@
 //! falling back to an in-memory store.
 //!
 //! Entries are named by a *service* (`credvend` by default) and an *account* (the profile name).
-//! Long-term keys live under the service itself; cached MFA sessions under `{service}.session`.
-//! Payloads are versioned JSON (see `payload`).
+//! Long-term keys live under the service itself; cached MFA sessions under `{service}.session`;
+//! IAM Identity Center sign-ins under `{service}.sso`, one per SSO session (account: the
+//! `sso-session` name, or the SHA-1 of the start URL for a legacy profile; see
+//! [`SsoSession::storage_key`](crate::sso::SsoSession::storage_key)). Payloads are versioned JSON
+//! (see `payload`).
 
 mod error;
 mod payload;
@@ -48,6 +52,7 @@ use secrecy::ExposeSecret;
 use zeroize::Zeroizing;
 
 use crate::creds::{LongTermKey, TemporaryCredentials};
+use crate::sso::SignIn;
 
 pub use error::KeystoreError;
 
@@ -224,6 +229,7 @@ struct Inner {
     backend: Backend,
     service: String,
     session_service: String,
+    sso_service: String,
     store: Box<dyn RawStore>,
 }
 
@@ -260,6 +266,7 @@ impl KeyStore {
             inner: Arc::new(Inner {
                 backend,
                 session_service: format!("{service}.session"),
+                sso_service: format!("{service}.sso"),
                 service,
                 store,
             }),
@@ -364,6 +371,45 @@ impl KeyStore {
         self.raw_delete(profile, Kind::Session).await
     }
 
+    /// The IAM Identity Center sign-in stored under `session_key`
+    /// ([`SsoSession::storage_key`](crate::sso::SsoSession::storage_key)), as stored, expired or
+    /// not. An entry that does not decode is deleted, logged at warn level and reported as `None`
+    /// (the user signs in again).
+    pub async fn get_sso(&self, session_key: &str) -> Result<Option<SignIn>, KeystoreError> {
+        let Some(raw) = self.raw_get(session_key, Kind::Sso).await? else {
+            return Ok(None);
+        };
+        match payload::decode_sign_in(&raw) {
+            Some(s) => Ok(Some(s)),
+            None => {
+                tracing::warn!(
+                    session = session_key,
+                    backend = %self.backend(),
+                    "discarding an unreadable IAM Identity Center sign-in from the keyring"
+                );
+                self.raw_delete(session_key, Kind::Sso).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Stores the sign-in of `session_key`, replacing any earlier one.
+    pub async fn put_sso(&self, session_key: &str, sign_in: &SignIn) -> Result<(), KeystoreError> {
+        let payload = payload::encode_sign_in(sign_in).ok_or_else(|| {
+            KeystoreError::Platform(format!(
+                "the IAM Identity Center sign-in of `{session_key}` has a time that cannot be stored"
+            ))
+        })?;
+        self.raw_put(session_key, Kind::Sso, payload).await?;
+        tracing::debug!(session = session_key, backend = %self.backend(), "stored IAM Identity Center sign-in");
+        Ok(())
+    }
+
+    /// Deletes the sign-in of `session_key`; true if there was one.
+    pub async fn delete_sso(&self, session_key: &str) -> Result<bool, KeystoreError> {
+        self.raw_delete(session_key, Kind::Sso).await
+    }
+
     async fn raw_get(
         &self,
         profile: &str,
@@ -387,6 +433,7 @@ impl KeyStore {
             let label = match kind {
                 Kind::Key => format!("{}: {account}", inner.service),
                 Kind::Session => format!("{}: {account} (cached session)", inner.service),
+                Kind::Sso => format!("{}: {account} (IAM Identity Center sign-in)", inner.service),
             };
             inner.store.put(service, &account, &label, &payload)
         })
@@ -400,11 +447,12 @@ impl KeyStore {
     }
 }
 
-/// The two kinds of entry.
+/// The kinds of entry.
 #[derive(Clone, Copy)]
 enum Kind {
     Key,
     Session,
+    Sso,
 }
 
 impl Inner {
@@ -412,6 +460,7 @@ impl Inner {
         match kind {
             Kind::Key => &self.service,
             Kind::Session => &self.session_service,
+            Kind::Sso => &self.sso_service,
         }
     }
 }
