@@ -34,7 +34,8 @@ use crate::sts::ClientOptions;
 /// ._REFRESH_WINDOW`); credvend does too, or earlier for short-lived tokens.
 pub(crate) const REFRESH_WINDOW: Duration = Duration::from_secs(15 * 60);
 
-/// An access token with less than this left is not used for `GetRoleCredentials`.
+/// An access token with less than this left (or half its refresh window, for short-lived
+/// tokens) is not used for `GetRoleCredentials`.
 pub(crate) const TOKEN_FLOOR: Duration = Duration::from_secs(30);
 
 /// Refresh attempts of one session are at least this far apart.
@@ -56,6 +57,12 @@ pub(crate) fn refresh_window(s: &SignIn) -> time::Duration {
         Some(issued) => full.min((s.token.expires_at - issued) / 4),
         None => full,
     }
+}
+
+/// Below how much time left an access token is no longer used: [`TOKEN_FLOOR`], or half the
+/// refresh window of a short-lived token (which would otherwise never be usable).
+pub(crate) fn token_floor(s: &SignIn) -> time::Duration {
+    td(TOKEN_FLOOR).min(refresh_window(s) / 2)
 }
 
 /// The delay before refresh attempt `failures + 1` after `failures` transient failures: 5 s,
@@ -257,7 +264,7 @@ impl Minter {
         let is_stale =
             stale.is_some_and(|t| t.expose_secret() == token.access_token.expose_secret());
         let left = token.expires_at - now;
-        let usable = !is_stale && left > td(TOKEN_FLOOR);
+        let usable = !is_stale && left > token_floor(&current);
         if s.refused {
             return Err(needs_login(
                 chain,
@@ -357,9 +364,12 @@ impl Minter {
         s: &mut Slot,
         now: OffsetDateTime,
     ) -> Result<(), MintError> {
-        let floor = td(TOKEN_FLOOR);
-        let unusable =
-            |s: &Slot| s.refused || s.sign_in.as_ref().is_none_or(|x| !x.usable(now, floor));
+        let unusable = |s: &Slot| {
+            s.refused
+                || s.sign_in
+                    .as_ref()
+                    .is_none_or(|x| !x.usable(now, token_floor(x)))
+        };
         if !unusable(s) {
             return Ok(());
         }
@@ -393,7 +403,7 @@ impl Minter {
             .sign_in
             .as_ref()
             .is_none_or(|cur| !cur.same_token(&imported.token));
-        if new && imported.usable(now, floor) {
+        if new && imported.usable(now, token_floor(&imported)) {
             tracing::info!(profile = %chain.profile, session = %step.session.label(), "picked up the sign-in of `aws sso login` from the AWS CLI's token cache; it is kept in the keyring from now on");
             self.keep(step, &imported, false).await;
             *s = Slot {

@@ -26,6 +26,7 @@ mod reload;
 mod sdk;
 mod sigv4_botocore;
 mod sigv4_suite;
+mod sso;
 mod sso_standin;
 mod sts_fake;
 mod sts_moto;
