@@ -90,10 +90,12 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    /// When the refresher should next wake to refresh this token (`None`: nothing to refresh).
-    pub(crate) fn refresh_due(&self) -> Option<OffsetDateTime> {
+    /// When the refresher should next wake to refresh this token (`None`: nothing to refresh at
+    /// `now`: no sign-in, a refused one, or one without a refresh token or a live registration,
+    /// which is used until it ends and never refreshed).
+    pub(crate) fn refresh_due(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
         let s = self.sign_in.as_ref()?;
-        if self.refused || s.token.refresh_token.is_none() || s.token.registration.is_none() {
+        if self.refused || !s.token.can_refresh(now) {
             return None;
         }
         let mut due = s.token.expires_at - refresh_window(s);
@@ -472,7 +474,7 @@ impl Minter {
             .get(&step.session.storage_key())?
             .clone();
         let held = slot.try_lock().ok()?;
-        held.refresh_due()
+        held.refresh_due(OffsetDateTime::now_utc())
     }
 
     /// The sign-in of session `session_key` changed in the keyring (`credvend login`, `credvend
@@ -567,12 +569,12 @@ mod tests {
             sign_in: Some(sign_in(3600, true)),
             ..Slot::default()
         };
-        assert_eq!(slot.refresh_due(), Some(T0 + time::Duration::minutes(45)));
+        assert_eq!(slot.refresh_due(T0), Some(T0 + time::Duration::minutes(45)));
         // Just attempted (and failed transiently): not again before the gap and the backoff.
         slot.last_attempt = Some(T0 + time::Duration::minutes(45));
         slot.retry_at = Some(T0 + time::Duration::minutes(45) + td(retry_delay(1)));
         assert_eq!(
-            slot.refresh_due(),
+            slot.refresh_due(T0),
             Some(T0 + time::Duration::minutes(45) + time::Duration::seconds(10))
         );
         // A token issued already expired still waits the gap after each attempt.
@@ -582,20 +584,29 @@ mod tests {
             ..Slot::default()
         };
         assert_eq!(
-            dead_on_arrival.refresh_due(),
+            dead_on_arrival.refresh_due(T0),
             Some(T0 + td(MIN_ATTEMPT_GAP))
         );
         // Refused, or nothing to refresh with: the refresher is never woken for it.
         dead_on_arrival.refused = true;
-        assert_eq!(dead_on_arrival.refresh_due(), None);
+        assert_eq!(dead_on_arrival.refresh_due(T0), None);
         let mut legacy = sign_in(3600, true);
         legacy.token.refresh_token = None;
         let slot = Slot {
             sign_in: Some(legacy),
             ..Slot::default()
         };
-        assert_eq!(slot.refresh_due(), None);
-        assert_eq!(Slot::default().refresh_due(), None);
+        assert_eq!(slot.refresh_due(T0), None);
+        let slot = Slot {
+            sign_in: Some(sign_in(3600, true)),
+            ..Slot::default()
+        };
+        assert_eq!(
+            slot.refresh_due(T0 + time::Duration::days(91)),
+            None,
+            "the registration expired"
+        );
+        assert_eq!(Slot::default().refresh_due(T0), None);
     }
 
     #[test]
