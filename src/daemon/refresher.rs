@@ -239,12 +239,17 @@ impl Refresher {
     }
 
     /// When the IAM Identity Center access token this profile mints with is due for its refresh,
-    /// while the profile is healthy (a failing one retries on its own backoff).
+    /// while the profile is healthy (a failing one retries on its own backoff). Now, when another
+    /// profile of the SSO session found the sign-in refused and this one does not show it yet.
     fn sso_token_due(&self) -> Option<OffsetDateTime> {
-        let healthy = self.failures == 0 && !self.locked && self.wake.is_some();
-        healthy
-            .then(|| self.minter.sso_refresh_due(&self.chain))
-            .flatten()
+        if self.failures > 0 || self.locked || self.wake.is_none() {
+            return None;
+        }
+        if self.minter.sso_refused(&self.chain) {
+            let shown = self.cell.status().phase == Phase::NeedsLogin;
+            return (!shown).then(OffsetDateTime::now_utc);
+        }
+        self.minter.sso_refresh_due(&self.chain)
     }
 
     /// No usable IAM Identity Center sign-in: keep serving what is left, look again every

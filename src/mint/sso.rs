@@ -9,7 +9,8 @@
 //! (`~/.aws/sso/cache`, written by `aws sso login`), which is then copied into the keyring. The
 //! access token is refreshed with the refresh token when less than [`refresh_window`] is left
 //! (botocore's 15 minutes, less for short tokens); the refresher also wakes at that moment
-//! ([`Minter::sso_refresh_due`]) so the refresh happens before expiry, not at the next rotation.
+//! ([`Minter::sso_refresh_due`], read from what each use of the slot publishes, so asking never
+//! waits) so the refresh happens before expiry, not at the next rotation.
 //!
 //! No tight loops: a refused refresh (`invalid_grant`, expired registration) marks the slot
 //! `refused`, and nothing is sent again until a new token appears (login, keyring, cache file); a
@@ -109,12 +110,23 @@ impl Slot {
     }
 }
 
+/// What the refreshers may read about a session without waiting for its slot.
+#[derive(Clone, Copy, Debug, Default)]
+struct Published {
+    /// [`Slot::refresh_due`] when the slot was last released.
+    refresh_due: Option<OffsetDateTime>,
+    /// [`Slot::refused`] then.
+    refused: bool,
+}
+
 /// The IAM Identity Center part of a [`Minter`].
 #[derive(Default)]
 pub(crate) struct SsoState {
     /// The AWS CLI's token cache directory (`~/.aws/sso/cache`).
     cache_dir: Option<PathBuf>,
     slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
+    /// Each slot's state as of its last release, for the refreshers' wake-up times.
+    published: Mutex<HashMap<String, Published>>,
     clients: Mutex<HashMap<Option<PathBuf>, SsoClient>>,
 }
 
@@ -134,6 +146,26 @@ impl SsoState {
             .entry(key.to_owned())
             .or_default()
             .clone()
+    }
+
+    /// Records what the refreshers may know of slot `key` (called whenever it is released).
+    fn publish(&self, key: &str, slot: &Slot) {
+        let p = Published {
+            refresh_due: slot.refresh_due(OffsetDateTime::now_utc()),
+            refused: slot.refused,
+        };
+        self.published
+            .lock()
+            .expect("sso published")
+            .insert(key.to_owned(), p);
+    }
+
+    fn published(&self, step: &SsoStep) -> Option<Published> {
+        self.published
+            .lock()
+            .expect("sso published")
+            .get(&step.session.storage_key())
+            .copied()
     }
 
     /// The token in the AWS CLI's cache for `step`'s session, when it is for the same start URL.
@@ -251,10 +283,24 @@ impl Minter {
         step: &SsoStep,
         stale: Option<&SecretString>,
     ) -> Result<SecretString, MintError> {
-        let slot = self.sso.slot(&step.session.storage_key());
+        let key = step.session.storage_key();
+        let slot = self.sso.slot(&key);
         let mut s = slot.lock().await;
+        let result = self.access_token_locked(chain, step, &mut s, stale).await;
+        self.sso.publish(&key, &s);
+        result
+    }
+
+    /// [`Minter::access_token`] with the session's slot held.
+    async fn access_token_locked(
+        &self,
+        chain: &Chain,
+        step: &SsoStep,
+        s: &mut Slot,
+        stale: Option<&SecretString>,
+    ) -> Result<SecretString, MintError> {
         let now = OffsetDateTime::now_utc();
-        self.load_sign_in(chain, step, &mut s, now).await?;
+        self.load_sign_in(chain, step, s, now).await?;
         let label = step.session.label();
         let Some(current) = s.sign_in.clone() else {
             return Err(needs_login(
@@ -292,7 +338,7 @@ impl Minter {
         if usable && s.retry_at.is_some_and(|at| at > now) {
             return Ok(token.access_token.clone());
         }
-        self.refresh_sign_in(chain, step, &mut s, current, usable, now)
+        self.refresh_sign_in(chain, step, s, current, usable, now)
             .await
     }
 
@@ -463,25 +509,29 @@ impl Minter {
     }
 
     /// When the refresher of `chain` should wake to refresh its SSO access token before it
-    /// expires (`None`: not an SSO chain, no refreshable token held, or busy right now).
+    /// expires (`None`: not an SSO chain, or no refreshable token held). Read from what the last
+    /// use of the session published, so it never waits for a refresh in progress: a profile that
+    /// asks during one is told "now", and then waits for its result in [`Minter::access_token`].
     pub fn sso_refresh_due(&self, chain: &Chain) -> Option<OffsetDateTime> {
-        let step = chain.sso()?;
-        let slot = self
-            .sso
-            .slots
-            .lock()
-            .expect("sso slots")
-            .get(&step.session.storage_key())?
-            .clone();
-        let held = slot.try_lock().ok()?;
-        held.refresh_due(OffsetDateTime::now_utc())
+        self.sso.published(chain.sso()?)?.refresh_due
+    }
+
+    /// Whether the sign-in `chain` mints with was refused (by a refresh of any profile of its SSO
+    /// session): the chain needs `credvend login` even if its own credentials are fresh.
+    pub fn sso_refused(&self, chain: &Chain) -> bool {
+        chain
+            .sso()
+            .and_then(|step| self.sso.published(step))
+            .is_some_and(|p| p.refused)
     }
 
     /// The sign-in of session `session_key` changed in the keyring (`credvend login`, `credvend
     /// remove`): forget what is held in memory so the next mint reads the keyring again.
     pub async fn sso_signed_in(&self, session_key: &str) {
         let slot = self.sso.slot(session_key);
-        *slot.lock().await = Slot::default();
+        let mut s = slot.lock().await;
+        *s = Slot::default();
+        self.sso.publish(session_key, &s);
     }
 
     /// Forgets the sign-in of `step`'s session: memory, keyring, and the AWS CLI's cache file when
@@ -492,6 +542,7 @@ impl Minter {
         let mut s = slot.lock().await;
         let mut shared = s.sign_in.as_ref().is_some_and(|x| x.share_cache);
         *s = Slot::default();
+        self.sso.publish(&key, &s);
         if let Ok(store) = self.keys.get().await {
             if let Ok(Some(stored)) = store.get_sso(&key).await {
                 shared |= stored.share_cache;

@@ -403,17 +403,23 @@ async fn access_token_is_refreshed_before_expiry_once_for_three_profiles() {
     );
 }
 
-/// With the refresh token revoked, status shows `needs-login` when the refresh is due, the old
-/// credentials keep being served, IAM Identity Center sees one refresh attempt (and the next look
-/// is scheduled 20 minutes later: at most three an hour), and a new `login` recovers.
+/// With the refresh token revoked, status shows `needs-login` when the refresh is due (for both
+/// profiles of the session), the old credentials keep being served, IAM Identity Center sees one
+/// refresh attempt (and the next look is scheduled 20 minutes later: at most three an hour), and a
+/// new `login` recovers.
 #[tokio::test]
 async fn revoked_refresh_token_turns_needs_login_until_a_new_login() {
     let desktop = FakeDesktop::new();
-    let f = fixture_with(Setup::new().with_env("PATH", &desktop.path_var()), &[]).await;
+    let f = fixture_with(
+        Setup::new().with_env("PATH", &desktop.path_var()),
+        &["dev2"],
+    )
+    .await;
     f.standin
         .settings(serde_json::json!({ "access_token_ttl": 20 }))
         .await;
-    f.setup.write_toml(&Toml::new().imds("dev").build());
+    f.setup
+        .write_toml(&Toml::new().imds("dev").ecs(&["dev2"]).build());
     let daemon = f.setup.start();
     device_login(&f.setup, "dev", &[]);
     f.setup.wait_status("dev", "fresh", phase_is("fresh")).await;
@@ -446,6 +452,9 @@ async fn revoked_refresh_token_turns_needs_login_until_a_new_login() {
         "the next look is about 20 minutes away: {next}"
     );
     desktop.wait_for("notes", "needs an IAM Identity Center sign-in");
+    f.setup
+        .wait_status("dev2", "needs-login", phase_is("needs-login"))
+        .await;
     assert!(p["expiration"].is_string(), "the old credentials are held");
     assert_eq!(imds_key(&daemon, "dev").await, old_key, "and still served");
 
@@ -453,7 +462,9 @@ async fn revoked_refresh_token_turns_needs_login_until_a_new_login() {
     let refusals = || {
         daemon
             .log()
-            .matches("needs an IAM Identity Center sign-in (IAM Identity Center refused")
+            .matches(
+                "profile `dev` needs an IAM Identity Center sign-in (IAM Identity Center refused",
+            )
             .count()
     };
     assert_eq!(refusals(), 1, "{}", daemon.log());
@@ -486,11 +497,13 @@ async fn revoked_refresh_token_turns_needs_login_until_a_new_login() {
         .settings(serde_json::json!({ "access_token_ttl": 3600 }))
         .await;
     device_login(&f.setup, "dev", &[]);
-    f.setup
-        .wait_status("dev", "fresh after login", |p| {
-            p["phase"] == "fresh" && p["refreshes"] == 2
-        })
-        .await;
+    for name in ["dev", "dev2"] {
+        f.setup
+            .wait_status(name, "fresh after login", |p| {
+                p["phase"] == "fresh" && p["refreshes"] == 2
+            })
+            .await;
+    }
     assert_ne!(imds_key(&daemon, "dev").await, old_key);
     assert_eq!(
         f.standin.stat("CreateToken:refresh_token").await,
