@@ -651,6 +651,85 @@ async fn share_cache_writes_what_botocore_reads_and_lock_forgets_it() {
     }
 }
 
+/// Polls the keyring (bounded) until the sign-in of `corp` satisfies `pred`.
+async fn wait_stored(setup: &Setup, what: &str, pred: impl Fn(&SignIn) -> bool) -> SignIn {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(s) = stored(setup).await
+            && pred(&s)
+        {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "the keyring never held {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A shared sign-in stays one sign-in: the daemon writes each refreshed token back to the AWS
+/// CLI's cache (botocore then refreshes with the refresh token found there), and takes over the
+/// token botocore wrote instead of refreshing the one botocore's refresh retired.
+#[tokio::test]
+async fn shared_sign_in_stays_in_step_with_the_aws_cli() {
+    let f = fixture().await;
+    f.standin
+        .settings(serde_json::json!({ "access_token_ttl": 40 }))
+        .await;
+    f.setup.write_toml(&Toml::new().imds("dev").build());
+    let daemon = f.setup.start();
+    device_login(&f.setup, "dev", &["--share-cache"]);
+    let path = cache::cache_path(&f.setup.home().join(".aws/sso/cache"), &corp());
+    let first = stored(&f.setup).await.unwrap();
+
+    // The daemon refreshes before expiry and writes the new token back to the file.
+    let second = wait_stored(&f.setup, "a refreshed token", |s| {
+        !s.same_token(&first.token)
+    })
+    .await;
+    assert!(second.share_cache);
+    assert_eq!(f.standin.stat("CreateToken:refresh_token").await, 1);
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        cache::render(&second.token).expose_secret(),
+        "the cache file holds the refreshed token"
+    );
+
+    // botocore finds it within its 15-minute window and refreshes with the refresh token the
+    // daemon wrote, which retires the daemon's copy of it.
+    f.standin
+        .settings(serde_json::json!({ "access_token_ttl": 3600 }))
+        .await;
+    let out = botocore_provider(&f, f.setup.home()).await;
+    assert_eq!(out["refreshes"], 1, "{out}");
+    assert_eq!(out["cache_rewritten"], true, "{out}");
+    let botocore_token = cache::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
+
+    // When the daemon's refresh is due, it takes over botocore's token instead of presenting
+    // the retired refresh token.
+    let third = wait_stored(&f.setup, "botocore's token", |s| {
+        s.same_token(&botocore_token)
+    })
+    .await;
+    assert!(third.share_cache);
+    assert!(
+        daemon
+            .log()
+            .contains("taking over the newer token the AWS CLI wrote to its cache")
+    );
+    let p = f
+        .setup
+        .wait_status("dev", "fresh with botocore's token", |p| {
+            p["phase"] == "fresh" && p["refreshes"].as_u64().unwrap() >= 3
+        })
+        .await;
+    assert!(p["last_error"].is_null(), "{p}");
+    assert_eq!(
+        f.standin.stat("CreateToken:refresh_token").await,
+        2,
+        "the daemon's and botocore's refreshes, nothing refused"
+    );
+    assert_eq!(f.standin.stat("error:InvalidGrantException").await, 0);
+}
+
 /// The default sign-in: the authorization-code flow with PKCE. The CLI prints the URL and opens a
 /// browser (a fake `xdg-open` on a fake display); the test plays the browser: fetches the URL and
 /// delivers the redirect to the CLI's loopback listener. A second sign-in reuses the registration.
