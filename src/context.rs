@@ -157,6 +157,13 @@ impl Context {
         opts
     }
 
+    /// The AWS CLI's SSO token cache, `~/.aws/sso/cache` (botocore's path).
+    pub fn sso_cache_dir(&self) -> Option<PathBuf> {
+        self.home
+            .as_ref()
+            .map(|h| h.join(".aws").join("sso").join("cache"))
+    }
+
     /// `STATE_DIR/control.sock`.
     pub fn control_socket(&self) -> PathBuf {
         self.state_dir.join(paths::CONTROL_SOCKET)

@@ -13,6 +13,8 @@ use time::OffsetDateTime;
 pub enum ProblemCode {
     /// The chain needs an MFA code: `credvend login`.
     NeedsMfa,
+    /// The chain needs an IAM Identity Center sign-in: `credvend login`.
+    NeedsLogin,
     /// The keyring holds no keys for the profile the chain starts with.
     MissingKeys,
     /// The keyring cannot be reached or is locked; retried.
@@ -53,6 +55,7 @@ impl ProblemCode {
     pub fn as_str(self) -> &'static str {
         match self {
             ProblemCode::NeedsMfa => "NeedsMfa",
+            ProblemCode::NeedsLogin => "NeedsLogin",
             ProblemCode::MissingKeys => "MissingKeys",
             ProblemCode::KeyringUnavailable => "KeyringUnavailable",
             ProblemCode::KeyringError => "KeyringError",
@@ -143,6 +146,8 @@ mod tests {
         assert_eq!(ProblemCode::StsUnavailable.ecs_status(), 503);
         assert_eq!(ProblemCode::CredentialsPending.ecs_status(), 503);
         assert_eq!(ProblemCode::NeedsMfa.ecs_status(), 403);
+        assert_eq!(ProblemCode::NeedsLogin.ecs_status(), 403);
+        assert!(!ProblemCode::NeedsLogin.is_transient());
         assert_eq!(ProblemCode::CredentialsLocked.ecs_status(), 403);
         assert_eq!(ProblemCode::InvalidKeys.ecs_status(), 403);
     }

@@ -38,15 +38,23 @@ pub struct StatusArgs {
 /// `credvend login`.
 #[derive(Debug, clap::Args)]
 pub struct LoginArgs {
-    /// Profile that needs the code
+    /// Profile to sign in (IAM Identity Center) or to give an MFA code for
     profile: String,
-    /// The 6-digit code. Visible to every user of this machine in `ps`: prefer the prompt or
+    /// The 6-digit MFA code. Visible to every user of this machine in `ps`: prefer the prompt or
     /// --code-stdin
-    #[arg(long, value_name = "N", conflicts_with = "code_stdin")]
+    #[arg(long, value_name = "N", conflicts_with_all = ["code_stdin", "device_code", "share_cache"])]
     code: Option<String>,
-    /// Read the code from the first line of stdin (for scripts: `ykman ... | credvend login P --code-stdin`)
-    #[arg(long)]
+    /// Read the MFA code from the first line of stdin (for scripts: `ykman ... | credvend login P --code-stdin`)
+    #[arg(long, conflicts_with_all = ["device_code", "share_cache"])]
     code_stdin: bool,
+    /// IAM Identity Center: sign in with a code confirmed in any browser, on any device (the
+    /// default without a graphical session)
+    #[arg(long)]
+    device_code: bool,
+    /// IAM Identity Center: also write the sign-in to the AWS CLI's token cache
+    /// (~/.aws/sso/cache, mode 0600), and keep it up to date, so the AWS CLI and credvend share it
+    #[arg(long)]
+    share_cache: bool,
 }
 
 /// `credvend refresh`.
@@ -175,10 +183,10 @@ fn local_chain(ctx: &Context, profile: &str) -> anyhow::Result<Chain> {
 async fn local_minter(ctx: &Context, interactive: bool) -> anyhow::Result<Minter> {
     let opts = ctx.keystore_options(interactive);
     let store = KeyStore::open(opts.clone()).await?;
-    Ok(Minter::new(
-        Keys::ready(store, opts),
-        ClientOptions::default(),
-    ))
+    Ok(
+        Minter::new(Keys::ready(store, opts), ClientOptions::default())
+            .with_sso_cache_dir(ctx.sso_cache_dir()),
+    )
 }
 
 /// `credvend login PROFILE`.
@@ -187,10 +195,27 @@ pub async fn login(ctx: &Context, args: LoginArgs) -> anyhow::Result<ExitCode> {
     // daemon, why it cannot be resolved is the error.
     let chain = local_chain(ctx, &args.profile);
     if let Ok(c) = &chain
+        && let Some(step) = c.sso()
+    {
+        return super::sso::login(ctx, &args.profile, step, args.device_code, args.share_cache)
+            .await;
+    }
+    if args.device_code || args.share_cache {
+        bail!(
+            "--device-code and --share-cache are for IAM Identity Center profiles; profile `{}` is not one{}",
+            args.profile,
+            chain
+                .as_ref()
+                .err()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        );
+    }
+    if let Ok(c) = &chain
         && c.mfa_serial().is_none()
     {
         bail!(
-            "profile `{}` has no mfa_serial in its chain, so it needs no MFA code",
+            "profile `{}` has neither an IAM Identity Center sign-in nor an mfa_serial in its chain, so `credvend login` has nothing to do for it",
             args.profile
         );
     }

@@ -437,7 +437,8 @@ fn chain_targets(chain: &Chain) -> Vec<&StsTarget> {
             FromKeys::Roles { mfa, .. } => out.extend(mfa.iter().map(|m| &m.session.target)),
         },
         Source::WebIdentity { step, .. } => out.push(&step.target),
-        Source::Process { .. } => {}
+        // The portal is not STS (its endpoint is checked when a sign-in is used).
+        Source::Process { .. } | Source::Sso { .. } => {}
     }
     out.extend(chain.roles().into_iter().map(|r| &r.target));
     out

@@ -62,7 +62,7 @@ pub struct ListArgs {
 /// `credvend remove`.
 #[derive(Debug, clap::Args)]
 pub struct RemoveArgs {
-    /// Profile whose keys to delete
+    /// Profile whose keys (or IAM Identity Center sign-in) to delete
     profile: String,
 }
 
@@ -440,6 +440,14 @@ pub async fn remove(ctx: &Context, args: RemoveArgs) -> anyhow::Result<ExitCode>
             "credvend: removed an unfinished key rotation of `{}`; its new key {} may still exist in IAM",
             args.profile, pending.access_key_id
         );
+    }
+    if let Some(session) = super::sso::remove_sign_in(ctx, &store, &args.profile).await? {
+        eprintln!(
+            "credvend: removed the IAM Identity Center sign-in of {session} (every profile of it needs `credvend login` again)"
+        );
+        if !had_key && !had_session && !had_rotation {
+            return Ok(ExitCode::SUCCESS);
+        }
     }
     if !had_key && !had_session && !had_rotation {
         bail!(

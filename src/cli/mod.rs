@@ -8,6 +8,7 @@ mod keys;
 mod rotate;
 mod serve;
 mod service;
+mod sso;
 mod status;
 
 use std::path::PathBuf;
@@ -91,7 +92,15 @@ enum Command {
     Import(keys::ImportArgs),
     /// List profiles of the AWS config and whether the keyring holds keys for them
     List(keys::ListArgs),
-    /// Delete the stored keys (and any cached MFA session or unfinished key rotation) of PROFILE
+    /// Delete the stored keys (and any cached MFA session or unfinished key rotation) of PROFILE,
+    /// or the IAM Identity Center sign-in of its SSO session
+    #[command(
+        long_about = "Delete the stored keys (and any cached MFA session or unfinished key rotation) of \
+        PROFILE from the keyring; a running daemon is told at once and stops using them.\n\n\
+        For an IAM Identity Center profile (sso_session or sso_start_url), delete the sign-in of its SSO \
+        session instead: it is shared by every profile of that session, so all of them need `credvend \
+        login` again. A token cache file written with `login --share-cache` is deleted too."
+    )]
     Remove(keys::RemoveArgs),
     /// Run the daemon in the foreground (systemd and launchd run exactly this)
     #[command(
@@ -105,19 +114,33 @@ enum Command {
     Serve,
     /// Show what the running daemon is doing
     Status(client::StatusArgs),
-    /// Give the daemon an MFA code for PROFILE
+    /// Sign in to IAM Identity Center for PROFILE, or give the daemon an MFA code for it
     #[command(
-        long_about = "Give the daemon an MFA code for PROFILE: prompted for on the terminal (no echo), or \
-        read from stdin with --code-stdin. (--code N also works, but the code is then visible to every \
-        user of the machine in `ps` while the command runs.)\n\n\
-        The daemon mints one MFA-authenticated session (GetSessionToken) and assumes the profile's roles \
-        from it until the session expires (12 h by default); the session is cached in the keyring, so it \
-        survives daemon restarts. Without a running daemon the session is minted and cached directly."
+        long_about = "Sign in to IAM Identity Center for PROFILE, or give the daemon an MFA code for it.\n\n\
+        IAM Identity Center profiles (sso_session or sso_start_url): runs the sign-in the AWS CLI v2 runs. \
+        By default a browser on this machine opens the sign-in page (the URL is printed too) and comes \
+        back to a local port (authorization code with PKCE); with --device-code, or without a graphical \
+        session, open the printed URL on any device and confirm the printed code. The sign-in (access \
+        token, refresh token, client registration) is kept in the keyring, the daemon refreshes the \
+        access token by itself and mints every profile of that SSO session. --share-cache also writes \
+        it to the AWS CLI's token cache (~/.aws/sso/cache), so `aws` uses the same sign-in.\n\n\
+        MFA profiles: the code is prompted for on the terminal (no echo), or read from stdin with \
+        --code-stdin (--code N also works, but the code is then visible to every user of the machine in \
+        `ps` while the command runs). The daemon mints one MFA-authenticated session (GetSessionToken) \
+        and assumes the profile's roles from it until the session expires (12 h by default); the session \
+        is cached in the keyring, so it survives daemon restarts. Without a running daemon the session is \
+        minted and cached directly."
     )]
     Login(client::LoginArgs),
     /// Mint new credentials now (for PROFILE, or for every profile the daemon serves)
     Refresh(client::RefreshArgs),
     /// Forget temporary credentials (of PROFILE, or of every profile)
+    #[command(
+        long_about = "Forget temporary credentials (of PROFILE, or of every profile): the served \
+        credentials, cached MFA sessions and IAM Identity Center sign-ins (memory and keyring; a token \
+        cache file shared with the AWS CLI by `login --share-cache` too). `credvend refresh PROFILE` \
+        mints again; MFA and IAM Identity Center profiles then need `credvend login`."
+    )]
     Lock(client::LockArgs),
     /// Print shell `export` lines that point SDKs at the daemon
     #[command(

@@ -64,7 +64,9 @@ async fn serve(ctx: Context, inherited: Vec<Inherited>) -> anyhow::Result<ExitCo
             Keys::lazy(opts)
         }
     };
-    let minter = Arc::new(Minter::new(keys, ClientOptions::default()));
+    let minter = Arc::new(
+        Minter::new(keys, ClientOptions::default()).with_sso_cache_dir(ctx.sso_cache_dir()),
+    );
     let daemon = Daemon::new(ctx.state_dir.clone(), key, minter, inherited);
 
     let mut term = signal(SignalKind::terminate())?;

@@ -7,6 +7,7 @@
 //! -> {"v":2,"cmd":"refresh","profile":null}       (null: every profile)
 //! -> {"v":2,"cmd":"lock","profile":"dev"}
 //! -> {"v":2,"cmd":"credentials","profile":"dev"}  <- {"v":2,"err":{"kind":"not-served","message":"..."}}
+//! -> {"v":2,"cmd":"sign-in-changed","session":"corp"}  <- {"v":2,"ok":{"reply":"refreshing","profiles":[...]}}
 //! ```
 //!
 //! These types are a boundary: they import nothing from the daemon or the minter, so either side
@@ -66,6 +67,13 @@ pub(crate) enum Request {
         /// Removed (else added or replaced).
         removed: bool,
     },
+    /// The IAM Identity Center sign-in of an SSO session changed in the keyring (`credvend login`
+    /// stored a new one, `credvend remove` deleted it): every profile of that session reads it
+    /// again and mints now.
+    SignInChanged {
+        /// The session's keyring name (the `sso-session` name, or the SHA-1 of a legacy start URL).
+        session: String,
+    },
 }
 
 /// A successful answer.
@@ -80,7 +88,7 @@ pub(crate) enum Reply {
         #[serde(with = "aws_time")]
         session_expiration: OffsetDateTime,
     },
-    /// To `refresh`: the profiles that mint now.
+    /// To `refresh` and `signed-in`: the profiles that mint now.
     Refreshing {
         /// Their names.
         profiles: Vec<String>,
@@ -213,6 +221,8 @@ pub(crate) enum Phase {
     Refreshing,
     /// Waiting for `credvend login`.
     NeedsMfa,
+    /// Waiting for `credvend login` (an IAM Identity Center sign-in).
+    NeedsLogin,
     /// The last attempt failed; retrying with backoff.
     Error,
     /// `credvend lock` forgot the credentials.
@@ -426,6 +436,8 @@ mod tests {
                 .kind,
             FailureKind::BadRequest
         );
+        let signed = parse_request(r#"{"v":2,"cmd":"sign-in-changed","session":"corp"}"#).unwrap();
+        assert!(matches!(signed, Request::SignInChanged { session } if session == "corp"));
         let old = parse_request(r#"{"v":1,"cmd":"status"}"#).unwrap_err();
         assert!(old.message.contains("restart the daemon"), "{old}");
     }

@@ -23,6 +23,7 @@ impl Service for Daemon {
             Request::Credentials { profile } => self.credentials(&profile).await,
             Request::Check { profile, container } => self.check(&profile, container).await,
             Request::KeysChanged { profile, removed } => self.keys_changed(&profile, removed).await,
+            Request::SignInChanged { session } => self.sign_in_changed(&session).await,
         }
     }
 }
@@ -80,6 +81,32 @@ impl Daemon {
             .collect()
     }
 
+    /// The IAM Identity Center sign-in of `session` changed in the keyring: the minter forgets
+    /// what it held, and every served profile of that session mints now.
+    async fn sign_in_changed(&self, session: &str) -> Result<Reply, Failure> {
+        self.minter.sso_signed_in(session).await;
+        let sharing: Vec<String> = {
+            let state = self.state.lock().await;
+            state
+                .units
+                .iter()
+                .filter(|(_, u)| {
+                    u.chain
+                        .as_ref()
+                        .is_ok_and(|c| c.sso().is_some_and(|s| s.session.storage_key() == session))
+                })
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
+        let mut profiles = Vec::new();
+        for name in sharing {
+            if self.send(&name, Command::Refresh).await {
+                profiles.push(name);
+            }
+        }
+        Ok(Reply::Refreshing { profiles })
+    }
+
     /// Sends `cmd` to the refresher of `name`; false when it has none (broken configuration).
     async fn send(&self, name: &str, cmd: Command) -> bool {
         let tx = {
@@ -119,7 +146,9 @@ impl Daemon {
         }
         Ok(match cmd {
             Command::Lock => {
-                let mfa = self.units_where(|c| c.mfa_session().is_some()).await;
+                let mfa = self
+                    .units_where(|c| c.mfa_session().is_some() || c.sso().is_some())
+                    .await;
                 Reply::Locked {
                     needs_login: done.iter().filter(|n| mfa.contains(n)).cloned().collect(),
                     profiles: done,

@@ -1,5 +1,5 @@
-//! Desktop notifications for the moments a user must act: a profile needs an MFA code now, or
-//! its MFA session ends within [`AHEAD`]. `notify-send` on Linux desktops, `osascript` on macOS;
+//! Desktop notifications for the moments a user must act: a profile needs an MFA code or an IAM
+//! Identity Center sign-in now, or its MFA session ends within [`AHEAD`]. `notify-send` on Linux desktops, `osascript` on macOS;
 //! silently nothing where neither exists (servers). Never blocks the caller.
 
 use std::time::Duration;

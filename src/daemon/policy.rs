@@ -16,6 +16,9 @@
 //! - After a failure: exponential backoff with full jitter, capped, and never later than a quarter of
 //!   the remaining lifetime, so several retries happen before the credentials run out.
 //! - Credentials are served until `SERVE_FLOOR` before expiry; never after.
+//! - A profile waiting for an IAM Identity Center sign-in (`needs-login`) looks for a new one every
+//!   `LOGIN_RECHECK`; a refused sign-in is never refreshed again (`mint/sso.rs`), so IAM Identity
+//!   Center sees at most a few attempts an hour, whatever happens.
 
 use std::time::Duration;
 
@@ -45,6 +48,10 @@ pub const RETRY_BASE: Duration = Duration::from_secs(2);
 
 /// Largest retry delay.
 pub const RETRY_CAP: Duration = Duration::from_secs(300);
+
+/// How often a `needs-login` profile looks again for a usable sign-in (a `credvend login` whose
+/// control request was missed, a new `aws sso login` token in the AWS CLI's cache).
+pub const LOGIN_RECHECK: Duration = Duration::from_secs(20 * 60);
 
 fn td(d: Duration) -> time::Duration {
     time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
@@ -102,6 +109,11 @@ impl Policy {
             Some(left) => delay.min((left / 4).max(RETRY_BASE)),
             None => delay,
         }
+    }
+
+    /// When a profile that needs a sign-in at `now` looks again.
+    pub fn login_recheck_at(now: OffsetDateTime) -> OffsetDateTime {
+        now + td(LOGIN_RECHECK)
     }
 
     /// Whether credentials expiring at `expiration` may be served at `now`.
@@ -230,5 +242,41 @@ mod tests {
         assert!(Policy::servable(T0 + mins(2), T0));
         assert!(!Policy::servable(T0 + time::Duration::seconds(59), T0));
         assert!(!Policy::servable(T0 - mins(1), T0));
+    }
+
+    #[test]
+    fn a_refused_sign_in_is_tried_at_most_four_times_an_hour() {
+        // The refresher's schedule once a profile is `needs-login`: one wake every
+        // `login_recheck_at`, and at most one refresh attempt per wake (in fact none after the
+        // refusal: mint/sso.rs keeps a refused sign-in and sends nothing until a new token
+        // appears). A shared SSO session does not multiply it: its profiles refresh under one
+        // lock and see the same refusal. Count the wakes within one hour of the refusal.
+        let refused_at = T0;
+        let mut wake = refused_at;
+        let mut attempts = 0;
+        while wake < refused_at + mins(60) {
+            attempts += 1;
+            wake = Policy::login_recheck_at(wake);
+        }
+        assert_eq!(attempts, 3);
+        assert!(attempts <= 4, "a few per hour");
+        // A transient failure (IAM Identity Center unreachable) is not a refusal: it follows the
+        // ordinary backoff, which after its ramp (2 s doubling) retries at most once per half
+        // RETRY_CAP (the floor of each delay is half its ceiling): about 30 an hour, never a loop.
+        let p = Policy {
+            settings: RefreshSettings::default(),
+        };
+        let mut t = Duration::ZERO;
+        let mut tries = 0;
+        while t < Duration::from_secs(3600) {
+            tries += 1;
+            t += p.retry_after(tries, None, 0.0);
+        }
+        let ramp = 8;
+        let bound = ramp + 3600 / (RETRY_CAP.as_secs() / 2) + 1;
+        assert!(
+            u64::from(tries) <= bound,
+            "{tries} retries in an hour (bound {bound})"
+        );
     }
 }

@@ -89,6 +89,7 @@ pub(crate) fn spawn(
         wake: None,
         reminded_for: None,
         told_needs_mfa: false,
+        told_needs_login: false,
     };
     let task = tokio::spawn(refresher.run(rx, policy_rx, shutdown));
     Handle {
@@ -114,6 +115,8 @@ struct Refresher {
     reminded_for: Option<OffsetDateTime>,
     /// Whether the user was told that a code is needed now (once per episode).
     told_needs_mfa: bool,
+    /// Whether the user was told that a sign-in is needed now (once per episode).
+    told_needs_login: bool,
 }
 
 impl Refresher {
@@ -162,10 +165,11 @@ impl Refresher {
             {
                 return Event::Remind(exp);
             }
-            if self.wake.is_some_and(|w| w <= now) {
+            let token_due = self.sso_token_due();
+            if self.wake.is_some_and(|w| w <= now) || token_due.is_some_and(|t| t <= now) {
                 return Event::Due;
             }
-            let next = [self.wake, remind.map(notify::remind_at)]
+            let next = [self.wake, remind.map(notify::remind_at), token_due]
                 .into_iter()
                 .flatten()
                 .min();
@@ -201,6 +205,7 @@ impl Refresher {
             Ok(minted) => {
                 self.failures = 0;
                 self.told_needs_mfa = false;
+                self.told_needs_login = false;
                 let next = self
                     .policy
                     .rotate_at(started, minted.creds.expiration, fastrand::f64());
@@ -216,6 +221,7 @@ impl Refresher {
                 self.wake = Some(next);
             }
             Err(e @ MintError::NeedsMfa { .. }) => self.needs_mfa(&e),
+            Err(e @ MintError::NeedsLogin { .. }) => self.needs_login(&e),
             Err(e) => self.failed(&e),
         }
     }
@@ -232,6 +238,43 @@ impl Refresher {
             notify::desktop(
                 "credvend: MFA code needed",
                 &format!("Profile {name} needs an MFA code: run `credvend login {name}`"),
+            );
+        }
+    }
+
+    /// When the IAM Identity Center access token this profile mints with is due for its refresh,
+    /// while the profile is healthy (a failing one retries on its own backoff). Now, when another
+    /// profile of the SSO session found the sign-in refused and this one does not show it yet.
+    fn sso_token_due(&self) -> Option<OffsetDateTime> {
+        if self.failures > 0 || self.locked || self.wake.is_none() {
+            return None;
+        }
+        if self.minter.sso_refused(&self.chain) {
+            let shown = self.cell.status().phase == Phase::NeedsLogin;
+            return (!shown).then(OffsetDateTime::now_utc);
+        }
+        self.minter.sso_refresh_due(&self.chain)
+    }
+
+    /// No usable IAM Identity Center sign-in: keep serving what is left, look again every
+    /// `LOGIN_RECHECK` (a refused sign-in costs no call then); `login` + `Refresh` ends it.
+    fn needs_login(&mut self, e: &MintError) {
+        tracing::warn!(profile = %self.cell.name, "{e}");
+        let next = Policy::login_recheck_at(OffsetDateTime::now_utc());
+        self.cell.fail(
+            Phase::NeedsLogin,
+            Problem::new(e.code(), e.describe()),
+            Some(next),
+        );
+        self.wake = Some(next);
+        if !self.told_needs_login {
+            self.told_needs_login = true;
+            let name = &self.cell.name;
+            notify::desktop(
+                "credvend: sign-in needed",
+                &format!(
+                    "Profile {name} needs an IAM Identity Center sign-in: run `credvend login {name}`"
+                ),
             );
         }
     }

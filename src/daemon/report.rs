@@ -107,6 +107,7 @@ fn wire_phase(p: Phase) -> proto::Phase {
         Phase::Fresh => proto::Phase::Fresh,
         Phase::Refreshing => proto::Phase::Refreshing,
         Phase::NeedsMfa => proto::Phase::NeedsMfa,
+        Phase::NeedsLogin => proto::Phase::NeedsLogin,
         Phase::Error => proto::Phase::Error,
         Phase::Locked => proto::Phase::Locked,
     }

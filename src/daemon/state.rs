@@ -106,6 +106,9 @@ pub(crate) enum Phase {
     Refreshing,
     /// Waiting for `credvend login PROFILE`.
     NeedsMfa,
+    /// Waiting for `credvend login PROFILE` (an IAM Identity Center sign-in); what is held is
+    /// served while valid.
+    NeedsLogin,
     /// The last attempt failed; retrying with backoff.
     Error,
     /// `credvend lock` forgot the credentials; waiting for `refresh`.

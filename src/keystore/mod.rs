@@ -1,4 +1,5 @@
-//! The OS keyring: the only place long-term AWS keys (and cached MFA sessions) are kept.
+//! The OS keyring: the only place long-term AWS keys (and cached MFA sessions and IAM Identity
+//! Center sign-ins) are kept.
 //!
 //! [`KeyStore`] is a cheap, clonable handle over one backend:
 //!
@@ -22,7 +23,10 @@
 //! Entries are named by a *service* (`credvend` by default) and an *account* (the profile name).
 //! Long-term keys live under the service itself; cached MFA sessions under `{service}.session`;
 //! the record of a key rotation in progress ([`RotationRecord`], with the new key once IAM made
-//! it) under `{service}.rotation`. Payloads are versioned JSON (see `payload`).
+//! it) under `{service}.rotation`, and IAM Identity Center sign-ins under `{service}.sso`, one per
+//! SSO session (account: the `sso-session` name, or the SHA-1 of the start URL for a legacy
+//! profile; see [`SsoSession::storage_key`](crate::sso::SsoSession::storage_key)). Payloads are
+//! versioned JSON (see `payload`).
 
 mod error;
 mod payload;
@@ -51,6 +55,7 @@ use zeroize::Zeroizing;
 use time::OffsetDateTime;
 
 use crate::creds::{LongTermKey, TemporaryCredentials};
+use crate::sso::SignIn;
 
 pub use error::KeystoreError;
 
@@ -248,6 +253,7 @@ struct Inner {
     service: String,
     session_service: String,
     rotation_service: String,
+    sso_service: String,
     store: Box<dyn RawStore>,
 }
 
@@ -285,6 +291,7 @@ impl KeyStore {
                 backend,
                 session_service: format!("{service}.session"),
                 rotation_service: format!("{service}.rotation"),
+                sso_service: format!("{service}.sso"),
                 service,
                 store,
             }),
@@ -428,6 +435,45 @@ impl KeyStore {
         self.raw_delete(profile, Kind::Rotation).await
     }
 
+    /// The IAM Identity Center sign-in stored under `session_key`
+    /// ([`SsoSession::storage_key`](crate::sso::SsoSession::storage_key)), as stored, expired or
+    /// not. An entry that does not decode is deleted, logged at warn level and reported as `None`
+    /// (the user signs in again).
+    pub async fn get_sso(&self, session_key: &str) -> Result<Option<SignIn>, KeystoreError> {
+        let Some(raw) = self.raw_get(session_key, Kind::Sso).await? else {
+            return Ok(None);
+        };
+        match payload::decode_sign_in(&raw) {
+            Some(s) => Ok(Some(s)),
+            None => {
+                tracing::warn!(
+                    session = session_key,
+                    backend = %self.backend(),
+                    "discarding an unreadable IAM Identity Center sign-in from the keyring"
+                );
+                self.raw_delete(session_key, Kind::Sso).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Stores the sign-in of `session_key`, replacing any earlier one.
+    pub async fn put_sso(&self, session_key: &str, sign_in: &SignIn) -> Result<(), KeystoreError> {
+        let payload = payload::encode_sign_in(sign_in).ok_or_else(|| {
+            KeystoreError::Platform(format!(
+                "the IAM Identity Center sign-in of `{session_key}` has a time that cannot be stored"
+            ))
+        })?;
+        self.raw_put(session_key, Kind::Sso, payload).await?;
+        tracing::debug!(session = session_key, backend = %self.backend(), "stored IAM Identity Center sign-in");
+        Ok(())
+    }
+
+    /// Deletes the sign-in of `session_key`; true if there was one.
+    pub async fn delete_sso(&self, session_key: &str) -> Result<bool, KeystoreError> {
+        self.raw_delete(session_key, Kind::Sso).await
+    }
+
     async fn raw_get(
         &self,
         profile: &str,
@@ -454,6 +500,7 @@ impl KeyStore {
                 Kind::Rotation => {
                     format!("{}: {account} (key rotation in progress)", inner.service)
                 }
+                Kind::Sso => format!("{}: {account} (IAM Identity Center sign-in)", inner.service),
             };
             inner.store.put(service, &account, &label, &payload)
         })
@@ -473,6 +520,7 @@ enum Kind {
     Key,
     Session,
     Rotation,
+    Sso,
 }
 
 impl Inner {
@@ -481,6 +529,7 @@ impl Inner {
             Kind::Key => &self.service,
             Kind::Session => &self.session_service,
             Kind::Rotation => &self.rotation_service,
+            Kind::Sso => &self.sso_service,
         }
     }
 }

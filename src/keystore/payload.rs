@@ -5,7 +5,10 @@
 //! `{"v":1,"rotation":{"user_name":"…","old_access_key_id":"…","started":"RFC 3339",
 //! "existing_key_ids":["…"]}}`, plus `new_access_key_id` / `new_secret_access_key` once IAM made
 //! the new key (the `rotation` object keeps it from ever decoding as a key or a session, and the
-//! other way round). Encoded payloads live in
+//! other way round). An IAM Identity Center sign-in is `{"v":1,"start_url","region",
+//! "access_token","expires_at","issued_at"?,"refresh_token"?,"registration"?:{"client_id",
+//! "client_secret","expires_at","grant","scopes"},"share_cache"}`: everything one refresh changes,
+//! in one entry. Encoded payloads live in
 //! zeroized buffers, secrets are decoded straight into [`SecretString`], and a payload that does not
 //! decode yields `None` rather than a parser error: serde's messages quote the offending value, which
 //! may be a secret.
@@ -18,6 +21,7 @@ use zeroize::Zeroizing;
 
 use super::RotationRecord;
 use crate::creds::{LongTermKey, TemporaryCredentials};
+use crate::sso::{Grant, Registration, SignIn, Token};
 
 /// The payload version this build writes and reads.
 const VERSION: u32 = 1;
@@ -230,6 +234,138 @@ pub(crate) fn decode_rotation(bytes: &[u8]) -> Option<RotationRecord> {
     })
 }
 
+#[derive(Serialize)]
+struct RegistrationOut<'a> {
+    client_id: &'a str,
+    client_secret: &'a str,
+    expires_at: String,
+    grant: &'a str,
+    scopes: &'a [String],
+}
+
+#[derive(Serialize)]
+struct SignInOut<'a> {
+    v: u32,
+    start_url: &'a str,
+    region: &'a str,
+    access_token: &'a str,
+    expires_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issued_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    registration: Option<RegistrationOut<'a>>,
+    share_cache: bool,
+}
+
+#[derive(Deserialize)]
+struct RegistrationIn {
+    client_id: String,
+    client_secret: SecretString,
+    expires_at: String,
+    #[serde(default)]
+    grant: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct SignInIn {
+    v: u32,
+    start_url: String,
+    region: String,
+    access_token: SecretString,
+    expires_at: String,
+    #[serde(default)]
+    issued_at: Option<String>,
+    #[serde(default)]
+    refresh_token: Option<SecretString>,
+    #[serde(default)]
+    registration: Option<RegistrationIn>,
+    #[serde(default)]
+    share_cache: bool,
+}
+
+/// Encodes an IAM Identity Center sign-in; `None` when a time cannot be written as RFC 3339.
+pub(crate) fn encode_sign_in(s: &SignIn) -> Option<Zeroizing<Vec<u8>>> {
+    let t = &s.token;
+    let reg = match &t.registration {
+        Some(r) => Some(RegistrationOut {
+            client_id: &r.client_id,
+            client_secret: r.client_secret.expose_secret(),
+            expires_at: r.expires_at.format(&Rfc3339).ok()?,
+            grant: s.grant.as_str(),
+            scopes: &s.scopes,
+        }),
+        None => None,
+    };
+    let issued_at = match s.issued_at {
+        Some(at) => Some(at.format(&Rfc3339).ok()?),
+        None => None,
+    };
+    let access = t.access_token.expose_secret();
+    let refresh = t.refresh_token.as_ref().map(|r| r.expose_secret());
+    let secret_len = access.len()
+        + refresh.map_or(0, str::len)
+        + reg
+            .as_ref()
+            .map_or(0, |r| r.client_secret.len() + r.client_id.len());
+    Some(to_json(
+        &SignInOut {
+            v: VERSION,
+            start_url: &t.start_url,
+            region: &t.region,
+            access_token: access,
+            expires_at: t.expires_at.format(&Rfc3339).ok()?,
+            issued_at,
+            refresh_token: refresh,
+            registration: reg,
+            share_cache: s.share_cache,
+        },
+        secret_len + t.start_url.len() + 4 * 64,
+    ))
+}
+
+/// Decodes an IAM Identity Center sign-in; `None` when the payload is not a version-1 one.
+pub(crate) fn decode_sign_in(bytes: &[u8]) -> Option<SignIn> {
+    let s: SignInIn = serde_json::from_slice(bytes).ok()?;
+    if s.v != VERSION || s.access_token.expose_secret().is_empty() || s.start_url.is_empty() {
+        return None;
+    }
+    let time = |t: &str| OffsetDateTime::parse(t, &Rfc3339).ok();
+    let (registration, grant, scopes) = match s.registration {
+        Some(r) => (
+            Some(Registration {
+                client_id: r.client_id,
+                client_secret: r.client_secret,
+                expires_at: time(&r.expires_at)?,
+            }),
+            Grant::parse(&r.grant),
+            r.scopes,
+        ),
+        None => (None, Grant::Unknown, Vec::new()),
+    };
+    let issued_at = match s.issued_at {
+        Some(t) => Some(time(&t)?),
+        None => None,
+    };
+    Some(SignIn {
+        token: Token {
+            access_token: s.access_token,
+            expires_at: time(&s.expires_at)?,
+            refresh_token: s.refresh_token,
+            registration,
+            region: s.region,
+            start_url: s.start_url,
+        },
+        grant,
+        scopes,
+        issued_at,
+        share_cache: s.share_cache,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,5 +536,91 @@ mod tests {
     fn unknown_fields_from_newer_writers_are_ignored() {
         let bytes = br#"{"v":1,"access_key_id":"AK","secret_access_key":"SK","comment":"x"}"#;
         assert_eq!(decode_key(bytes).unwrap().access_key_id, "AK");
+    }
+
+    fn sign_in() -> SignIn {
+        SignIn {
+            token: Token {
+                access_token: SecretString::from("aoa-access\"token"),
+                expires_at: datetime!(2026-11-22 08:53:52 UTC),
+                refresh_token: Some(SecretString::from("aor-refresh")),
+                registration: Some(Registration {
+                    client_id: "client-1".into(),
+                    client_secret: SecretString::from("client-secret"),
+                    expires_at: datetime!(2027-02-20 08:53:52 UTC),
+                }),
+                region: "eu-west-1".into(),
+                start_url: "https://d-1.awsapps.com/start".into(),
+            },
+            grant: Grant::AuthCode,
+            scopes: vec!["sso:account:access".into()],
+            issued_at: Some(datetime!(2026-11-22 07:53:52 UTC)),
+            share_cache: true,
+        }
+    }
+
+    #[test]
+    fn sign_in_has_the_documented_shape_and_round_trips() {
+        let bytes = encode_sign_in(&sign_in()).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "v": 1,
+                "start_url": "https://d-1.awsapps.com/start",
+                "region": "eu-west-1",
+                "access_token": "aoa-access\"token",
+                "expires_at": "2026-11-22T08:53:52Z",
+                "issued_at": "2026-11-22T07:53:52Z",
+                "refresh_token": "aor-refresh",
+                "registration": {
+                    "client_id": "client-1",
+                    "client_secret": "client-secret",
+                    "expires_at": "2027-02-20T08:53:52Z",
+                    "grant": "authorization_code",
+                    "scopes": ["sso:account:access"]
+                },
+                "share_cache": true
+            })
+        );
+        let back = decode_sign_in(&bytes).unwrap();
+        let want = sign_in();
+        assert!(back.same_token(&want.token));
+        assert_eq!(back.token.expires_at, want.token.expires_at);
+        assert_eq!(
+            back.token.refresh_token.unwrap().expose_secret(),
+            "aor-refresh"
+        );
+        let reg = back.token.registration.unwrap();
+        assert_eq!(reg.client_secret.expose_secret(), "client-secret");
+        assert_eq!(back.grant, Grant::AuthCode);
+        assert_eq!(back.scopes, want.scopes);
+        assert_eq!(back.issued_at, want.issued_at);
+        assert!(back.share_cache);
+    }
+
+    #[test]
+    fn sign_in_without_refresh_or_registration_round_trips() {
+        let mut s = sign_in();
+        s.token.refresh_token = None;
+        s.token.registration = None;
+        s.issued_at = None;
+        s.share_cache = false;
+        let bytes = encode_sign_in(&s).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert!(json.get("registration").is_none() && json.get("refresh_token").is_none());
+        let back = decode_sign_in(&bytes).unwrap();
+        assert!(back.token.registration.is_none() && back.token.refresh_token.is_none());
+        assert_eq!(back.grant, Grant::Unknown);
+        assert!(!back.share_cache && back.issued_at.is_none());
+        // Other entry kinds, and newer versions, are not sign-ins.
+        assert!(decode_sign_in(&encode_key(&key())).is_none());
+        assert!(decode_sign_in(br#"{"v":2,"start_url":"u","region":"r","access_token":"a","expires_at":"2026-01-01T00:00:00Z"}"#).is_none());
+        assert!(
+            decode_sign_in(
+                br#"{"v":1,"start_url":"u","region":"r","access_token":"a","expires_at":"soon"}"#
+            )
+            .is_none()
+        );
     }
 }

@@ -10,8 +10,12 @@
 //!
 //! "Time left" scales with the session: a cached session is reused while it has more than a
 //! quarter of its configured length left, capped at [`REUSE_MIN`] for long sessions.
+//!
+//! IAM Identity Center sign-ins (one access token per SSO session, refreshed under a per-session
+//! lock) are in `mint/sso.rs`.
 
 mod process;
+mod sso;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -30,6 +34,7 @@ use crate::profile::resolve::{
     Chain, FederationStep, FromKeys, MfaStep, RoleStep, SessionStep, Source, StsTarget,
     WebIdentityStep,
 };
+use crate::sso::SsoError;
 use crate::sts::{
     AssumeRole, AssumeRoleWithWebIdentity, ClientOptions, GetFederationToken, GetSessionToken,
     MfaToken, StsClient, StsError, StsRequest,
@@ -121,6 +126,25 @@ pub(crate) enum MintError {
         /// Error.
         source: std::io::Error,
     },
+    /// The chain starts with IAM Identity Center and there is no usable sign-in: none was made,
+    /// it ended, or its refresh was refused.
+    #[error(
+        "profile `{profile}` needs an IAM Identity Center sign-in ({reason}): run `credvend login {profile}`"
+    )]
+    NeedsLogin {
+        /// Served profile.
+        profile: String,
+        /// Why (one line, no secret).
+        reason: String,
+    },
+    /// An IAM Identity Center call failed for a reason a new sign-in does not cure.
+    #[error("profile `{profile}`: {source}")]
+    Sso {
+        /// Served profile.
+        profile: String,
+        /// The failure.
+        source: Box<SsoError>,
+    },
 }
 
 impl MintError {
@@ -141,6 +165,8 @@ impl MintError {
             MintError::Process { .. } => ProblemCode::CredentialProcessFailed,
             MintError::TokenFile { .. } => ProblemCode::WebIdentityTokenUnreadable,
             MintError::TooShort { .. } => ProblemCode::CredentialsTooShort,
+            MintError::NeedsLogin { .. } => ProblemCode::NeedsLogin,
+            MintError::Sso { source, .. } => sso_code(source),
         }
     }
 
@@ -194,6 +220,21 @@ fn sts_code(e: &StsError) -> ProblemCode {
         StsError::Setup(_) => ProblemCode::InvalidConfiguration,
         StsError::Malformed { .. } | StsError::TooLarge { .. } => ProblemCode::StsBadResponse,
         StsError::Transport { .. } | StsError::Timeout { .. } => ProblemCode::StsUnavailable,
+    }
+}
+
+/// The problem an IAM Identity Center failure is. The portal plays the part STS plays in other
+/// chains, so its failures share STS's codes (an unassigned role is the IMDS code for a role that
+/// cannot be assumed).
+fn sso_code(e: &SsoError) -> ProblemCode {
+    match e {
+        SsoError::NoAccess { .. } => ProblemCode::AssumeRoleUnauthorizedAccess,
+        e if e.needs_login() => ProblemCode::NeedsLogin,
+        SsoError::Service { status: 429, .. } => ProblemCode::StsThrottled,
+        e if e.is_transient() => ProblemCode::StsUnavailable,
+        SsoError::Malformed { .. } => ProblemCode::StsBadResponse,
+        SsoError::Setup(_) => ProblemCode::InvalidConfiguration,
+        _ => ProblemCode::StsError,
     }
 }
 
@@ -342,6 +383,8 @@ pub(crate) struct Minter {
     session_lock: tokio::sync::Mutex<()>,
     /// Account ids learned with GetCallerIdentity, by served profile.
     accounts: Mutex<HashMap<String, String>>,
+    /// IAM Identity Center sign-ins, one per SSO session.
+    sso: sso::SsoState,
 }
 
 impl Minter {
@@ -354,6 +397,7 @@ impl Minter {
             links: Mutex::new(HashMap::new()),
             session_lock: tokio::sync::Mutex::new(()),
             accounts: Mutex::new(HashMap::new()),
+            sso: sso::SsoState::default(),
         }
     }
 
@@ -573,9 +617,13 @@ impl Minter {
             .expiration)
     }
 
-    /// Forgets cached sessions and links of `chain` (memory and keyring).
+    /// Forgets cached sessions, links and IAM Identity Center sign-ins of `chain` (memory and
+    /// keyring).
     pub async fn forget(&self, chain: &Chain) {
         self.forget_cached(&chain.profiles());
+        if let Some(step) = chain.sso() {
+            self.forget_sso(step).await;
+        }
         if let Some((s, _)) = chain.mfa_session()
             && let Ok(store) = self.keys.get().await
             && let Err(e) = store.delete_session(&s.profile).await
@@ -626,6 +674,7 @@ impl Minter {
                     }
                 }
             }
+            Source::Sso { step, roles } => self.sso_chain(chain, step, roles).await?,
         };
         Ok(Minted {
             role_arn: chain.leaf_role_arn().map(str::to_owned),

@@ -9,6 +9,14 @@
 //!   `source_profile` naming the profile itself means "this profile's own keys".
 //! - `role_arn` + `web_identity_token_file` starts a chain with `AssumeRoleWithWebIdentity`.
 //! - `credential_process` starts a chain with that command's output.
+//! - `sso_account_id` / `sso_role_name` (IAM Identity Center) start a chain with
+//!   `GetRoleCredentials`, as botocore's `SSOProvider` decides (before `credential_process`): with
+//!   `sso_session = NAME`, `sso_start_url`, `sso_region` and `sso_registration_scopes` come from
+//!   `[sso-session NAME]` (a key set in both with different values is an error); without it, the
+//!   legacy per-profile `sso_start_url` / `sso_region`. SSO endpoints, in the SDKs' order:
+//!   `AWS_ENDPOINT_URL_SSO` (portal) / `AWS_ENDPOINT_URL_SSO_OIDC`, `AWS_ENDPOINT_URL`, the
+//!   `[services]` section's `sso` / `sso_oidc` (botocore's snake-cased service ids), the profile's
+//!   `endpoint_url`, else `portal.sso.REGION.amazonaws.com` / `oidc.REGION.amazonaws.com`.
 //! - Otherwise the chain starts with long-term keys stored in the keyring under the profile name.
 //! - `mfa_serial` anywhere in a chain that starts with keyring keys means one MFA-authenticated
 //!   `GetSessionToken` at the start, and roles assumed from that session: the code is needed once
@@ -24,10 +32,13 @@
 //!   Each STS call uses the settings of the profile that defines it, falling back to the served
 //!   profile's.
 
+mod sso;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::file::{ProfileSet, Section};
+use crate::sso::{SsoEndpoints, SsoSession};
 use crate::sts::{RegionalEndpoints, StsEndpoint};
 
 /// Environment variables that affect resolution, captured once.
@@ -41,6 +52,8 @@ const ENV_KEYS: &[&str] = &[
     "AWS_DEFAULT_REGION",
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_STS",
+    "AWS_ENDPOINT_URL_SSO",
+    "AWS_ENDPOINT_URL_SSO_OIDC",
     "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
     "AWS_STS_REGIONAL_ENDPOINTS",
     "AWS_CA_BUNDLE",
@@ -116,6 +129,23 @@ pub(crate) struct WebIdentityStep {
     pub policy_arns: Vec<String>,
     /// Where to send it.
     pub target: StsTarget,
+}
+
+/// `GetRoleCredentials` with the access token of an IAM Identity Center sign-in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SsoStep {
+    /// Profile defining it (`sso_account_id`, `sso_role_name`).
+    pub profile: String,
+    /// The sign-in: `[sso-session NAME]`, or the legacy keys of the profile.
+    pub session: SsoSession,
+    /// `sso_account_id`.
+    pub account_id: String,
+    /// `sso_role_name`.
+    pub role_name: String,
+    /// Where the OIDC service and the portal are.
+    pub endpoints: SsoEndpoints,
+    /// PEM bundle replacing the system trust store.
+    pub ca_bundle: Option<PathBuf>,
 }
 
 /// `GetSessionToken` on long-term keys.
@@ -261,6 +291,14 @@ pub(crate) enum Source {
         /// Roles assumed with its credentials (may be empty).
         roles: Vec<RoleStep>,
     },
+    /// IAM Identity Center role credentials (`GetRoleCredentials`), served as they are or the
+    /// start of `roles`.
+    Sso {
+        /// The call and the sign-in it needs.
+        step: Box<SsoStep>,
+        /// Roles assumed with its credentials (may be empty).
+        roles: Vec<RoleStep>,
+    },
 }
 
 /// Everything needed to mint one profile's credentials.
@@ -299,6 +337,14 @@ impl Chain {
         self.mfa_session().map(|(_, m)| m.serial.as_str())
     }
 
+    /// The IAM Identity Center step this chain starts with, if any.
+    pub fn sso(&self) -> Option<&SsoStep> {
+        match &self.source {
+            Source::Sso { step, .. } => Some(step),
+            _ => None,
+        }
+    }
+
     /// The profile whose keyring keys the chain starts with, if it starts with keys.
     pub fn key_profile(&self) -> Option<&str> {
         match &self.source {
@@ -315,9 +361,9 @@ impl Chain {
                 ..
             } => roles.iter().collect(),
             Source::Keys { .. } => Vec::new(),
-            Source::Process { roles, .. } | Source::WebIdentity { roles, .. } => {
-                roles.iter().collect()
-            }
+            Source::Process { roles, .. }
+            | Source::WebIdentity { roles, .. }
+            | Source::Sso { roles, .. } => roles.iter().collect(),
         }
     }
 
@@ -341,6 +387,10 @@ impl Chain {
             Source::WebIdentity { step, .. } => {
                 format!("AssumeRoleWithWebIdentity:{}", step.profile)
             }
+            Source::Sso { step, .. } => match &step.session.name {
+                Some(name) => format!("sso-session:{name}"),
+                None => format!("sso:{}", step.session.start_url),
+            },
         }];
         match &self.source {
             Source::Keys {
@@ -359,6 +409,7 @@ impl Chain {
                 then: FromKeys::Roles { mfa: Some(_), .. },
                 ..
             } => parts.push("GetSessionToken(MFA)".into()),
+            Source::Sso { step, .. } => parts.push(format!("GetRoleCredentials({})", step.profile)),
             _ => {}
         }
         parts.extend(
@@ -379,6 +430,7 @@ impl Chain {
             Source::Keys { keys, .. } => keys,
             Source::Process { profile, .. } => profile,
             Source::WebIdentity { step, .. } => &step.profile,
+            Source::Sso { step, .. } => &step.profile,
         });
         out.dedup();
         out
@@ -396,7 +448,7 @@ pub enum ErrorKind {
     Missing,
     /// A value is out of range or malformed.
     BadValue,
-    /// A feature credvend does not support (SSO, `credential_source`).
+    /// A feature credvend does not support (`credential_source`).
     Unsupported,
     /// A referenced file cannot be read.
     File,
@@ -788,15 +840,6 @@ impl<'a> Resolver<'a> {
                 ),
             ));
         }
-        if p.get("sso_session").is_some() || p.get("sso_start_url").is_some() {
-            return Err(err(
-                ErrorKind::Unsupported,
-                format!(
-                    "profile `{}`: IAM Identity Center (SSO) profiles are not supported by credvend; use `aws sso login` for them",
-                    p.name
-                ),
-            ));
-        }
         Ok(())
     }
 
@@ -882,7 +925,9 @@ impl<'a> Resolver<'a> {
                     ),
                 ));
             }
-            if cur
+            if self.is_sso(cur)? {
+                base_kind = BaseKind::Sso;
+            } else if cur
                 .get("credential_process")
                 .is_some_and(|v| !v.trim().is_empty())
             {
@@ -920,12 +965,24 @@ impl<'a> Resolver<'a> {
                     roles,
                 }
             }
+            BaseKind::Sso => {
+                self.no_mfa_or_federation(
+                    name,
+                    base_section,
+                    &role_profiles,
+                    "an IAM Identity Center sign-in",
+                )?;
+                Source::Sso {
+                    step: Box::new(self.sso_step(base_section)?),
+                    roles,
+                }
+            }
         };
         let has_policy =
             leaf.get("credvend_policy").is_some() || leaf.get("credvend_policy_arns").is_some();
         let restrictable = match &source {
             Source::Keys { then, .. } => !matches!(then, FromKeys::Session { .. }),
-            Source::Process { roles, .. } => !roles.is_empty(),
+            Source::Process { roles, .. } | Source::Sso { roles, .. } => !roles.is_empty(),
             Source::WebIdentity { .. } => true,
         };
         if has_policy && !restrictable {
@@ -945,16 +1002,17 @@ impl<'a> Resolver<'a> {
     }
 
     /// The roles of the chain, in the order they are assumed. The first is chained when the
-    /// chain starts with a role session (web identity).
+    /// chain starts with a role session (web identity, IAM Identity Center).
     fn roles(
         &self,
         profiles: &[&'a Section],
         base: BaseKind,
     ) -> Result<Vec<RoleStep>, ResolveError> {
+        let role_session = matches!(base, BaseKind::WebIdentity | BaseKind::Sso);
         profiles
             .iter()
             .enumerate()
-            .map(|(i, p)| self.role_step(p, i > 0 || base == BaseKind::WebIdentity))
+            .map(|(i, p)| self.role_step(p, i > 0 || role_session))
             .collect()
     }
 
@@ -1161,6 +1219,7 @@ enum BaseKind {
     Keyring,
     Process,
     WebIdentity,
+    Sso,
 }
 
 /// Resolves profile `name` of `set`.
@@ -1424,8 +1483,8 @@ mod tests {
             (
                 "[profile a]\nsso_session = x\n",
                 "a",
-                ErrorKind::Unsupported,
-                "SSO",
+                ErrorKind::Missing,
+                "sso_account_id and sso_role_name",
             ),
             (
                 "[profile a]\ncredential_process = 'unterminated\n",

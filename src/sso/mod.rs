@@ -15,8 +15,14 @@
 //!
 //! Secrets (access and refresh tokens, client secrets, device codes, PKCE verifiers) are
 //! [`SecretString`]s; no request, log line, error or `Debug` output shows one.
+//!
+//! [`login`] runs a whole sign-in for `credvend login` (registration reused when it can be, the
+//! browser's redirect received by [`loopback`]); [`SignIn`] is what credvend keeps of one in the
+//! keyring.
 
 pub mod cache;
+pub mod login;
+pub mod loopback;
 pub mod oidc;
 pub mod pkce;
 pub mod portal;
@@ -55,6 +61,26 @@ pub struct SsoSession {
     pub registration_scopes: Vec<String>,
 }
 
+impl SsoSession {
+    /// The name credvend files this sign-in under in the keyring: the `sso-session` name, or for a
+    /// legacy profile the lowercase hex SHA-1 of its start URL (the name of the AWS CLI's cache
+    /// file without `.json`). Every profile of one session shares it.
+    pub fn storage_key(&self) -> String {
+        match &self.name {
+            Some(name) => name.clone(),
+            None => cache::cache_key(self),
+        }
+    }
+
+    /// `sso-session NAME`, or `sso_start_url URL` for a legacy profile (for messages).
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(name) => format!("sso-session {name}"),
+            None => format!("sso_start_url {}", self.start_url),
+        }
+    }
+}
+
 /// A client registration (`RegisterClient`): what the OIDC service knows this program by.
 #[derive(Clone, Debug)]
 pub struct Registration {
@@ -82,6 +108,80 @@ pub struct Token {
     pub region: String,
     /// `sso_start_url`.
     pub start_url: String,
+}
+
+/// Which sign-in a stored registration was made for, so a later sign-in of the same kind can
+/// reuse it instead of registering again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grant {
+    /// The device-code flow.
+    DeviceCode,
+    /// The authorization-code flow with PKCE.
+    AuthCode,
+    /// Not known: the sign-in came from the AWS CLI's token cache.
+    Unknown,
+}
+
+impl Grant {
+    /// The spelling stored in the keyring.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Grant::DeviceCode => "device_code",
+            Grant::AuthCode => "authorization_code",
+            Grant::Unknown => "unknown",
+        }
+    }
+
+    /// The grant of a stored spelling (anything else is [`Grant::Unknown`]).
+    pub fn parse(s: &str) -> Grant {
+        match s {
+            "device_code" => Grant::DeviceCode,
+            "authorization_code" => Grant::AuthCode,
+            _ => Grant::Unknown,
+        }
+    }
+}
+
+/// One sign-in as credvend keeps it in the keyring: the token (with its refresh token and
+/// registration, written together because every refresh may hand out a new refresh token), what
+/// the registration was made for, and whether the AWS CLI's cache file is kept in step with it.
+#[derive(Clone, Debug)]
+pub struct SignIn {
+    /// The access token, refresh token and registration.
+    pub token: Token,
+    /// The flow the registration was made for.
+    pub grant: Grant,
+    /// The scopes the registration asked for.
+    pub scopes: Vec<String>,
+    /// When the access token was issued, when known (imported tokens do not say).
+    pub issued_at: Option<OffsetDateTime>,
+    /// `credvend login --share-cache`: every new token is also written to the AWS CLI's cache
+    /// file, and a newer token found there (the AWS CLI refreshed it) is taken over.
+    pub share_cache: bool,
+}
+
+impl SignIn {
+    /// A sign-in found in the AWS CLI's token cache (registration kind unknown, not shared).
+    pub fn imported(token: Token) -> SignIn {
+        SignIn {
+            token,
+            grant: Grant::Unknown,
+            scopes: Vec::new(),
+            issued_at: None,
+            share_cache: false,
+        }
+    }
+
+    /// Whether this sign-in can still give an access token at `now` without the user: the access
+    /// token has more than `margin` left, or it can be refreshed.
+    pub fn usable(&self, now: OffsetDateTime, margin: time::Duration) -> bool {
+        self.token.expires_at - now > margin || self.token.can_refresh(now)
+    }
+
+    /// Whether `other` holds the same access token (the same sign-in, not a newer one).
+    pub fn same_token(&self, other: &Token) -> bool {
+        self.token.access_token.expose_secret() == other.access_token.expose_secret()
+    }
 }
 
 impl Registration {
@@ -258,6 +358,14 @@ pub enum SsoError {
         endpoint: String,
         /// What is wrong with it.
         detail: String,
+    },
+    /// Authorization-code flow: the browser did not deliver the redirect in time.
+    #[error(
+        "the browser did not come back to credvend within {secs} s; sign in with `--device-code` instead (any browser, any device)"
+    )]
+    BrowserTimeout {
+        /// How long credvend waited.
+        secs: u64,
     },
     /// The HTTP client could not be built (bad `ca_bundle`).
     #[error("{0}")]

@@ -105,7 +105,8 @@ async fn env_points_at_the_listeners_and_unsets_competing_variables() {
     let out = setup.cli(&["env", "base"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("the daemon does not serve profile `base`: name it in an [[imds]] listener"),
+        stderr(&out)
+            .contains("the daemon does not serve profile `base`: name it in an [[imds]] listener"),
         "{}",
         stderr(&out)
     );

@@ -28,6 +28,7 @@ mod rotate;
 mod sdk;
 mod sigv4_botocore;
 mod sigv4_suite;
+mod sso;
 mod sso_standin;
 mod sts_fake;
 mod sts_moto;

@@ -137,7 +137,10 @@ async fn rotate_replaces_the_key_and_the_daemon_keeps_serving() {
 
     // `rotate` told the daemon: it mints from the new key at once (the old one is gone in IAM),
     // and serves what it had until then.
-    assert!(err.contains("the daemon mints new credentials for role"), "{err}");
+    assert!(
+        err.contains("the daemon mints new credentials for role"),
+        "{err}"
+    );
     setup
         .wait_status("role", "refreshed from the new key", |p| {
             p["phase"] == "fresh" && p["refreshes"].as_u64() > Some(1)

@@ -111,7 +111,7 @@ async fn assert_role_credentials_work(f: &Fixture, token: &Token) {
 }
 
 /// Runs `sso_honesty.py` with a scratch `$HOME` and nothing of this process's AWS environment.
-async fn honesty(home: &Path, args: &[&str]) -> serde_json::Value {
+pub(crate) async fn honesty(home: &Path, args: &[&str]) -> serde_json::Value {
     let out = tokio::process::Command::new(venv_bin("python"))
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),

@@ -211,7 +211,20 @@ impl Setup {
         what: &str,
         pred: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        self.wait_status_within(name, what, Duration::from_secs(30), pred)
+            .await
+    }
+
+    /// [`Setup::wait_status`] with another bound, for conditions that take a known while (a
+    /// token lifetime set short by the test).
+    pub async fn wait_status_within(
+        &self,
+        name: &str,
+        what: &str,
+        bound: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + bound;
         loop {
             let entry = self.profile_status(name);
             if let Some(p) = &entry
