@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::Daemon;
 use super::policy::CLI_COLD_START_WAIT;
 use super::refresher::Command;
-use super::state::{Asker, ProfileCell};
+use super::state::{Asker, Phase, ProfileCell};
 use super::why;
 use crate::control::proto::{Credentials, Failure, FailureKind, Reply, Request};
 use crate::control::server::Service;
@@ -207,12 +207,20 @@ impl Daemon {
         let affected = self.units_where(|c| c.key_profile() == Some(profile)).await;
         for name in &affected {
             let cmd = if removed {
-                Command::Forget(Problem::new(
+                let problem = Problem::new(
                     ProblemCode::MissingKeys,
                     format!(
                         "the keys of `{profile}` were removed (`credvend remove {profile}`): run `credvend add {profile}`"
                     ),
-                ))
+                );
+                // Stop serving before replying, so that when `credvend remove` returns nothing
+                // minted from the removed keys is handed out; the refresher then forgets the
+                // rest (its cached sessions) and stops rotating.
+                if let Some(unit) = self.state.lock().await.units.get(name) {
+                    unit.cell.forget();
+                    unit.cell.fail(Phase::Error, problem.clone(), None);
+                }
+                Command::Forget(problem)
             } else {
                 Command::Refresh
             };

@@ -5,6 +5,7 @@
 //! and listeners, 404s, HEAD, the failure shapes).
 
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
 use credvend::daemon::token::TokenKey;
 use time::OffsetDateTime;
@@ -848,6 +849,16 @@ async fn a_role_that_refuses_the_user_gives_ecs_403() {
         "AssumeRoleUnauthorizedAccess",
         "{}",
         ecs.body
+    );
+    // The access line names the refusal as the answer, never as an access key id.
+    assert!(daemon.wait_for_log(
+        "answer=\"AssumeRoleUnauthorizedAccess\"",
+        Duration::from_secs(5)
+    ));
+    assert!(
+        !daemon.log().contains("access_key_id=\"AssumeRole"),
+        "{}",
+        daemon.log()
     );
 }
 

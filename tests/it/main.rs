@@ -12,6 +12,7 @@ mod control;
 mod daemon_basic;
 mod doctor;
 mod faults;
+mod first_hour;
 mod fuzz_corpus;
 mod hostile;
 mod iam_fake;

@@ -133,7 +133,10 @@ impl StsProxy {
                         return;
                     };
                     let action = action_of(&req.body);
-                    q.lock().unwrap().push((action.clone(), req.head.clone()));
+                    q.lock().unwrap().push((
+                        action.clone(),
+                        format!("{}\r\n\r\n{}", req.head, String::from_utf8_lossy(&req.body)),
+                    ));
                     let nth = {
                         let mut counts = c.lock().unwrap();
                         let n = counts.entry(action.clone()).or_default();
@@ -277,8 +280,8 @@ impl StsProxy {
         self.responses.lock().unwrap().clone()
     }
 
-    /// The request heads seen so far (request line and headers), with their action, oldest
-    /// first.
+    /// The requests seen so far (request line, headers, blank line, body), with their action,
+    /// oldest first.
     pub fn requests(&self) -> Vec<(String, String)> {
         self.requests.lock().unwrap().clone()
     }
