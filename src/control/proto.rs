@@ -7,7 +7,11 @@
 //! -> {"v":2,"cmd":"refresh","profile":null}       (null: every profile)
 //! -> {"v":2,"cmd":"lock","profile":"dev"}
 //! -> {"v":2,"cmd":"credentials","profile":"dev"}  <- {"v":2,"err":{"kind":"not-served","message":"..."}}
+//! -> {"v":2,"cmd":"rotate-agent-id","profile":"dev"}  <- {"v":2,"ok":{"reply":"agent-id-rotated","profile":"dev"}}
 //! ```
+//!
+//! No answer carries an ECS token or an ECS-agent ID: `status` names the files holding them
+//! (mode 0600 in the state directory), which only the daemon's user can read.
 //!
 //! These types are a boundary: they import nothing from the daemon or the minter, so either side
 //! can change its insides without changing what travels. A failure carries a [`FailureKind`] the
@@ -50,6 +54,11 @@ pub(crate) enum Request {
         /// Profile.
         profile: String,
     },
+    /// Give a profile a new ECS-agent ID and refuse the old one from now on.
+    RotateAgentId {
+        /// Profile.
+        profile: String,
+    },
 }
 
 /// A successful answer.
@@ -76,6 +85,11 @@ pub(crate) enum Reply {
     },
     /// To `credentials`.
     Credentials(Credentials),
+    /// To `rotate-agent-id`: the new ID is in the profile's ID file.
+    AgentIdRotated {
+        /// The profile.
+        profile: String,
+    },
 }
 
 /// What kind of failure: what the CLI decides on. Messages are for people only.
@@ -151,11 +165,11 @@ pub(crate) struct StatusReport {
 /// A listener in `status`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ListenerStatus {
-    /// `imds` or `ecs`.
+    /// `imds`, `ecs` or `ecs-agent`.
     pub kind: String,
     /// Bound address.
     pub address: String,
-    /// Served profile (IMDS) or profiles (ECS).
+    /// Served profile (IMDS) or profiles (ECS, ECS agent).
     pub profiles: Vec<String>,
 }
 
@@ -221,6 +235,9 @@ pub(crate) struct ProfileStatus {
     pub mfa_serial: Option<String>,
     /// ECS token file, when ECS serves the profile.
     pub ecs_token_file: Option<String>,
+    /// The file holding the profile's ECS-agent ID, when the `[ecs_agent]` listener serves it.
+    #[serde(default)]
+    pub ecs_agent_id_file: Option<String>,
 }
 
 /// Timestamps on the wire as every AWS tool writes them: `YYYY-MM-DDTHH:MM:SSZ`, whole seconds,
@@ -372,6 +389,8 @@ mod tests {
                 .kind,
             FailureKind::BadRequest
         );
+        let rotate = parse_request(r#"{"v":2,"cmd":"rotate-agent-id","profile":"dev"}"#).unwrap();
+        assert!(matches!(rotate, Request::RotateAgentId { profile } if profile == "dev"));
         let old = parse_request(r#"{"v":1,"cmd":"status"}"#).unwrap_err();
         assert!(old.message.contains("restart the daemon"), "{old}");
     }

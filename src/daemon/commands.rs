@@ -1,5 +1,5 @@
 //! The daemon's answers to control requests (`status`, `login`, `refresh`, `lock`,
-//! `credentials`): domain state in, [`proto`] wire types out.
+//! `credentials`, `rotate-agent-id`): domain state in, [`proto`] wire types out.
 
 use std::sync::Arc;
 
@@ -24,6 +24,7 @@ impl Service for Daemon {
             Request::Refresh { profile } => self.command(profile, Command::Refresh).await,
             Request::Lock { profile } => self.command(profile, Command::Lock).await,
             Request::Credentials { profile } => self.credentials(&profile).await,
+            Request::RotateAgentId { profile } => self.rotate_agent_id(profile).await,
         }
     }
 }
@@ -76,7 +77,7 @@ impl Daemon {
                 .map(|l| ListenerStatus {
                     kind: l.kind().to_owned(),
                     address: l.addr.to_string(),
-                    profiles: l.profiles(&state.ecs_tokens),
+                    profiles: l.profiles(&state.ecs_tokens, &state.agent_ids),
                 })
                 .collect(),
             profiles: state
@@ -127,6 +128,11 @@ impl Daemon {
                 .and_then(|c| c.mfa_serial().map(str::to_owned)),
             ecs_token_file: state.ecs_tokens.contains_key(name).then(|| {
                 paths::ecs_token_file(&self.state_dir, name)
+                    .display()
+                    .to_string()
+            }),
+            ecs_agent_id_file: state.agent_ids.contains_key(name).then(|| {
+                paths::ecs_agent_id_file(&self.state_dir, name)
                     .display()
                     .to_string()
             }),
@@ -232,6 +238,29 @@ impl Daemon {
             expiration: v.creds.expiration,
             account_id: v.creds.account_id.clone(),
         }))
+    }
+}
+
+impl Daemon {
+    /// `rotate-agent-id`: a new ECS-agent ID for `profile`, the old one refused at once.
+    async fn rotate_agent_id(&self, profile: String) -> Result<Reply, Failure> {
+        let mut state = self.state.lock().await;
+        match super::reconcile::rotate_agent_id(self, &mut state, &profile) {
+            Ok(true) => Ok(Reply::AgentIdRotated { profile }),
+            Ok(false) => Err(Failure::new(
+                FailureKind::NotServed,
+                format!(
+                    "the [ecs_agent] listener does not serve profile `{profile}`: add an [ecs_agent] section to config.toml \
+                     (its `profiles` naming `{profile}`, or none for every profile), then reload"
+                ),
+            )),
+            Err(e) => Err(Failure::new(
+                FailureKind::Unavailable,
+                format!(
+                    "cannot write the new ECS agent ID of `{profile}` ({e}); the old ID is still served"
+                ),
+            )),
+        }
     }
 }
 
