@@ -68,12 +68,12 @@ pub struct LockArgs {
 pub struct EnvArgs {
     /// Profile name
     profile: String,
-    /// Point at the container endpoint instead of IMDS: the [ecs_agent] listener's
+    /// Point at the container endpoint instead of IMDS: the `[ecs_agent]` listener's
     /// AWS_CONTAINER_CREDENTIALS_RELATIVE_URI when it serves PROFILE, else the ECS endpoint with
     /// the token and the token file
     #[arg(long, conflicts_with = "static_")]
     container: bool,
-    /// With --container: give PROFILE a new [ecs_agent] ID first; the old one is refused from now on
+    /// With --container: give PROFILE a new `[ecs_agent]` ID first; the old one is refused from now on
     #[arg(long, requires = "container")]
     rotate_id: bool,
     /// Print the current temporary credentials themselves (they will not refresh)

@@ -106,7 +106,8 @@ impl ConnAudit {
         }
     }
 
-    /// Records credentials with key `key_id` of `profile` vended over `endpoint` (`IMDS`/`ECS`).
+    /// Records credentials with key `key_id` of `profile` vended over `endpoint` (`IMDS`, `ECS`,
+    /// [`ENDPOINT_ECS_AGENT`]).
     pub fn vended(&self, endpoint: &'static str, profile: &str, user_agent: &str, key_id: &str) {
         let event = match endpoint {
             "IMDS" => "vended credentials over IMDS",

@@ -1,8 +1,9 @@
 //! Applying a configuration as a diff, atomically: [`plan`] does everything that can fail
 //! (resolving chains, binding new listeners, writing ECS token files and ECS-agent ID files, in
-//! that order) and changes nothing the daemon serves; [`commit`] cannot fail. Unchanged profiles keep their cells and
-//! credentials, unchanged listeners keep their sockets, and a reload that fails anywhere leaves
-//! the running configuration exactly as it was.
+//! that order) and changes nothing the daemon serves; [`commit`] cannot fail. Unchanged profiles
+//! keep their cells and credentials, unchanged listeners keep their sockets, and a reload that
+//! fails anywhere leaves the running configuration exactly as it was. [`rotate_agent_id`] follows
+//! the same rule for one profile's ECS-agent ID.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -363,9 +364,10 @@ fn agent_id(daemon: &Daemon, state: &State, profile: &str) -> std::io::Result<Se
 }
 
 /// Gives `profile` a new ECS-agent ID: written to its file first (the fallible step, after which
-/// a restart serves the new ID too), then put in effect; the old ID is refused from then on,
-/// including by requests already waiting on an open connection. Fails, changing nothing served,
-/// when the file cannot be written; `Ok(false)` when the endpoint does not serve `profile`.
+/// a restart serves the new ID too), then put in effect; the old ID is refused from the next
+/// request on, keep-alive connections already open included (handlers are read per request).
+/// Fails, changing nothing served, when the file cannot be written; `Ok(false)` when the
+/// endpoint does not serve `profile`.
 pub(crate) fn rotate_agent_id(
     daemon: &Daemon,
     state: &mut State,
