@@ -2,7 +2,9 @@
 //! validates text; [`crate::paths`] decides where the file lives.
 //!
 //! A missing file means [`DaemonConfig::default`]: one IMDS listener on `127.0.0.1:9254` serving
-//! the `default` profile and the ECS endpoint on `127.0.0.1:9255` serving every profile.
+//! the `default` profile and the ECS endpoint on `127.0.0.1:9255` serving every profile. The
+//! ECS-agent-compatible listener (`[ecs_agent]`, `169.254.170.2:80` by default) runs only when the
+//! file has that section: its address needs privileges or socket activation.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -14,6 +16,9 @@ use serde::Deserialize;
 pub const DEFAULT_IMDS_LISTEN: &str = "127.0.0.1:9254";
 /// Default ECS listen address.
 pub const DEFAULT_ECS_LISTEN: &str = "127.0.0.1:9255";
+/// Default address of the ECS-agent-compatible listener: where every SDK sends
+/// `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` requests.
+pub const DEFAULT_ECS_AGENT_LISTEN: &str = "169.254.170.2:80";
 
 /// The whole daemon configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +27,9 @@ pub struct DaemonConfig {
     pub imds: Vec<ImdsListener>,
     /// The ECS container-credentials listener, serving many profiles.
     pub ecs: Option<EcsListener>,
+    /// The ECS-agent-compatible listener (`[ecs_agent]`): `GET /v2/credentials/ID`, the ID being
+    /// a per-profile capability; the same settings as `[ecs]`.
+    pub ecs_agent: Option<EcsListener>,
     /// When to rotate credentials.
     pub refresh: RefreshSettings,
     /// Connection and request limits shared by every listener.
@@ -49,13 +57,13 @@ pub struct ImdsListener {
     pub role_name: Option<String>,
 }
 
-/// The `[ecs]` listener.
+/// The `[ecs]` listener, and the `[ecs_agent]` one (same settings, another default address).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EcsListener {
     /// Address to bind.
     pub listen: SocketAddr,
-    /// Profiles served under `/credentials/PROFILE`; `None` means every profile of the AWS config
-    /// that credvend can mint for.
+    /// Profiles served (`[ecs]`: under `/credentials/PROFILE`; `[ecs_agent]`: each under its
+    /// ID); `None` means every profile of the AWS config that credvend can mint for.
     pub profiles: Option<Vec<String>>,
     /// Peers allowed besides loopback.
     pub allow: Vec<IpNet>,
@@ -126,6 +134,7 @@ impl Default for DaemonConfig {
                 allow_uids: Vec::new(),
                 hosts: Vec::new(),
             }),
+            ecs_agent: None,
             refresh: RefreshSettings::default(),
             limits: Limits::default(),
         }
@@ -144,6 +153,8 @@ struct RawConfig {
     imds: Option<Vec<RawImds>>,
     #[serde(default)]
     ecs: Option<RawEcs>,
+    #[serde(default)]
+    ecs_agent: Option<RawEcs>,
     #[serde(default)]
     refresh: Option<RawRefresh>,
     #[serde(default)]
@@ -301,6 +312,28 @@ fn check_exposure(listen: SocketAddr, allow: &[IpNet], what: &str) -> Result<(),
     Ok(())
 }
 
+/// An `[ecs]` or `[ecs_agent]` section (`what` names it in messages); `None` when disabled.
+fn parse_ecs(
+    r: RawEcs,
+    default_listen: &str,
+    what: &str,
+    users: UserLookup<'_>,
+) -> Result<Option<EcsListener>, ConfigError> {
+    if !r.enabled {
+        return Ok(None);
+    }
+    let listen = parse_listen(r.listen, default_listen, what)?;
+    let allow = parse_allow(r.allow, what)?;
+    check_exposure(listen, &allow, what)?;
+    Ok(Some(EcsListener {
+        listen,
+        profiles: r.profiles,
+        allow,
+        allow_uids: parse_uids(r.allow_uids, users, what)?,
+        hosts: r.hosts,
+    }))
+}
+
 impl DaemonConfig {
     /// Parses and validates `config.toml` text. `source` names the file in messages; user names
     /// in `allow_uids` are looked up in the system's user database.
@@ -358,26 +391,23 @@ impl DaemonConfig {
         };
         let ecs = match raw.ecs {
             None => defaults.ecs.clone(),
-            Some(r) if !r.enabled => None,
-            Some(r) => {
-                let what = format!("{source}: [ecs]");
-                let listen = parse_listen(r.listen, DEFAULT_ECS_LISTEN, &what)?;
-                let allow = parse_allow(r.allow, &what)?;
-                check_exposure(listen, &allow, &what)?;
-                Some(EcsListener {
-                    listen,
-                    profiles: r.profiles,
-                    allow,
-                    allow_uids: parse_uids(r.allow_uids, users, &what)?,
-                    hosts: r.hosts,
-                })
-            }
+            Some(r) => parse_ecs(r, DEFAULT_ECS_LISTEN, &format!("{source}: [ecs]"), users)?,
+        };
+        let ecs_agent = match raw.ecs_agent {
+            None => None,
+            Some(r) => parse_ecs(
+                r,
+                DEFAULT_ECS_AGENT_LISTEN,
+                &format!("{source}: [ecs_agent]"),
+                users,
+            )?,
         };
         let mut seen = std::collections::HashSet::new();
         for addr in imds
             .iter()
             .map(|l| l.listen)
             .chain(ecs.iter().map(|e| e.listen))
+            .chain(ecs_agent.iter().map(|e| e.listen))
         {
             if addr.port() != 0 && !seen.insert(addr) {
                 return Err(ConfigError(format!(
@@ -414,6 +444,7 @@ impl DaemonConfig {
         Ok(DaemonConfig {
             imds,
             ecs,
+            ecs_agent,
             refresh,
             limits,
         })
@@ -529,5 +560,45 @@ min_interval_seconds = 5
     fn ecs_can_be_disabled() {
         let c = DaemonConfig::parse("[ecs]\nenabled = false\n", "c").unwrap();
         assert_eq!(c.ecs, None);
+    }
+
+    #[test]
+    fn ecs_agent_is_off_unless_configured_and_defaults_to_the_ecs_address() {
+        assert_eq!(DaemonConfig::parse("", "c").unwrap().ecs_agent, None);
+        let c = DaemonConfig::parse("[ecs_agent]\n", "c").unwrap();
+        let agent = c.ecs_agent.unwrap();
+        assert_eq!(agent.listen, "169.254.170.2:80".parse().unwrap());
+        assert_eq!(agent.profiles, None);
+        assert!(c.ecs.is_some(), "[ecs] keeps its default");
+        let c = DaemonConfig::parse(
+            "[ecs_agent]\nlisten = \"172.17.0.1:9257\"\nprofiles = [\"dev\"]\nallow = [\"172.17.0.0/16\"]\n\
+             hosts = [\"h\"]\nallow_uids = [7]\n",
+            "c",
+        )
+        .unwrap();
+        let agent = c.ecs_agent.unwrap();
+        assert_eq!(agent.profiles.unwrap(), ["dev"]);
+        assert_eq!(
+            (agent.allow.len(), agent.hosts.len(), agent.allow_uids[0]),
+            (1, 1, 7)
+        );
+        assert_eq!(
+            DaemonConfig::parse("[ecs_agent]\nenabled = false\n", "c")
+                .unwrap()
+                .ecs_agent,
+            None
+        );
+        let e =
+            DaemonConfig::parse("[ecs_agent]\nlisten = \"172.17.0.1:9257\"\n", "cfg").unwrap_err();
+        assert!(
+            e.0.contains("cfg: [ecs_agent]") && e.0.contains("allow"),
+            "{e}"
+        );
+        let e = DaemonConfig::parse(
+            "[ecs]\nlisten = \"127.0.0.1:9\"\n[ecs_agent]\nlisten = \"127.0.0.1:9\"\n",
+            "c",
+        )
+        .unwrap_err();
+        assert!(e.0.contains("two listeners"), "{e}");
     }
 }

@@ -1,6 +1,7 @@
-//! Where things live: the state directory (control socket, IMDS token key, ECS token files), the
-//! daemon config file, and the AWS shared config/credentials files. IO: creates the state
-//! directory with mode 0700 and refuses one that another user could have prepared.
+//! Where things live: the state directory (control socket, IMDS token key, ECS token files,
+//! ECS-agent IDs), the daemon config file, and the AWS shared config/credentials files. IO:
+//! creates the state directory with mode 0700 and refuses one that another user could have
+//! prepared.
 
 use std::path::{Path, PathBuf};
 
@@ -126,17 +127,26 @@ pub fn default_daemon_config() -> PathBuf {
 /// The ECS token file of `profile` in `state_dir`. Profile names are used as they are when they
 /// are plain; anything else is percent-encoded so a name can never escape the directory.
 pub fn ecs_token_file(state_dir: &Path, profile: &str) -> PathBuf {
-    let mut name = String::from("ecs-token-");
-    for b in profile.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@' | b'+' | b'=' | b',')
-        {
+    profile_file(state_dir, "ecs-token-", profile)
+}
+
+/// The file holding the ECS-agent capability ID of `profile` in `state_dir` (named like
+/// [`ecs_token_file`]).
+pub fn ecs_agent_id_file(state_dir: &Path, profile: &str) -> PathBuf {
+    profile_file(state_dir, "ecs-agent-id-", profile)
+}
+
+/// `state_dir/PREFIX` + `profile`, percent-encoded unless plain.
+fn profile_file(state_dir: &Path, prefix: &str, profile: &str) -> PathBuf {
+    let mut name = String::from(prefix);
+    for (i, b) in profile.bytes().enumerate() {
+        let plain = b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'_' | b'.' | b'@' | b'+' | b'=' | b',');
+        if plain && !(i == 0 && b == b'.') {
             name.push(b as char);
         } else {
             name.push_str(&format!("%{b:02X}"));
         }
-    }
-    if profile.starts_with('.') {
-        name = name.replacen("ecs-token-.", "ecs-token-%2E", 1);
     }
     state_dir.join(name)
 }
@@ -184,6 +194,10 @@ mod tests {
         assert_eq!(
             ecs_token_file(d, "a b/c"),
             Path::new("/s/ecs-token-a%20b%2Fc")
+        );
+        assert_eq!(
+            ecs_agent_id_file(d, "../x"),
+            Path::new("/s/ecs-agent-id-%2E.%2Fx")
         );
     }
 

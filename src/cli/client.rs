@@ -76,9 +76,14 @@ pub struct LockArgs {
 pub struct EnvArgs {
     /// Profile name
     profile: String,
-    /// Point at the ECS container endpoint and token file instead of IMDS
+    /// Point at the container endpoint instead of IMDS: the `[ecs_agent]` listener's
+    /// AWS_CONTAINER_CREDENTIALS_RELATIVE_URI when it serves PROFILE, else the ECS endpoint with
+    /// the token and the token file
     #[arg(long, conflicts_with = "static_")]
     container: bool,
+    /// With --container: give PROFILE a new `[ecs_agent]` ID first; the old one is refused from now on
+    #[arg(long, requires = "container")]
+    rotate_id: bool,
     /// Print the current temporary credentials themselves (they will not refresh)
     #[arg(long = "static")]
     static_: bool,
@@ -366,11 +371,13 @@ pub async fn credential_process(ctx: &Context, args: ProfileArg) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
-/// Environment changes (`Some` = set, `None` = unset) pointing an SDK at the daemon.
+/// Environment changes (`Some` = set, `None` = unset) pointing an SDK at the daemon. With
+/// `container`, [`container_env`] decides the variables; `prefer_agent` as there.
 async fn endpoint_env(
     ctx: &Context,
     profile: &str,
     container: bool,
+    prefer_agent: bool,
 ) -> anyhow::Result<Vec<(String, Option<String>)>> {
     match call(
         ctx,
@@ -392,40 +399,9 @@ async fn endpoint_env(
         vars.push((k.to_owned(), Some(v)));
     };
     if container {
-        let ecs = report.listeners.iter().find(|l| l.kind == "ecs").context(
-            "the daemon has no ECS listener: add an [ecs] section to config.toml and reload it",
-        )?;
-        let token = report
-            .profiles
-            .iter()
-            .find(|p| p.name == profile)
-            .and_then(|p| p.ecs_token_file.clone())
-            .with_context(|| format!("the ECS endpoint does not serve profile `{profile}`: list it in [ecs] profiles of config.toml and reload"))?;
-        let addr: std::net::SocketAddr = ecs.address.parse().context("bad ECS listener address")?;
-        let host = if addr.ip().is_unspecified() || addr.ip().is_loopback() {
-            if addr.is_ipv4() {
-                "127.0.0.1".to_owned()
-            } else {
-                "[::1]".to_owned()
-            }
-        } else {
-            eprintln!(
-                "credvend: warning: the ECS endpoint listens on {addr}; SDKs accept plain http only on loopback and 169.254.170.2/.23"
-            );
-            match addr.ip() {
-                std::net::IpAddr::V4(ip) => ip.to_string(),
-                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-            }
-        };
-        set(
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-            format!(
-                "http://{host}:{}{}",
-                addr.port(),
-                crate::daemon::ecs::path_for(profile)
-            ),
-        );
-        set("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", token);
+        for (k, v) in container_env(&report, profile, prefer_agent)? {
+            set(k, v);
+        }
     } else {
         let imds = report
             .listeners
@@ -452,6 +428,112 @@ async fn endpoint_env(
         set("AWS_DEFAULT_REGION", region);
     }
     Ok(vars)
+}
+
+/// Reads a secret the daemon keeps in a file of its state directory (an ECS token, an ECS-agent
+/// ID), checking its shape so that nothing else is ever exported.
+fn read_secret_file(path: &str, what: &str) -> anyhow::Result<SecretString> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the {what} file {path}"))?;
+    let text = text.trim();
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("the {what} file {path} does not hold one; reload the daemon to write it again");
+    }
+    Ok(SecretString::from(text.to_owned()))
+}
+
+/// The container variables for `profile`. When the `[ecs_agent]` listener serves it (and
+/// `prefer_agent`, or the ECS endpoint does not serve it), the ECS agent's form:
+/// `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` alone, which every client sends to
+/// `http://169.254.170.2` with no token needed. Otherwise the ECS endpoint:
+/// `AWS_CONTAINER_CREDENTIALS_FULL_URI` with both `AWS_CONTAINER_AUTHORIZATION_TOKEN` and
+/// `..._TOKEN_FILE` (the token never rotates, and older clients read only the variable:
+/// docs/container-clients.md). Never both URIs: clients disagree on which wins.
+fn container_env(
+    report: &StatusReport,
+    profile: &str,
+    prefer_agent: bool,
+) -> anyhow::Result<Vec<(&'static str, String)>> {
+    use secrecy::ExposeSecret;
+    let status = report.profiles.iter().find(|p| p.name == profile);
+    let agent = report
+        .listeners
+        .iter()
+        .find(|l| l.kind == "ecs-agent" && l.profiles.iter().any(|p| p == profile));
+    let id_file = status.and_then(|p| p.ecs_agent_id_file.as_deref());
+    let token_file = status.and_then(|p| p.ecs_token_file.clone());
+    if let (Some(agent), Some(id_file)) = (agent, id_file)
+        && (prefer_agent || token_file.is_none())
+    {
+        let id = read_secret_file(id_file, "ECS agent ID")?;
+        if agent.address != ECS_AGENT_ADDRESS {
+            eprintln!(
+                "credvend: note: clients send AWS_CONTAINER_CREDENTIALS_RELATIVE_URI requests to {ECS_AGENT_ADDRESS}; \
+                 the [ecs_agent] listener is at {}, so a DNAT rule must lead there (README, \"Containers\")",
+                agent.address
+            );
+        }
+        return Ok(vec![(
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            crate::daemon::ecs_agent::relative_uri(id.expose_secret()),
+        )]);
+    }
+    let ecs = report.listeners.iter().find(|l| l.kind == "ecs").context(
+        "the daemon has no ECS listener: add an [ecs] section to config.toml and reload it",
+    )?;
+    let token_file = token_file
+        .with_context(|| format!("the ECS endpoint does not serve profile `{profile}`: list it in [ecs] profiles of config.toml and reload"))?;
+    let token = read_secret_file(&token_file, "ECS token")?;
+    let addr: std::net::SocketAddr = ecs.address.parse().context("bad ECS listener address")?;
+    let host = if addr.ip().is_unspecified() || addr.ip().is_loopback() {
+        if addr.is_ipv4() {
+            "127.0.0.1".to_owned()
+        } else {
+            "[::1]".to_owned()
+        }
+    } else {
+        eprintln!(
+            "credvend: warning: the ECS endpoint listens on {addr}; SDKs accept plain http only on loopback and 169.254.170.2/.23"
+        );
+        match addr.ip() {
+            std::net::IpAddr::V4(ip) => ip.to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        }
+    };
+    Ok(vec![
+        (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!(
+                "http://{host}:{}{}",
+                addr.port(),
+                crate::daemon::ecs::path_for(profile)
+            ),
+        ),
+        (
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+            token.expose_secret().to_owned(),
+        ),
+        ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", token_file),
+    ])
+}
+
+/// Where every client sends `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` requests.
+const ECS_AGENT_ADDRESS: &str = "169.254.170.2:80";
+
+/// `--rotate-id`: asks the daemon for a new ECS-agent ID for `profile`.
+async fn rotate_agent_id(ctx: &Context, profile: &str) -> anyhow::Result<()> {
+    let req = Request::RotateAgentId {
+        profile: profile.to_owned(),
+    };
+    match call(ctx, &req).await? {
+        Reply::AgentIdRotated { .. } => {
+            eprintln!(
+                "credvend: new ECS agent ID for `{profile}`; the old one is refused from now on"
+            );
+            Ok(())
+        }
+        other => Err(unexpected(other)),
+    }
 }
 
 /// `credvend env PROFILE`.
@@ -486,7 +568,10 @@ pub async fn env(ctx: &Context, args: EnvArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    for (k, v) in endpoint_env(ctx, &args.profile, args.container).await? {
+    if args.rotate_id {
+        rotate_agent_id(ctx, &args.profile).await?;
+    }
+    for (k, v) in endpoint_env(ctx, &args.profile, args.container, true).await? {
         match v {
             Some(v) => println!("export {k}={}", shell_quote(&v)),
             None => println!("unset {k}"),
@@ -501,7 +586,8 @@ pub fn exec(ctx: Context, args: ExecArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let vars = rt.block_on(endpoint_env(&ctx, &args.profile, true))?;
+    // The child runs on this machine: the ECS endpoint on loopback when it serves the profile.
+    let vars = rt.block_on(endpoint_env(&ctx, &args.profile, true, false))?;
     drop(rt);
     let mut cmd = std::process::Command::new(&args.command[0]);
     cmd.args(&args.command[1..]);

@@ -260,10 +260,16 @@ fn connect_address(address: &str) -> Option<SocketAddr> {
 }
 
 /// The harmless request a listener of `kind` gets: an IMDSv2 token request (answered 200 with a
-/// token), or an ECS credentials request without a token (answered 401).
+/// token), an ECS credentials request without a token (answered 401), or an ECS-agent
+/// credentials request without an ID (answered 400).
 fn probe_request(kind: &str, port: u16, profiles: &[String]) -> String {
     let host = format!("localhost:{port}");
-    if kind == "imds" {
+    if kind == "ecs-agent" {
+        format!(
+            "GET {} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",
+            crate::daemon::ecs_agent::PATH_PREFIX
+        )
+    } else if kind == "imds" {
         format!(
             "PUT /latest/api/token HTTP/1.1\r\nHost: {host}\r\n\
              X-aws-ec2-metadata-token-ttl-seconds: 60\r\nContent-Length: 0\r\n\
@@ -290,16 +296,13 @@ fn status_code(head: &str) -> Option<u16> {
 
 /// The verdict on a listener's answer: `Ok(status)` or the failure's text. Pure.
 pub(crate) fn listener_verdict(kind: &str, answer: Result<u16, String>) -> (Status, String) {
-    let want = if kind == "imds" { 200 } else { 401 };
+    let (want, what) = match kind {
+        "imds" => (200, "IMDSv2 token request"),
+        "ecs-agent" => (400, "request without an ID"),
+        _ => (401, "request without a token"),
+    };
     match answer {
-        Ok(code) if code == want => (
-            Status::Ok,
-            if kind == "imds" {
-                "answers (IMDSv2 token request: 200)".to_owned()
-            } else {
-                "answers (request without a token: 401)".to_owned()
-            },
-        ),
+        Ok(code) if code == want => (Status::Ok, format!("answers ({what}: {want})")),
         Ok(code) => (
             Status::Fail,
             format!("answered HTTP {code} where {want} was expected"),
@@ -939,6 +942,9 @@ mod tests {
         assert!(req.starts_with("GET /credentials/a%20b HTTP/1.1\r\nHost: localhost:9255\r\n"));
         assert!(!req.to_ascii_lowercase().contains("authorization"));
         assert!(probe_request("imds", 1, &[]).starts_with("PUT /latest/api/token "));
+        assert!(probe_request("ecs-agent", 80, &["a".into()]).starts_with("GET /v2/credentials/ "));
+        assert_eq!(listener_verdict("ecs-agent", Ok(400)).0, Status::Ok);
+        assert_eq!(listener_verdict("ecs-agent", Ok(200)).0, Status::Fail);
         assert_eq!(
             connect_address("0.0.0.0:9254"),
             Some("127.0.0.1:9254".parse().unwrap())

@@ -106,7 +106,7 @@ enum Command {
     #[command(
         long_about = "Run the daemon in the foreground (systemd and launchd run exactly this).\n\n\
         Mints credentials for every served profile at start-up, then prints one line when every \
-        listener is bound:\n\n  credvend ready imds=ADDR ecs=ADDR control=PATH\n\n\
+        listener is bound:\n\n  credvend ready imds=ADDR ecs=ADDR [ecs-agent=ADDR] control=PATH\n\n\
         and tells systemd READY=1 when run under it. SIGTERM/SIGINT: stop accepting, finish in-flight \
         requests, exit. SIGHUP: reload both config files; a broken file is reported and the running \
         configuration keeps serving."
@@ -147,17 +147,25 @@ enum Command {
         long_about = "Print shell lines that point AWS SDKs at the daemon for PROFILE; use as \
         `eval \"$(credvend env dev)\"`.\n\n\
         Default: the IMDS endpoint serving PROFILE (AWS_EC2_METADATA_SERVICE_ENDPOINT).\n\
-        --container: the ECS endpoint and PROFILE's token file (AWS_CONTAINER_CREDENTIALS_FULL_URI, \
-        AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE).\n\
+        --container: when the [ecs_agent] listener serves PROFILE, its AWS_CONTAINER_CREDENTIALS_RELATIVE_URI \
+        (/v2/credentials/ID, which every client fetches from http://169.254.170.2 with no token); otherwise \
+        the ECS endpoint: AWS_CONTAINER_CREDENTIALS_FULL_URI with both AWS_CONTAINER_AUTHORIZATION_TOKEN and \
+        AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE (older clients read only the first). The other container \
+        variables are unset, so no client mixes the two forms.\n\
+        --container --rotate-id: first give PROFILE a new [ecs_agent] ID; the old one is refused from then \
+        on (also after a daemon restart), so containers holding it stop getting credentials.\n\
         --static: the current temporary credentials themselves, for tools that read only the environment; \
         they do not refresh. Long-term keys are never printed."
     )]
     Env(client::EnvArgs),
     /// Run CMD with the container endpoint of PROFILE in its environment
     #[command(
-        long_about = "Run CMD with the environment of `credvend env PROFILE --container`, so it \
-        keeps getting fresh credentials however long it runs. credvend replaces itself with CMD: exit \
-        status and signals are CMD's own."
+        long_about = "Run CMD with the container endpoint of PROFILE in its environment, so it \
+        keeps getting fresh credentials however long it runs: the ECS endpoint \
+        (AWS_CONTAINER_CREDENTIALS_FULL_URI with AWS_CONTAINER_AUTHORIZATION_TOKEN and \
+        AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE) when it serves PROFILE, since CMD runs on this machine; \
+        else the [ecs_agent] listener's AWS_CONTAINER_CREDENTIALS_RELATIVE_URI. credvend replaces itself \
+        with CMD: exit status and signals are CMD's own."
     )]
     Exec(client::ExecArgs),
     /// Print credential_process Version 1 JSON for PROFILE

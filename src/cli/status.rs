@@ -148,6 +148,7 @@ mod tests {
             requests: 5,
             mfa_serial: None,
             ecs_token_file: None,
+            ecs_agent_id_file: None,
             warnings: vec!["config file line 3: profile `r`: x".into()],
         }
     }

@@ -8,7 +8,11 @@
 //! -> {"v":2,"cmd":"lock","profile":"dev"}
 //! -> {"v":2,"cmd":"credentials","profile":"dev"}  <- {"v":2,"err":{"kind":"not-served","message":"..."}}
 //! -> {"v":2,"cmd":"sign-in-changed","session":"corp"}  <- {"v":2,"ok":{"reply":"refreshing","profiles":[...]}}
+//! -> {"v":2,"cmd":"rotate-agent-id","profile":"dev"}  <- {"v":2,"ok":{"reply":"agent-id-rotated","profile":"dev"}}
 //! ```
+//!
+//! No answer carries an ECS token or an ECS-agent ID: `status` names the files holding them
+//! (mode 0600 in the state directory), which only the daemon's user can read.
 //!
 //! These types are a boundary: they import nothing from the daemon or the minter, so either side
 //! can change its insides without changing what travels. A failure carries a [`FailureKind`] the
@@ -74,6 +78,11 @@ pub(crate) enum Request {
         /// The session's keyring name (the `sso-session` name, or the SHA-1 of a legacy start URL).
         session: String,
     },
+    /// Give a profile a new ECS-agent ID and refuse the old one from now on.
+    RotateAgentId {
+        /// Profile.
+        profile: String,
+    },
 }
 
 /// A successful answer.
@@ -109,6 +118,11 @@ pub(crate) enum Reply {
     Affected {
         /// Their names.
         profiles: Vec<String>,
+    },
+    /// To `rotate-agent-id`: the new ID is in the profile's ID file.
+    AgentIdRotated {
+        /// The profile.
+        profile: String,
     },
 }
 
@@ -201,11 +215,11 @@ pub(crate) struct ReloadError {
 /// A listener in `status`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ListenerStatus {
-    /// `imds` or `ecs`.
+    /// `imds`, `ecs` or `ecs-agent`.
     pub kind: String,
     /// Bound address.
     pub address: String,
-    /// Served profile (IMDS) or profiles (ECS).
+    /// Served profile (IMDS) or profiles (ECS, ECS agent).
     pub profiles: Vec<String>,
 }
 
@@ -285,6 +299,9 @@ pub(crate) struct ProfileStatus {
     /// Settings of the profile that have no effect or conflict (file and line included).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The file holding the profile's ECS-agent ID, when the `[ecs_agent]` listener serves it.
+    #[serde(default)]
+    pub ecs_agent_id_file: Option<String>,
 }
 
 /// Timestamps on the wire as every AWS tool writes them: `YYYY-MM-DDTHH:MM:SSZ`, whole seconds,
@@ -438,6 +455,8 @@ mod tests {
         );
         let signed = parse_request(r#"{"v":2,"cmd":"sign-in-changed","session":"corp"}"#).unwrap();
         assert!(matches!(signed, Request::SignInChanged { session } if session == "corp"));
+        let rotate = parse_request(r#"{"v":2,"cmd":"rotate-agent-id","profile":"dev"}"#).unwrap();
+        assert!(matches!(rotate, Request::RotateAgentId { profile } if profile == "dev"));
         let old = parse_request(r#"{"v":1,"cmd":"status"}"#).unwrap_err();
         assert!(old.message.contains("restart the daemon"), "{old}");
     }

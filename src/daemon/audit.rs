@@ -12,13 +12,17 @@
 //!   folded per connection. The first answer on a connection is logged in full; identical
 //!   answers that follow on the same keep-alive connection are counted and summarised in one line
 //!   when the connection closes or the answer changes. Refusals (a user or host not allowed, no
-//!   credentials to give) are access lines.
+//!   credentials to give, a missing or wrong ECS token, an unknown ECS-agent ID) are access
+//!   lines, at WARN.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::http::Refusal;
+
+/// The endpoint name of the ECS-agent-compatible listener in audit calls (`IMDS`, `ECS`, this).
+pub(crate) const ENDPOINT_ECS_AGENT: &str = "ECS agent";
 
 /// Distinct User-Agents per client and key recorded on the lossless path.
 const USER_AGENTS_KEPT: usize = 8;
@@ -102,12 +106,13 @@ impl ConnAudit {
         }
     }
 
-    /// Records credentials with key `key_id` of `profile` vended over `endpoint` (`IMDS`/`ECS`).
+    /// Records credentials with key `key_id` of `profile` vended over `endpoint` (`IMDS`, `ECS`,
+    /// [`ENDPOINT_ECS_AGENT`]).
     pub fn vended(&self, endpoint: &'static str, profile: &str, user_agent: &str, key_id: &str) {
-        let event = if endpoint == "IMDS" {
-            "vended credentials over IMDS"
-        } else {
-            "vended credentials over ECS"
+        let event = match endpoint {
+            "IMDS" => "vended credentials over IMDS",
+            ENDPOINT_ECS_AGENT => "vended credentials over the ECS agent endpoint",
+            _ => "vended credentials over ECS",
         };
         let user_agent = truncate(user_agent);
         let key = LedgerKey {
@@ -133,10 +138,10 @@ impl ConnAudit {
 
     /// Records an answer without credentials (`code` says why).
     pub fn refused(&self, endpoint: &'static str, profile: &str, user_agent: &str, code: &str) {
-        let event = if endpoint == "IMDS" {
-            "no credentials to vend over IMDS"
-        } else {
-            "no credentials to vend over ECS"
+        let event = match endpoint {
+            "IMDS" => "no credentials to vend over IMDS",
+            ENDPOINT_ECS_AGENT => "no credentials to vend over the ECS agent endpoint",
+            _ => "no credentials to vend over ECS",
         };
         self.record(event, profile, truncate(user_agent), code);
     }
@@ -145,6 +150,27 @@ impl ConnAudit {
     pub fn refused_peer(&self, refusal: Refusal, path: &str) {
         let what = format!("{refusal:?} {}", truncate(path));
         self.record("refused a request", "-", "-", &what);
+    }
+
+    /// Records a request an endpoint refused by its own checks: a missing or wrong ECS token, an
+    /// unknown ECS-agent ID, a path it does not serve. `reason` is a short code (`NoToken`,
+    /// `WrongToken`, `UnknownId`...), `profile` the one the path names (`-` when none); `path`
+    /// must have every secret redacted by the caller (an ECS-agent ID is one). Like every access
+    /// line it is written once per connection, repeats folded.
+    pub fn refused_request(
+        &self,
+        endpoint: &'static str,
+        profile: &str,
+        user_agent: &str,
+        reason: &'static str,
+        path: &str,
+    ) {
+        let event = match endpoint {
+            ENDPOINT_ECS_AGENT => "refused an ECS agent endpoint request",
+            _ => "refused an ECS request",
+        };
+        let what = format!("{reason} {}", truncate(path));
+        self.record(event, profile, truncate(user_agent), &what);
     }
 
     fn record(&self, event: &'static str, profile: &str, user_agent: &str, what: &str) {
@@ -286,6 +312,45 @@ mod tests {
         assert_eq!(audit.len(), 2, "one first vend per key: {lines:#?}");
         assert!(audit[0].contains("ASIAONE") && audit[0].contains("peer_uid=4242"));
         assert!(audit[1].contains("ASIATWO"));
+    }
+
+    #[test]
+    fn endpoint_refusals_are_one_line_per_connection_with_peer_uid_and_path() {
+        let lines = captured(|| {
+            let a = ConnAudit::new(
+                "127.0.0.1:9255".parse().unwrap(),
+                "127.0.0.1:5001".parse().unwrap(),
+                Some(4243),
+            );
+            for _ in 0..3 {
+                a.refused_request("ECS", "dev", "curl", "NoToken", "/credentials/dev");
+            }
+            a.refused_request(
+                ENDPOINT_ECS_AGENT,
+                "-",
+                "curl",
+                "UnknownId",
+                "/v2/credentials/[REDACTED]",
+            );
+            drop(a);
+        });
+        let access: Vec<&String> = lines.iter().filter(|l| l.contains("access:")).collect();
+        assert_eq!(access.len(), 3, "{lines:#?}");
+        assert!(
+            access[0].contains("refused an ECS request")
+                && access[0].contains("peer=127.0.0.1:5001")
+                && access[0].contains("peer_uid=4243")
+                && access[0].contains("NoToken /credentials/dev"),
+            "{}",
+            access[0]
+        );
+        assert!(access[1].contains("again 2 times"), "{}", access[1]);
+        assert!(
+            access[2].contains("refused an ECS agent endpoint request")
+                && access[2].contains("UnknownId /v2/credentials/[REDACTED]"),
+            "{}",
+            access[2]
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ impl Service for Daemon {
             Request::Check { profile, container } => self.check(&profile, container).await,
             Request::KeysChanged { profile, removed } => self.keys_changed(&profile, removed).await,
             Request::SignInChanged { session } => self.sign_in_changed(&session).await,
+            Request::RotateAgentId { profile } => self.rotate_agent_id(profile).await,
         }
     }
 }
@@ -187,7 +188,9 @@ impl Daemon {
     async fn check(&self, profile: &str, container: bool) -> Result<Reply, Failure> {
         let cell = {
             let state = self.state.lock().await;
-            let listed = !container || state.ecs_tokens.contains_key(profile);
+            let listed = !container
+                || state.ecs_tokens.contains_key(profile)
+                || state.agent_ids.contains_key(profile);
             match state.units.get(profile) {
                 Some(u) if listed => u.cell.clone(),
                 _ => return Err(why::not_served(&state, profile, container)),
@@ -231,5 +234,26 @@ impl Daemon {
             tracing::warn!("could not re-apply the configuration after a key change: {e}");
         }
         Ok(Reply::Affected { profiles: affected })
+    }
+
+    /// `rotate-agent-id`: a new ECS-agent ID for `profile`, the old one refused at once.
+    async fn rotate_agent_id(&self, profile: String) -> Result<Reply, Failure> {
+        let mut state = self.state.lock().await;
+        match super::reconcile::rotate_agent_id(self, &mut state, &profile) {
+            Ok(true) => Ok(Reply::AgentIdRotated { profile }),
+            Ok(false) => Err(Failure::new(
+                FailureKind::NotServed,
+                format!(
+                    "the [ecs_agent] listener does not serve profile `{profile}`: add an [ecs_agent] section to config.toml \
+                     (its `profiles` naming `{profile}`, or none for every profile), then reload"
+                ),
+            )),
+            Err(e) => Err(Failure::new(
+                FailureKind::Unavailable,
+                format!(
+                    "cannot write the new ECS agent ID of `{profile}` ({e}); the old ID is still served"
+                ),
+            )),
+        }
     }
 }

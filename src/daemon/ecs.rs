@@ -3,7 +3,8 @@
 //!
 //! Status codes follow `docs/sdk-behaviour.md` section 7: 200 with the credentials; 401 without a
 //! token, 403 with a wrong one (including another profile's), both before anything about the
-//! profile is revealed; 404 for other paths; otherwise the problem's own status
+//! profile is revealed, each an access line of the connection's audit ([`super::audit`]: peer,
+//! uid, path); 404 for other paths; otherwise the problem's own status
 //! ([`ProblemCode::ecs_status`](crate::problem::ProblemCode::ecs_status): 503 only for what passes
 //! by itself, because the Rust, Go and Java SDKs retry 5xx). Error bodies are
 //! `application/json` `{"code","message"}` (Go and Java read these) with `Code`/`Message` copies
@@ -20,6 +21,13 @@ use subtle::ConstantTimeEq;
 use super::http::{Head, Refusal, Reply};
 use super::policy::HTTP_COLD_START_WAIT;
 use super::state::{Asker, ProfileCell};
+
+/// The 401 message. It names both token variables: clients built before SDKs learned
+/// `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` (Debian 12's AWS CLI v2, Go SDK v1 clients such as
+/// rclone) read only `AWS_CONTAINER_AUTHORIZATION_TOKEN` (docs/container-clients.md).
+const NO_TOKEN_MESSAGE: &str = "no Authorization header: set AWS_CONTAINER_AUTHORIZATION_TOKEN to the profile's token \
+     (older clients, such as Debian 12's AWS CLI v2 and Go SDK v1 programs like rclone, read only this one) and \
+     AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE to its token file; `credvend env PROFILE --container` prints both";
 
 /// Path prefix of the credentials resources.
 pub const PATH_PREFIX: &str = "/credentials/";
@@ -38,7 +46,8 @@ pub struct EcsHandler {
     pub profiles: HashMap<String, EcsProfile>,
 }
 
-fn json_error(status: StatusCode, code: &str, message: &str) -> Reply {
+/// An error answer in the shape every SDK reads (also the ECS-agent endpoint's).
+pub(crate) fn json_error(status: StatusCode, code: &str, message: &str) -> Reply {
     let body = serde_json::json!({
         "code": code,
         "message": message,
@@ -117,27 +126,29 @@ impl EcsHandler {
             )
             .with_header(ALLOW, HeaderValue::from_static("GET, HEAD"));
         }
+        let user_agent = head.header("user-agent").unwrap_or("-");
+        let refused = |reason| {
+            head.audit
+                .refused_request("ECS", &name, user_agent, reason, &head.path)
+        };
         let Some(presented) = head.headers.get(hyper::header::AUTHORIZATION) else {
-            return json_error(
-                StatusCode::UNAUTHORIZED,
-                "Unauthorized",
-                "no Authorization header; set AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE to the profile's token file (`credvend env PROFILE --container` prints it)",
-            );
+            refused("NoToken");
+            return json_error(StatusCode::UNAUTHORIZED, "Unauthorized", NO_TOKEN_MESSAGE);
         };
         let profile = self.profiles.get(&name);
         let authorized = self.authorized(profile, presented.as_bytes());
         let Some(profile) = profile.filter(|_| authorized) else {
-            tracing::warn!(peer = %head.peer, path = %head.path, "refused an ECS request with a wrong token");
+            refused("WrongToken");
             return json_error(
                 StatusCode::FORBIDDEN,
                 "AccessDenied",
-                "the Authorization token does not match this profile's token file",
+                "the Authorization token does not match this profile's token (AWS_CONTAINER_AUTHORIZATION_TOKEN or the file AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE names; `credvend env PROFILE --container` prints both)",
             );
         };
         let asker = Asker {
             cold_start: HTTP_COLD_START_WAIT,
             audit: Some((&head.audit, "ECS")),
-            user_agent: head.header("user-agent").unwrap_or("-"),
+            user_agent,
         };
         match profile.cell.serve(&asker).await {
             Ok(v) => Reply::new(StatusCode::OK, "application/json", v.ecs_json.clone()),

@@ -2,6 +2,7 @@
 //! runs the same accept loop ([`super::http::serve`]) and a reload can swap its handler.
 
 use super::ecs::EcsHandler;
+use super::ecs_agent::EcsAgentHandler;
 use super::http::{Handler, Head, Refusal, Reply};
 use super::imds::ImdsHandler;
 
@@ -11,6 +12,8 @@ pub(crate) enum Endpoint {
     Imds(ImdsHandler),
     /// The ECS container-credentials endpoint.
     Ecs(EcsHandler),
+    /// The ECS-agent-compatible endpoint (`/v2/credentials/ID`).
+    EcsAgent(EcsAgentHandler),
 }
 
 impl Handler for Endpoint {
@@ -18,6 +21,7 @@ impl Handler for Endpoint {
         match self {
             Endpoint::Imds(h) => h.handle(head).await,
             Endpoint::Ecs(h) => h.handle(head).await,
+            Endpoint::EcsAgent(h) => h.handle(head).await,
         }
     }
 
@@ -25,6 +29,7 @@ impl Handler for Endpoint {
         match self {
             Endpoint::Imds(h) => h.refuse(refusal),
             Endpoint::Ecs(h) => h.refuse(refusal),
+            Endpoint::EcsAgent(h) => h.refuse(refusal),
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The daemon: per-profile credential cells and the refreshers that fill them, the IMDS and ECS
-//! listeners that serve them, and the control commands.
+//! The daemon: per-profile credential cells and the refreshers that fill them, the IMDS, ECS and
+//! ECS-agent listeners that serve them, and the control commands.
 //!
 //! `Daemon::apply` turns a loaded configuration into running parts in two steps
 //! (`reconcile`): `plan` does everything that can fail and changes nothing the daemon serves;
@@ -9,6 +9,7 @@ pub(crate) mod audit;
 pub(crate) mod commands;
 pub(crate) mod conns;
 pub(crate) mod ecs;
+pub(crate) mod ecs_agent;
 pub(crate) mod endpoint;
 pub(crate) mod http;
 pub(crate) mod imds;
@@ -58,6 +59,8 @@ pub(crate) struct State {
     listeners: Vec<Listener>,
     /// The ECS token of every profile the ECS endpoint serves.
     ecs_tokens: HashMap<String, SecretString>,
+    /// The capability ID of every profile the ECS-agent endpoint serves.
+    agent_ids: HashMap<String, SecretString>,
     /// Sockets from the service manager not yet claimed by a listener.
     inherited: Vec<Inherited>,
     /// The profiles the keyring held keys for at the last apply, when it could be listed.
@@ -95,6 +98,7 @@ impl Daemon {
                 units: BTreeMap::new(),
                 listeners: Vec::new(),
                 ecs_tokens: HashMap::new(),
+                agent_ids: HashMap::new(),
                 inherited,
                 listed_keys: None,
                 reload_error: None,
@@ -135,7 +139,8 @@ impl Daemon {
         }
     }
 
-    /// The ready line: `credvend ready imds=ADDR[,ADDR] ecs=ADDR control=PATH`.
+    /// The ready line: `credvend ready imds=ADDR[,ADDR] ecs=ADDR [ecs-agent=ADDR] control=PATH`
+    /// (`ecs-agent=` only when that listener is configured).
     pub async fn ready_line(&self, control: &Path) -> String {
         let state = self.state.lock().await;
         let join = |kind: &str| {
@@ -151,8 +156,12 @@ impl Daemon {
                 v.join(",")
             }
         };
+        let agent = match join("ecs-agent").as_str() {
+            "none" => String::new(),
+            addr => format!(" ecs-agent={addr}"),
+        };
         format!(
-            "credvend ready imds={} ecs={} control={}",
+            "credvend ready imds={} ecs={}{agent} control={}",
             join("imds"),
             join("ecs"),
             control.display()

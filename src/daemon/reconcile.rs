@@ -1,8 +1,9 @@
 //! Applying a configuration as a diff, atomically: [`plan`] does everything that can fail
-//! (resolving chains, binding new listeners, writing ECS token files, in that order) and changes
-//! nothing the daemon serves; [`commit`] cannot fail. Unchanged profiles keep their cells and
-//! credentials, unchanged listeners keep their sockets, and a reload that fails anywhere leaves
-//! the running configuration exactly as it was.
+//! (resolving chains, binding new listeners, writing ECS token files and ECS-agent ID files, in
+//! that order) and changes nothing the daemon serves; [`commit`] cannot fail. Unchanged profiles
+//! keep their cells and credentials, unchanged listeners keep their sockets, and a reload that
+//! fails anywhere leaves the running configuration exactly as it was. [`rotate_agent_id`] follows
+//! the same rule for one profile's ECS-agent ID.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::ecs::{EcsHandler, EcsProfile};
+use super::ecs_agent::{self, AgentProfile, EcsAgentHandler};
 use super::endpoint::Endpoint;
 use super::http::{HostPolicy, ServeOptions, serve};
 use super::imds::{ImdsHandler, instance_id};
@@ -36,13 +38,15 @@ pub(crate) enum ListenerSpec {
     Imds(ImdsListener),
     /// The `[ecs]` listener.
     Ecs(EcsListener),
+    /// The `[ecs_agent]` listener.
+    EcsAgent(EcsListener),
 }
 
 impl ListenerSpec {
     fn listen(&self) -> SocketAddr {
         match self {
             ListenerSpec::Imds(l) => l.listen,
-            ListenerSpec::Ecs(l) => l.listen,
+            ListenerSpec::Ecs(l) | ListenerSpec::EcsAgent(l) => l.listen,
         }
     }
 
@@ -50,6 +54,7 @@ impl ListenerSpec {
         match self {
             ListenerSpec::Imds(_) => "imds",
             ListenerSpec::Ecs(_) => "ecs",
+            ListenerSpec::EcsAgent(_) => "ecs-agent",
         }
     }
 }
@@ -73,20 +78,26 @@ pub(crate) struct Listener {
 }
 
 impl Listener {
-    /// `imds` or `ecs`.
+    /// `imds`, `ecs` or `ecs-agent` (also the `FileDescriptorName` of its inherited socket).
     pub fn kind(&self) -> &'static str {
         self.spec.kind()
     }
 
-    /// The profiles it serves.
-    pub fn profiles(&self, ecs_tokens: &HashMap<String, SecretString>) -> Vec<String> {
+    /// The profiles it serves (names only: never an ECS token or an ECS-agent ID).
+    pub fn profiles(
+        &self,
+        ecs_tokens: &HashMap<String, SecretString>,
+        agent_ids: &HashMap<String, SecretString>,
+    ) -> Vec<String> {
+        let names = |m: &HashMap<String, SecretString>| {
+            let mut v: Vec<String> = m.keys().cloned().collect();
+            v.sort();
+            v
+        };
         match &self.spec {
             ListenerSpec::Imds(l) => vec![l.profile.clone()],
-            ListenerSpec::Ecs(_) => {
-                let mut v: Vec<String> = ecs_tokens.keys().cloned().collect();
-                v.sort();
-                v
-            }
+            ListenerSpec::Ecs(_) => names(ecs_tokens),
+            ListenerSpec::EcsAgent(_) => names(agent_ids),
         }
     }
 }
@@ -112,12 +123,15 @@ pub(crate) struct Plan {
     bound: Vec<Bound>,
     /// The token of every profile the ECS endpoint serves (files written).
     ecs_tokens: HashMap<String, SecretString>,
+    /// The ID of every profile the ECS-agent endpoint serves (files written).
+    agent_ids: HashMap<String, SecretString>,
     /// The profiles the keyring held keys for, when it could be listed.
     listed_keys: Option<BTreeSet<String>>,
 }
 
 /// The profiles the keyring holds keys for; `None` when it cannot be listed. Runs before the
-/// daemon's lock is taken: listing the keyring may be slow.
+/// daemon's lock is taken: listing the keyring may be slow. Listed once per configuration, for
+/// both ECS-style endpoints.
 pub(crate) async fn listed_keys(minter: &Minter) -> Option<BTreeSet<String>> {
     let listed = match minter.keystore().await {
         Ok(store) => store.list_profiles().await,
@@ -126,7 +140,7 @@ pub(crate) async fn listed_keys(minter: &Minter) -> Option<BTreeSet<String>> {
     match listed {
         Ok(list) => Some(list.into_iter().collect()),
         Err(e) => {
-            tracing::warn!(error = %e, "cannot list the keyring; the ECS endpoint serves every profile that resolves");
+            tracing::warn!(error = %e, "cannot list the keyring; the ECS endpoints serve every profile that resolves");
             None
         }
     }
@@ -136,10 +150,24 @@ pub(crate) async fn listed_keys(minter: &Minter) -> Option<BTreeSet<String>> {
 /// that resolves and whose chain can start (keys in the keyring (`with_keys`, when known), or a
 /// process / token file).
 pub(crate) fn ecs_profiles(loaded: &Loaded, with_keys: Option<&BTreeSet<String>>) -> Vec<String> {
-    let Some(ecs) = &loaded.config.ecs else {
+    served_by(loaded, loaded.config.ecs.as_ref(), with_keys)
+}
+
+/// Profiles the ECS-agent endpoint serves, chosen as for `[ecs]` ([`ecs_profiles`]).
+pub(crate) fn agent_profiles(loaded: &Loaded, with_keys: Option<&BTreeSet<String>>) -> Vec<String> {
+    served_by(loaded, loaded.config.ecs_agent.as_ref(), with_keys)
+}
+
+/// The profiles of an `[ecs]`-like section: its list, else every profile that can start.
+fn served_by(
+    loaded: &Loaded,
+    section: Option<&EcsListener>,
+    with_keys: Option<&BTreeSet<String>>,
+) -> Vec<String> {
+    let Some(section) = section else {
         return Vec::new();
     };
-    if let Some(list) = &ecs.profiles {
+    if let Some(list) = &section.profiles {
         return list.clone();
     }
     loaded
@@ -161,8 +189,8 @@ pub(crate) fn resolve_in(loaded: &Loaded, name: &str) -> Result<Chain, ResolveEr
     resolve::resolve(&loaded.profiles, name, &loaded.env, &resolve::read_file)
 }
 
-/// Resolves, binds and writes token files for `loaded`. Changes nothing the daemon serves;
-/// dropping the plan undoes it (new sockets close; a token file written stays for next time).
+/// Resolves, binds and writes token and ID files for `loaded`. Changes nothing the daemon
+/// serves; dropping the plan undoes it (new sockets close; a file written stays for next time).
 pub(crate) fn plan(
     daemon: &Daemon,
     state: &State,
@@ -170,9 +198,11 @@ pub(crate) fn plan(
     listed_keys: Option<BTreeSet<String>>,
 ) -> Result<Plan, String> {
     let ecs_profiles = ecs_profiles(&loaded, listed_keys.as_ref());
+    let agent_profiles = agent_profiles(&loaded, listed_keys.as_ref());
     let config = &loaded.config;
     let mut wanted: BTreeSet<String> = config.imds.iter().map(|l| l.profile.clone()).collect();
     wanted.extend(ecs_profiles.iter().cloned());
+    wanted.extend(agent_profiles.iter().cloned());
     let chains = wanted
         .into_iter()
         .map(|name| {
@@ -189,7 +219,8 @@ pub(crate) fn plan(
             .iter()
             .cloned()
             .map(ListenerSpec::Imds)
-            .chain(config.ecs.iter().cloned().map(ListenerSpec::Ecs)),
+            .chain(config.ecs.iter().cloned().map(ListenerSpec::Ecs))
+            .chain(config.ecs_agent.iter().cloned().map(ListenerSpec::EcsAgent)),
     );
     let mut bound: Vec<Bound> = Vec::new();
     for (key, spec) in &specs {
@@ -197,12 +228,19 @@ pub(crate) fn plan(
             bound.push(bind(state, &bound, *key, spec)?);
         }
     }
-    // Last: the only fallible step that leaves something behind (a token file, reused later).
+    // Last: the only fallible steps that leave something behind (token and ID files, reused
+    // later).
     let mut ecs_tokens = HashMap::new();
     for name in ecs_profiles {
         let token = ecs_token(daemon, state, &name)
             .map_err(|e| format!("cannot write the ECS token file of `{name}`: {e}"))?;
         ecs_tokens.insert(name, token);
+    }
+    let mut agent_ids = HashMap::new();
+    for name in agent_profiles {
+        let id = agent_id(daemon, state, &name)
+            .map_err(|e| format!("cannot write the ECS agent ID file of `{name}`: {e}"))?;
+        agent_ids.insert(name, id);
     }
     Ok(Plan {
         loaded,
@@ -210,6 +248,7 @@ pub(crate) fn plan(
         specs,
         bound,
         ecs_tokens,
+        agent_ids,
         listed_keys,
     })
 }
@@ -321,6 +360,53 @@ fn ecs_token(daemon: &Daemon, state: &State, profile: &str) -> std::io::Result<S
     Ok(SecretString::from(token))
 }
 
+/// The ECS-agent ID of `profile`: the one in use, else the one in its file (kept across
+/// restarts), else a new random one written to the file.
+fn agent_id(daemon: &Daemon, state: &State, profile: &str) -> std::io::Result<SecretString> {
+    if let Some(id) = state.agent_ids.get(profile) {
+        return Ok(id.clone());
+    }
+    let path = paths::ecs_agent_id_file(&daemon.state_dir, profile);
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && ecs_agent::is_id(&text)
+    {
+        return Ok(SecretString::from(text));
+    }
+    let id = ecs_agent::new_id()?;
+    paths::write_private_file(&path, id.expose_secret().as_bytes())?;
+    Ok(id)
+}
+
+/// Gives `profile` a new ECS-agent ID: written to its file first (the fallible step, after which
+/// a restart serves the new ID too), then put in effect; the old ID is refused from the next
+/// request on, keep-alive connections already open included (handlers are read per request).
+/// Fails, changing nothing served, when the file cannot be written; `Ok(false)` when the
+/// endpoint does not serve `profile`.
+pub(crate) fn rotate_agent_id(
+    daemon: &Daemon,
+    state: &mut State,
+    profile: &str,
+) -> std::io::Result<bool> {
+    if !state.agent_ids.contains_key(profile) {
+        return Ok(false);
+    }
+    let id = ecs_agent::new_id()?;
+    let path = paths::ecs_agent_id_file(&daemon.state_dir, profile);
+    paths::write_private_file(&path, id.expose_secret().as_bytes())?;
+    state.agent_ids.insert(profile.to_owned(), id);
+    for l in &state.listeners {
+        if let ListenerSpec::EcsAgent(_) = l.spec {
+            l.handler
+                .send_replace(Arc::new(endpoint(daemon, state, &l.spec, l.addr)));
+        }
+    }
+    tracing::info!(
+        profile,
+        "new ECS agent ID; the old one is refused from now on"
+    );
+    Ok(true)
+}
+
 /// Puts `plan` into effect. Cannot fail.
 pub(crate) fn commit(daemon: &Daemon, state: &mut State, plan: Plan) {
     let policy = Policy {
@@ -328,6 +414,7 @@ pub(crate) fn commit(daemon: &Daemon, state: &mut State, plan: Plan) {
     };
     commit_units(daemon, state, plan.chains, policy);
     commit_tokens(daemon, state, plan.ecs_tokens);
+    commit_agent_ids(daemon, state, plan.agent_ids);
     commit_listeners(daemon, state, &plan.loaded, plan.specs, plan.bound);
     for l in &state.listeners {
         l.options.send_replace(Arc::new(serve_options(
@@ -415,6 +502,17 @@ fn commit_tokens(daemon: &Daemon, state: &mut State, tokens: HashMap<String, Sec
     state.ecs_tokens = tokens;
 }
 
+/// Removes the ID files of profiles the ECS-agent endpoint no longer serves (their IDs are
+/// refused from now on; serving such a profile again gives it a new ID).
+fn commit_agent_ids(daemon: &Daemon, state: &mut State, ids: HashMap<String, SecretString>) {
+    for name in state.agent_ids.keys() {
+        if !ids.contains_key(name) {
+            let _ = std::fs::remove_file(paths::ecs_agent_id_file(&daemon.state_dir, name));
+        }
+    }
+    state.agent_ids = ids;
+}
+
 /// Stops removed listeners, keeps the others, starts the new ones.
 fn commit_listeners(
     daemon: &Daemon,
@@ -498,7 +596,7 @@ fn serve_options(
             Some(l.hop_limit),
             imds_headers(daemon.started),
         ),
-        ListenerSpec::Ecs(l) => (
+        ListenerSpec::Ecs(l) | ListenerSpec::EcsAgent(l) => (
             l.allow.clone(),
             l.allow_uids.clone(),
             l.hosts.clone(),
@@ -532,6 +630,18 @@ fn endpoint(daemon: &Daemon, state: &State, spec: &ListenerSpec, addr: SocketAdd
                             token: SecretString::from(token.expose_secret().to_owned()),
                         },
                     ))
+                })
+                .collect(),
+        }),
+        ListenerSpec::EcsAgent(_) => Endpoint::EcsAgent(EcsAgentHandler {
+            profiles: state
+                .agent_ids
+                .iter()
+                .filter_map(|(name, id)| {
+                    Some(AgentProfile {
+                        cell: state.units.get(name)?.cell.clone(),
+                        id: id.clone(),
+                    })
                 })
                 .collect(),
         }),

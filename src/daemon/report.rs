@@ -28,7 +28,7 @@ impl Daemon {
                 .map(|l| ListenerStatus {
                     kind: l.kind().to_owned(),
                     address: l.addr.to_string(),
-                    profiles: l.profiles(&state.ecs_tokens),
+                    profiles: l.profiles(&state.ecs_tokens, &state.agent_ids),
                 })
                 .collect(),
             profiles: state
@@ -84,6 +84,11 @@ impl Daemon {
                 .and_then(|c| c.mfa_serial().map(str::to_owned)),
             ecs_token_file: state.ecs_tokens.contains_key(name).then(|| {
                 paths::ecs_token_file(&self.state_dir, name)
+                    .display()
+                    .to_string()
+            }),
+            ecs_agent_id_file: state.agent_ids.contains_key(name).then(|| {
+                paths::ecs_agent_id_file(&self.state_dir, name)
                     .display()
                     .to_string()
             }),

@@ -34,11 +34,12 @@ pub(crate) fn not_served(state: &State, profile: &str, container: bool) -> Failu
         });
     }
     let not_served = |m: String| Failure::new(FailureKind::NotServed, m);
-    match (&loaded.config.ecs, container) {
-        (None, true) => not_served(format!(
-            "the daemon has no ECS endpoint: add an [ecs] section to config.toml, {RELOAD}"
+    let has_ecs = loaded.config.ecs.is_some() || loaded.config.ecs_agent.is_some();
+    match (has_ecs, container) {
+        (false, true) => not_served(format!(
+            "the daemon has no ECS endpoint: add an [ecs] (or [ecs_agent]) section to config.toml, {RELOAD}"
         )),
-        (Some(_), true) => not_served(format!(
+        (true, true) => not_served(format!(
             "the ECS endpoint does not serve profile `{profile}`: list it in [ecs] profiles of config.toml (or remove that list to serve every profile), {RELOAD}"
         )),
         (_, false) => not_served(format!(

@@ -1,19 +1,23 @@
 //! Five real clients of the ECS container endpoint against `credvend serve` and moto: boto3, the
 //! AWS CLI v1, the AWS SDK for Rust, Debian's AWS CLI v2 (`/usr/bin/aws`) and Debian's rclone
-//! (Go SDK v1). Each gets `AWS_CONTAINER_CREDENTIALS_FULL_URI` (the daemon's ECS listener) and
-//! `AWS_CONTAINER_AUTHORIZATION_TOKEN` (the profile's token, read from its token file: the one
-//! token variable every one of the five reads, see docs/container-clients.md), fetches the
-//! profile's role credentials from the daemon and makes a signed call that moto, with SigV4
-//! authentication on, accepts: GetCallerIdentity for the SDKs and CLIs, S3 `mkdir` + `lsd` for
-//! rclone, which has no STS command.
+//! (Go SDK v1). Each gets exactly what `credvend env role --container` prints, applied as `eval`
+//! would: `AWS_CONTAINER_CREDENTIALS_FULL_URI` (the daemon's ECS listener) with both
+//! `AWS_CONTAINER_AUTHORIZATION_TOKEN` and `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` (the CLI v2
+//! and rclone read only the first, see docs/container-clients.md), the region, and `unset` of
+//! every competing variable. Each fetches the profile's role credentials from the daemon and
+//! makes a signed call that moto, with SigV4 authentication on, accepts: GetCallerIdentity for
+//! the SDKs and CLIs, S3 `mkdir` + `lsd` for rclone, which has no STS command.
 //!
-//! Besides those two variables the clients only get `AWS_EC2_METADATA_DISABLED=true`: should
-//! the container provider fail, no client may fall back to the instance-metadata address, which
-//! is off this machine.
+//! Besides those lines the clients only get `AWS_EC2_METADATA_DISABLED=true` (after them: `env`
+//! unsets it): should the container provider fail, no client may fall back to the
+//! instance-metadata address, which is off this machine. The same five clients with
+//! `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`, in a network namespace: `netns.rs`,
+//! `netns_ecs_agent_relative_uri`.
 
 use std::time::{Duration, Instant};
 
-use crate::support::clients::{Client, Sdk, assumed_role_prefix};
+use crate::support::clients::{Client, Sdk, assumed_role_prefix, shell_env};
+use crate::support::daemon::{stderr, stdout};
 use crate::support::http;
 use crate::support::moto::Moto;
 use crate::support::served::{ROLE_TOML, Served};
@@ -21,15 +25,39 @@ use crate::support::served::{ROLE_TOML, Served};
 /// The audit message of a credentials answer on the ECS endpoint.
 const VENDED: &str = "vended credentials over ECS";
 
-/// The container variables for the `role` profile of `s`, as a container would set them.
+/// A client with exactly what `credvend env role --container` prints for `s`, checked to be the
+/// full-URI form with both token variables.
 fn container_client(s: &Served) -> Client {
+    let out = s.setup.cli(&["env", "role", "--container"]);
+    assert!(out.status.success(), "credvend env: {}", stderr(&out));
+    let lines = stdout(&out);
+    let vars = shell_env(&lines);
+    let value = |k: &str| {
+        vars.iter()
+            .rev()
+            .find(|(name, _)| name == k)
+            .and_then(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        value("AWS_CONTAINER_CREDENTIALS_FULL_URI").as_deref(),
+        Some(format!("http://127.0.0.1:{}/credentials/role", s.ecs().port()).as_str()),
+        "{lines}"
+    );
+    assert_eq!(
+        value("AWS_CONTAINER_AUTHORIZATION_TOKEN"),
+        Some(s.ecs_token("role")),
+        "{lines}"
+    );
+    let file = value("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE").expect("the token file");
+    assert_eq!(std::fs::read_to_string(file).unwrap(), s.ecs_token("role"));
+    assert_eq!(
+        value("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"),
+        None,
+        "{lines}"
+    );
     Client::new()
+        .eval(&lines)
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env(
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-            &format!("http://{}/credentials/role", s.ecs()),
-        )
-        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN", &s.ecs_token("role"))
 }
 
 /// The access key id the ECS endpoint serves for `role` right now.
@@ -60,8 +88,9 @@ async fn allow_s3(moto: &Moto, s: &Served) {
     .await;
 }
 
-/// Runs `sdk` with the container variables of a daemon serving `role`, and checks that it used
-/// the role's credentials as the daemon serves them, fetched from the ECS endpoint.
+/// Runs `sdk` with the container variables `credvend env role --container` prints for a daemon
+/// serving `role`, and checks that it used the role's credentials as the daemon serves them,
+/// fetched from the ECS endpoint.
 async fn check(sdk: Sdk) {
     let moto = Moto::shared();
     let s = Served::start(ROLE_TOML).await;

@@ -102,6 +102,18 @@ async fn env_points_at_the_listeners_and_unsets_competing_variables() {
         )),
         "{ecs}"
     );
+    // The token itself too: the AWS CLI v2 of Debian 12 and Go SDK v1 clients read only it.
+    let token = std::fs::read_to_string(setup.state_dir().join("ecs-token-role")).unwrap();
+    assert!(
+        ecs.contains(&format!(
+            "export AWS_CONTAINER_AUTHORIZATION_TOKEN={token}\n"
+        )),
+        "{ecs}"
+    );
+    assert!(
+        ecs.contains("unset AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"),
+        "{ecs}"
+    );
     let out = setup.cli(&["env", "base"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(

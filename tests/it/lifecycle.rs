@@ -80,6 +80,10 @@ fn unit_copies(dir: &Path) -> Vec<std::path::PathBuf> {
             "systemd/system/credvend-link-local@.service",
             "credvend-link-local@.service",
         ),
+        (
+            "systemd/system/credvend-ecs-agent@.socket",
+            "credvend-ecs-agent@.socket",
+        ),
     ] {
         let text = std::fs::read_to_string(root.join(src))
             .unwrap()
@@ -105,6 +109,12 @@ fn systemd_units_pass_systemd_analyze_verify() {
     args.push(
         dir.path()
             .join("credvend-link-local@alice.service")
+            .display()
+            .to_string(),
+    );
+    args.push(
+        dir.path()
+            .join("credvend-ecs-agent@alice.socket")
             .display()
             .to_string(),
     );

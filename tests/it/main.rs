@@ -11,6 +11,7 @@ mod containers;
 mod control;
 mod daemon_basic;
 mod doctor;
+mod ecs_agent;
 mod faults;
 mod first_hour;
 mod fuzz_corpus;

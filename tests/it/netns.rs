@@ -1,12 +1,13 @@
 //! Tests in private network namespaces: the default metadata address 169.254.169.254:80, and
-//! "containers" on a bridge (an allow list, a peer outside it, DNAT of the metadata address).
+//! "containers" on a bridge (an allow list, a peer outside it, DNAT of the metadata address, and
+//! ECS's `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` through DNAT of 169.254.170.2).
 //!
 //! Each test re-executes itself under `unshare -n -m`, so moto, the daemon and every client run
 //! in a network namespace of the test's own (only `lo` at first) with a private mount namespace;
 //! nothing is added to the machine's namespace and no packet leaves the namespaces the test
 //! made. Fixed addresses and ports are fine in there. The "container" namespaces come from
-//! `tests/netns/topology.sh`, the DNAT rule from `scripts/imds-dnat.sh` (the commands the README
-//! documents).
+//! `tests/netns/topology.sh`, the DNAT rules from `scripts/imds-dnat.sh` and
+//! `scripts/ecs-agent-dnat.sh` (the commands the README documents).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -333,6 +334,183 @@ fn netns_dnat_link_local() {
         run(Command::new("sh").args([dnat, "remove"]));
         let gone = whoami(Client::new().in_netns("cv1"), Sdk::Boto3, &moto.moto.url).await;
         assert!(gone.is_err(), "credentials without the DNAT rule: {gone:?}");
+        assert_eq!(daemon.terminate().code(), Some(0));
+    });
+}
+
+/// The ECS-agent listener of the container test, on the bridge address; the container reaches it
+/// as 169.254.170.2:80 through `scripts/ecs-agent-dnat.sh`.
+const AGENT_LISTEN: &str = "198.18.1.1:9257";
+
+/// Allows the role of `scenario` S3 as well (it may only call STS), for rclone.
+async fn allow_s3(moto: &crate::support::moto::Moto, scenario: &RoleProfile) {
+    moto.iam(&[
+        ("Action", "PutRolePolicy"),
+        ("RoleName", scenario.role_name()),
+        ("PolicyName", "s3"),
+        (
+            "PolicyDocument",
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#,
+        ),
+    ])
+    .await;
+}
+
+/// ECS's own route, `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`, for all five container clients:
+/// the daemon's `[ecs_agent]` listener is on the bridge address, and `scripts/ecs-agent-dnat.sh`
+/// sends what the container cv1 sends to 169.254.170.2:80 there. `credvend env role --container`
+/// (run on the host) prints the relative-URI form and nothing that competes with it; boto3, the
+/// AWS CLI v1, the Rust SDK, Debian's AWS CLI v2 and rclone in the container, with exactly those
+/// lines (and `AWS_EC2_METADATA_DISABLED=true`), make signed calls moto accepts with the key the
+/// daemon serves. A wrong ID gets 400 and a log line naming the container's address and the
+/// path, with the ID redacted.
+#[test]
+fn netns_ecs_agent_relative_uri() {
+    in_private_netns("netns_ecs_agent_relative_uri", || async {
+        topology();
+        let dnat = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/ecs-agent-dnat.sh");
+        run(Command::new("sh").args([dnat, "add", "cvh1", "198.18.1.1", "9257"]));
+        let toml = format!(
+            "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"role\"\n\
+             [ecs]\nlisten = \"127.0.0.1:0\"\nprofiles = [\"role\"]\n\
+             [ecs_agent]\nlisten = \"{AGENT_LISTEN}\"\nprofiles = [\"role\"]\nallow = [\"198.18.1.0/24\"]\n"
+        );
+        let (moto, setup, scenario, daemon) = serve("198.18.1.1", &toml).await;
+        allow_s3(&moto.moto, &scenario).await;
+        let agent: SocketAddr = AGENT_LISTEN.parse().unwrap();
+        assert_eq!(daemon.ecs_agent(), agent);
+        setup
+            .wait_status("role", "fresh", crate::support::daemon::phase_is("fresh"))
+            .await;
+
+        let out = setup.cli(&["env", "role", "--container"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            crate::support::daemon::stderr(&out)
+        );
+        let lines = crate::support::daemon::stdout(&out);
+        let vars = crate::support::clients::shell_env(&lines);
+        let mut exported: Vec<&str> = vars
+            .iter()
+            .filter(|(_, v)| v.is_some())
+            .map(|(k, _)| k.as_str())
+            .collect();
+        exported.sort_unstable();
+        assert_eq!(
+            exported,
+            [
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                "AWS_DEFAULT_REGION",
+                "AWS_REGION"
+            ],
+            "only the relative URI and the region: {lines}"
+        );
+        for competing in [
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+        ] {
+            assert!(
+                lines.contains(&format!("unset {competing}\n")),
+                "{competing}: {lines}"
+            );
+        }
+        let relative = vars
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+            .and_then(|(_, v)| v.clone())
+            .unwrap();
+        let id = relative
+            .strip_prefix("/v2/credentials/")
+            .unwrap_or_else(|| panic!("{relative}"));
+        assert!(
+            id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{id}"
+        );
+
+        let served = crate::support::http::request(agent, "GET", &relative, &[])
+            .await
+            .json()["AccessKeyId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        for sdk in Sdk::CONTAINER {
+            let client = Client::new()
+                .in_netns("cv1")
+                .eval(&lines)
+                .env("AWS_EC2_METADATA_DISABLED", "true");
+            let who = whoami(client, sdk, &moto.moto.url)
+                .await
+                .unwrap_or_else(|e| panic!("{e}\ndaemon log:\n{}", daemon.log()));
+            let prefix = assumed_role_prefix(&scenario.role_arn);
+            assert!(
+                who.arn.starts_with(&prefix),
+                "{sdk:?}: signed by {}, expected a session of {prefix}...",
+                who.arn
+            );
+            if let Some(key) = &who.access_key_id {
+                assert_eq!(*key, served, "{sdk:?}: access key");
+            }
+            if let Some(method) = &who.method {
+                assert_eq!(method, "container-role", "{sdk:?}: credential provider");
+            }
+        }
+        // The first vend to the container is logged (the test's own request above came from the
+        // host). Lines are written by a background thread: wait for it, bounded.
+        let vend = "vended credentials over the ECS agent endpoint";
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let line = loop {
+            let log = daemon.log();
+            if let Some(line) = log
+                .lines()
+                .find(|l| l.contains(vend) && l.contains("peer=198.18.1.2:"))
+            {
+                break line.to_owned();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no vend to the container logged:\n{log}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        assert!(
+            line.contains(&format!("access_key_id=\"{served}\"")),
+            "{line}"
+        );
+
+        // A wrong ID: 400, and one log line with the container's address and the redacted path.
+        let wrong = format!("{}{}", &id[..63], if id.ends_with('0') { '1' } else { '0' });
+        let (code, body) = curl(
+            "cv1",
+            &[
+                "-o",
+                "/dev/stderr",
+                "-w",
+                "%{http_code}",
+                &format!("http://169.254.170.2/v2/credentials/{wrong}"),
+            ],
+        );
+        assert_eq!((code, body.as_str()), (Some(0), "400"));
+        let refused = "refused an ECS agent endpoint request";
+        assert!(
+            daemon.wait_for_log(refused, std::time::Duration::from_secs(5)),
+            "{}",
+            daemon.log()
+        );
+        let log = daemon.log();
+        let line = log.lines().find(|l| l.contains(refused)).unwrap();
+        assert!(
+            line.contains("peer=198.18.1.2:")
+                && line.contains("UnknownId /v2/credentials/[REDACTED]"),
+            "{line}"
+        );
+        assert!(
+            !log.contains(&wrong) && !log.contains(id),
+            "an ID in the log"
+        );
+        run(Command::new("sh").args([dnat, "remove"]));
         assert_eq!(daemon.terminate().code(), Some(0));
     });
 }

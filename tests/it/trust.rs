@@ -341,11 +341,12 @@ async fn audit_keeps_first_vends_under_a_flood_and_a_slow_log_reader() {
     setup.wait_status("role", "fresh", phase_is("fresh")).await;
     let token = std::fs::read_to_string(setup.state_dir().join("ecs-token-role")).unwrap();
     let url = format!("http://{}/credentials/role", daemon.ecs());
-    // Thousands of requests with a wrong token (a warning line each) and with the right one
-    // (folded access lines), from uid 65534.
+    // Thousands of requests with a wrong token, each on a connection of its own (a warning line
+    // each: refusals are folded per connection), and with the right one (folded access lines),
+    // from uid 65534.
     let flood = format!(
         "for i in $(seq 1 40); do \
-           curl -s -o /dev/null -H 'Authorization: wrong' $(for j in $(seq 1 400); do echo {url}; done) & \
+           curl -s -o /dev/null -H 'Connection: close' -H 'Authorization: wrong' $(for j in $(seq 1 400); do echo {url}; done) & \
          done; wait"
     );
     let mut flooder = as_nobody("sh").args(["-c", &flood]).spawn().unwrap();

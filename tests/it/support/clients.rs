@@ -82,7 +82,8 @@ pub struct Whoami {
 /// An isolated client environment.
 pub struct Client {
     dir: TempDir,
-    env: Vec<(String, String)>,
+    /// Changes applied in order over the isolated base: `Some` sets, `None` removes.
+    env: Vec<(String, Option<String>)>,
     netns: Option<String>,
 }
 
@@ -110,7 +111,22 @@ impl Client {
 
     /// Adds an environment variable.
     pub fn env(mut self, k: &str, v: &str) -> Client {
-        self.env.push((k.into(), v.into()));
+        self.env.push((k.into(), Some(v.into())));
+        self
+    }
+
+    /// Removes an environment variable (of the base, or set before).
+    pub fn unset(mut self, k: &str) -> Client {
+        self.env.push((k.into(), None));
+        self
+    }
+
+    /// Applies shell lines as `credvend env` prints them (`export K=V`, `unset K`), in order,
+    /// as `eval` would.
+    pub fn eval(mut self, lines: &str) -> Client {
+        for (k, v) in shell_env(lines) {
+            self.env.push((k, v));
+        }
         self
     }
 
@@ -143,7 +159,10 @@ impl Client {
             .env("AWS_DEFAULT_REGION", "us-east-1")
             .stdin(Stdio::null());
         for (k, v) in &self.env {
-            cmd.env(k, v);
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
         }
         cmd
     }
@@ -304,6 +323,41 @@ impl Client {
         self.whoami(sdk, sts)
             .unwrap_or_else(|e| panic!("{sdk:?} failed: {e}"))
     }
+}
+
+/// The variables `export K=V` and `unset K` lines set (`Some`) and remove (`None`), in order;
+/// values unquoted as a POSIX shell does (single quotes, backslash escapes outside them).
+/// Panics on any other line: `credvend env` prints nothing else on stdout.
+pub fn shell_env(text: &str) -> Vec<(String, Option<String>)> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            if let Some(name) = line.strip_prefix("unset ") {
+                return (name.trim().to_owned(), None);
+            }
+            let (name, value) = line
+                .strip_prefix("export ")
+                .and_then(|rest| rest.split_once('='))
+                .unwrap_or_else(|| panic!("not an export or unset line: {line:?}"));
+            (name.to_owned(), Some(unquote(value)))
+        })
+        .collect()
+}
+
+fn unquote(value: &str) -> String {
+    let mut out = String::new();
+    let mut quoted = false;
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '\'') => quoted = false,
+            (true, c) => out.push(c),
+            (false, '\'') => quoted = true,
+            (false, '\\') => out.extend(chars.next()),
+            (false, c) => out.push(c),
+        }
+    }
+    out
 }
 
 fn describe(sdk: Sdk, out: &Output) -> String {

@@ -300,6 +300,8 @@ pub struct Ready {
     pub imds: Vec<SocketAddr>,
     /// ECS listener.
     pub ecs: Option<SocketAddr>,
+    /// ECS-agent listener.
+    pub ecs_agent: Option<SocketAddr>,
     /// Control socket.
     pub control: PathBuf,
 }
@@ -360,6 +362,11 @@ impl Daemon {
         self.ready.ecs.expect("an ECS listener")
     }
 
+    /// The ECS-agent listener.
+    pub fn ecs_agent(&self) -> SocketAddr {
+        self.ready.ecs_agent.expect("an ECS agent listener")
+    }
+
     /// Process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -417,7 +424,7 @@ pub fn phase_is(phase: &'static str) -> impl Fn(&serde_json::Value) -> bool {
     move |p| p["phase"] == phase
 }
 
-/// Parses `credvend ready imds=A[,B] ecs=C control=P`.
+/// Parses `credvend ready imds=A[,B] ecs=C [ecs-agent=D] control=P`.
 pub fn parse_ready(line: &str) -> Ready {
     assert!(
         line.starts_with("credvend ready "),
@@ -425,17 +432,24 @@ pub fn parse_ready(line: &str) -> Ready {
     );
     let mut imds = Vec::new();
     let mut ecs = None;
+    let mut ecs_agent = None;
     let mut control = PathBuf::new();
     for field in line.trim().split(' ').skip(2) {
         let (k, v) = field.split_once('=').unwrap();
         match k {
             "imds" if v != "none" => imds = v.split(',').map(|a| a.parse().unwrap()).collect(),
             "ecs" if v != "none" => ecs = Some(v.parse().unwrap()),
+            "ecs-agent" => ecs_agent = Some(v.parse().unwrap()),
             "control" => control = PathBuf::from(v),
             _ => {}
         }
     }
-    Ready { imds, ecs, control }
+    Ready {
+        imds,
+        ecs,
+        ecs_agent,
+        control,
+    }
 }
 
 /// Text of a process's stderr.
