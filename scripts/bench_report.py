@@ -111,6 +111,13 @@ def main():
         calls500 == rotations500 and rotations500 > 0)
     row("STS calls per rotation, 64 connections", f"{calls64 / max(rotations64, 1):.2f}", "exactly 1",
         calls64 == rotations64 and rotations64 > 0)
+    per_hour = lambda k: num(k) * 3600 / num("cost_seconds")
+    row("STS calls/hour, 200 profiles configured, 5 used: all minted / on demand",
+        f"{per_hour('cost_prewarm_all_sts_calls'):,.0f} / {per_hour('cost_on_demand_sts_calls'):,.0f} "
+        "(900 s sessions rotating every few s)", "<= 5/200", num("cost_on_demand_sts_calls") * 200
+        <= num("cost_prewarm_all_sts_calls") * 5 * 1.5)
+    row("wake-ups/min, 200 idle profiles, no client", f"{num('idle_wakeups') * 60 / num('cost_seconds'):.1f}", "< 10",
+        num("idle_wakeups") * 60 / num("cost_seconds") < 10)
     row("failed responses in credvend runs", f"{errors}", "0", errors == 0)
     row("start to ready (median of 5)", f"{statistics.median(ready):.1f} ms", "", True)
     row("binary size (release)", f"{num('binary_bytes') / 1e6:.1f} MB", "", True)

@@ -32,6 +32,9 @@ pub struct DaemonConfig {
     pub ecs_agent: Option<EcsListener>,
     /// When to rotate credentials.
     pub refresh: RefreshSettings,
+    /// `[refresh] prewarm`: profiles minted at start-up and kept fresh whether or not anyone asks
+    /// (besides those of the `[[imds]]` listeners); the others are minted on first use.
+    pub prewarm: Vec<String>,
     /// Connection and request limits shared by every listener.
     pub limits: Limits,
 }
@@ -80,13 +83,20 @@ pub struct RefreshSettings {
     pub margin: Duration,
     /// Never rotate one profile more often than this.
     pub min_interval: Duration,
+    /// A profile minted on demand that nobody asked for in this long goes idle: its credentials
+    /// are dropped and it is not rotated until the next request.
+    pub idle_after: Duration,
 }
+
+/// Shortest `[refresh] idle_after_seconds` accepted.
+pub const MIN_IDLE_AFTER: Duration = Duration::from_secs(60);
 
 impl Default for RefreshSettings {
     fn default() -> Self {
         RefreshSettings {
             margin: Duration::from_secs(35 * 60),
             min_interval: Duration::from_secs(5 * 60),
+            idle_after: Duration::from_secs(4 * 3600),
         }
     }
 }
@@ -136,6 +146,7 @@ impl Default for DaemonConfig {
             }),
             ecs_agent: None,
             refresh: RefreshSettings::default(),
+            prewarm: Vec::new(),
             limits: Limits::default(),
         }
     }
@@ -249,6 +260,8 @@ fn parse_uids(
 struct RawRefresh {
     margin_seconds: Option<u64>,
     min_interval_seconds: Option<u64>,
+    idle_after_seconds: Option<u64>,
+    prewarm: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -416,7 +429,19 @@ impl DaemonConfig {
             }
         }
         let mut refresh = defaults.refresh;
+        let mut prewarm = Vec::new();
         if let Some(r) = raw.refresh {
+            if let Some(m) = r.idle_after_seconds {
+                if m < MIN_IDLE_AFTER.as_secs() {
+                    return Err(ConfigError(format!(
+                        "{source}: [refresh] idle_after_seconds must be at least {} (keep it above your sessions' length, \
+                         or a profile in use goes idle between two fetches of its clients)",
+                        MIN_IDLE_AFTER.as_secs()
+                    )));
+                }
+                refresh.idle_after = Duration::from_secs(m);
+            }
+            prewarm = r.prewarm.unwrap_or_default();
             if let Some(m) = r.margin_seconds {
                 refresh.margin = Duration::from_secs(m);
             }
@@ -446,6 +471,7 @@ impl DaemonConfig {
             ecs,
             ecs_agent,
             refresh,
+            prewarm,
             limits,
         })
     }
@@ -486,10 +512,16 @@ profiles = ["dev", "prod"]
 [refresh]
 margin_seconds = 600
 min_interval_seconds = 5
+idle_after_seconds = 60
+prewarm = ["ci"]
 "#,
             "c",
         )
         .unwrap();
+        assert_eq!(c.refresh.idle_after, Duration::from_secs(60));
+        assert_eq!(c.prewarm, ["ci"]);
+        let short = DaemonConfig::parse("[refresh]\nidle_after_seconds = 59\n", "c").unwrap_err();
+        assert!(short.to_string().contains("at least 60"), "{short}");
         assert_eq!(c.imds.len(), 2);
         assert!(c.imds[0].imds_v1);
         assert_eq!(c.imds[1].allow.len(), 2);

@@ -105,7 +105,10 @@ enum Command {
     /// Run the daemon in the foreground (systemd and launchd run exactly this)
     #[command(
         long_about = "Run the daemon in the foreground (systemd and launchd run exactly this).\n\n\
-        Mints credentials for every served profile at start-up, then prints one line when every \
+        Mints credentials at start-up for the profiles of [[imds]] listeners, of [refresh] prewarm and \
+        those in use before a restart; every other served profile is minted on its first request and \
+        goes idle (credentials dropped, no rotation) after [refresh] idle_after_seconds without one. \
+        Then prints one line when every \
         listener is bound:\n\n  credvend ready imds=ADDR ecs=ADDR [ecs-agent=ADDR] control=PATH\n\n\
         and tells systemd READY=1 when run under it. SIGTERM/SIGINT: stop accepting, finish in-flight \
         requests, exit. SIGHUP: reload both config files; a broken file is reported and the running \
@@ -132,7 +135,7 @@ enum Command {
         minted and cached directly."
     )]
     Login(client::LoginArgs),
-    /// Mint new credentials now (for PROFILE, or for every profile the daemon serves)
+    /// Mint new credentials now (for PROFILE, even an idle one; or for every profile in use)
     Refresh(client::RefreshArgs),
     /// Forget temporary credentials (of PROFILE, or of every profile)
     #[command(

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use time::OffsetDateTime;
 
-use crate::control::proto::{ProfileStatus, StatusReport};
+use crate::control::proto::{Phase, ProfileStatus, StatusReport};
 use crate::creds::format_aws_time;
 
 /// A duration as a person says it: `45 s`, `12 min`, `3 h 05 min`.
@@ -72,6 +72,22 @@ pub(crate) fn render(report: &StatusReport, now: OffsetDateTime) -> String {
 }
 
 fn profile(out: &mut String, p: &ProfileStatus, now: OffsetDateTime) {
+    if p.phase == Phase::Idle {
+        // Many profiles may be idle: one line each.
+        let used = match p.last_use {
+            Some(t) => format!("last used {}", when(t, now)),
+            None => "not used since the daemon started".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "  {}  idle ({used}; minted on the next request)",
+            p.name
+        );
+        for w in &p.warnings {
+            let _ = writeln!(out, "      warning: {w}");
+        }
+        return;
+    }
     let phase = serde_json::to_value(p.phase).unwrap_or_default();
     let _ = writeln!(out, "  {}  {}", p.name, phase.as_str().unwrap_or("?"));
     if let Some(key) = &p.access_key_id {
@@ -108,6 +124,15 @@ fn profile(out: &mut String, p: &ProfileStatus, now: OffsetDateTime) {
     }
     let _ = writeln!(out, "      source: {}", p.source);
     let _ = writeln!(out, "      requests served: {}", p.requests);
+    if p.on_demand
+        && let Some(t) = p.last_use
+    {
+        let _ = writeln!(
+            out,
+            "      last used {} (idle when unused for a while)",
+            when(t, now)
+        );
+    }
     if let Some(err) = &p.last_error {
         let _ = writeln!(
             out,
@@ -149,6 +174,8 @@ mod tests {
             mfa_serial: None,
             ecs_token_file: None,
             ecs_agent_id_file: None,
+            on_demand: false,
+            last_use: None,
             warnings: vec!["config file line 3: profile `r`: x".into()],
         }
     }

@@ -241,6 +241,8 @@ pub(crate) enum Phase {
     Error,
     /// `credvend lock` forgot the credentials.
     Locked,
+    /// Minted on demand and not asked for lately: nothing held until the next request.
+    Idle,
 }
 
 /// A recorded failure.
@@ -292,6 +294,13 @@ pub(crate) struct ProfileStatus {
     pub region: Option<String>,
     /// Credential responses served.
     pub requests: u64,
+    /// Minted on its first request (else at start-up: an `[[imds]]` or `[refresh] prewarm`
+    /// profile), and idle after `[refresh] idle_after_seconds` without one.
+    #[serde(default)]
+    pub on_demand: bool,
+    /// When credentials were last asked for (by a client, `exec` or `env`).
+    #[serde(default, with = "aws_time::option")]
+    pub last_use: Option<OffsetDateTime>,
     /// MFA device, when the profile needs one.
     pub mfa_serial: Option<String>,
     /// ECS token file, when ECS serves the profile.

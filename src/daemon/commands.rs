@@ -48,10 +48,13 @@ impl Daemon {
     }
 
     async fn login(&self, profile: &str, code: secrecy::SecretString) -> Result<Reply, Failure> {
-        let Some((_, chain)) = self.unit(profile).await else {
+        let Some((cell, chain)) = self.unit(profile).await else {
             return Err(self.not_served(profile, false).await);
         };
         let chain = chain.map_err(|e| Failure::new(FailureKind::Unservable, e.message))?;
+        // The profile logged in for is about to be used: it mints (others sharing the session
+        // mint only if they are in use).
+        cell.touch(time::OffsetDateTime::now_utc());
         let expiry = self.minter.login(&chain, code).await.map_err(|e| {
             let kind = match e.code() {
                 ProblemCode::InvalidConfiguration => FailureKind::NotApplicable,
@@ -126,9 +129,27 @@ impl Daemon {
     /// `refresh` / `lock` of one profile, or of every profile that has a refresher (a profile
     /// whose configuration is broken holds nothing and must not stop the others).
     async fn command(&self, profile: Option<String>, cmd: Command) -> Result<Reply, Failure> {
-        let names: Vec<String> = match &profile {
-            Some(name) => vec![name.clone()],
-            None => self.state.lock().await.units.keys().cloned().collect(),
+        let names: Vec<String> = {
+            let state = self.state.lock().await;
+            match &profile {
+                Some(name) => {
+                    // Named on purpose: an idle profile mints too.
+                    if let (Command::Refresh, Some(u)) = (&cmd, state.units.get(name)) {
+                        u.cell.touch(time::OffsetDateTime::now_utc());
+                    }
+                    vec![name.clone()]
+                }
+                // Idle profiles hold nothing to refresh: they stay idle (but `lock` reaches
+                // them: the MFA or SSO sessions they would mint from are forgotten too).
+                None => state
+                    .units
+                    .iter()
+                    .filter(|(_, u)| {
+                        !matches!(cmd, Command::Refresh) || u.cell.status().phase != Phase::Idle
+                    })
+                    .map(|(name, _)| name.clone())
+                    .collect(),
+            }
         };
         let mut done = Vec::new();
         for name in names {
@@ -196,7 +217,9 @@ impl Daemon {
                 _ => return Err(why::not_served(&state, profile, container)),
             }
         };
-        if cell.current().is_none()
+        // `exec` and `env` ask before the child starts: an idle profile mints now, so the
+        // child's first request is answered from memory.
+        if cell.warm(CLI_COLD_START_WAIT).await.is_none()
             && let Some(p) = cell.status().last_error.filter(|p| !p.code.is_transient())
         {
             return Err(why::failure(&p));

@@ -19,7 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
 use super::http::{Head, Refusal, Reply};
-use super::policy::HTTP_COLD_START_WAIT;
+use super::policy::CONTAINER_COLD_START_WAIT;
 use super::state::{Asker, ProfileCell};
 
 /// The 401 message. It names both token variables: clients built before SDKs learned
@@ -146,7 +146,7 @@ impl EcsHandler {
             );
         };
         let asker = Asker {
-            cold_start: HTTP_COLD_START_WAIT,
+            cold_start: CONTAINER_COLD_START_WAIT,
             audit: Some((&head.audit, "ECS")),
             user_agent,
         };

@@ -30,7 +30,7 @@ use subtle::{ConditionallySelectable, ConstantTimeEq};
 use super::audit::ENDPOINT_ECS_AGENT;
 use super::ecs::json_error;
 use super::http::{Head, Refusal, Reply};
-use super::policy::HTTP_COLD_START_WAIT;
+use super::policy::CONTAINER_COLD_START_WAIT;
 use super::state::{Asker, ProfileCell};
 
 /// Path prefix of the credentials resources (the ECS agent's v2 credentials path).
@@ -164,7 +164,7 @@ impl EcsAgentHandler {
             );
         };
         let asker = Asker {
-            cold_start: HTTP_COLD_START_WAIT,
+            cold_start: CONTAINER_COLD_START_WAIT,
             audit: Some((&head.audit, ENDPOINT_ECS_AGENT)),
             user_agent,
         };

@@ -20,6 +20,7 @@ pub(crate) mod refresher;
 pub(crate) mod report;
 pub(crate) mod state;
 pub mod token;
+pub(crate) mod usage;
 pub(crate) mod why;
 
 use std::collections::{BTreeMap, HashMap};
@@ -74,6 +75,8 @@ pub(crate) struct Daemon {
     state_dir: PathBuf,
     key: Arc<TokenKey>,
     minter: Arc<Minter>,
+    /// Which on-demand profiles are in use (remembered across restarts).
+    usage: Arc<usage::Usage>,
     started: OffsetDateTime,
     shutdown: Trigger,
     state: tokio::sync::Mutex<State>,
@@ -88,6 +91,7 @@ impl Daemon {
         inherited: Vec<Inherited>,
     ) -> Arc<Daemon> {
         Arc::new(Daemon {
+            usage: Arc::new(usage::Usage::load(&state_dir)),
             state_dir,
             key: Arc::new(key),
             minter,

@@ -33,6 +33,12 @@ pub use crate::creds::SERVE_FLOOR;
 /// (`docs/sdk-behaviour.md` section 5).
 pub const HTTP_COLD_START_WAIT: Duration = Duration::from_millis(400);
 
+/// The same for the container endpoints (`[ecs]`, `[ecs_agent]`), whose profiles are usually
+/// minted on their first request: below the shortest container-client timeout (the JavaScript
+/// SDK's 1 s; botocore's is 2 s), and those clients retry a 503 besides
+/// (`docs/sdk-behaviour.md` section 7).
+pub const CONTAINER_COLD_START_WAIT: Duration = Duration::from_millis(800);
+
 /// How long a CLI request (`credential-process`, `env --static`) waits for the first credentials:
 /// a person or a script waits longer than an SDK.
 pub const CLI_COLD_START_WAIT: Duration = Duration::from_secs(15);
@@ -134,6 +140,7 @@ mod tests {
             settings: RefreshSettings {
                 margin: Duration::from_secs(margin),
                 min_interval: Duration::from_secs(min_interval),
+                idle_after: Duration::from_secs(4 * 3600),
             },
         }
     }

@@ -185,6 +185,19 @@ fn served_by(
         .collect()
 }
 
+/// The profiles minted at start-up and kept fresh whether or not anyone asks: those of the
+/// `[[imds]]` listeners (an instance's role is there before anything runs) and `[refresh]
+/// prewarm`. Every other served profile is minted on its first request and goes idle when
+/// nobody asks for it within `[refresh] idle_after_seconds`.
+pub(crate) fn warm_profiles(config: &crate::config::DaemonConfig) -> BTreeSet<String> {
+    config
+        .imds
+        .iter()
+        .map(|l| l.profile.clone())
+        .chain(config.prewarm.iter().cloned())
+        .collect()
+}
+
 pub(crate) fn resolve_in(loaded: &Loaded, name: &str) -> Result<Chain, ResolveError> {
     resolve::resolve(&loaded.profiles, name, &loaded.env, &resolve::read_file)
 }
@@ -200,7 +213,7 @@ pub(crate) fn plan(
     let ecs_profiles = ecs_profiles(&loaded, listed_keys.as_ref());
     let agent_profiles = agent_profiles(&loaded, listed_keys.as_ref());
     let config = &loaded.config;
-    let mut wanted: BTreeSet<String> = config.imds.iter().map(|l| l.profile.clone()).collect();
+    let mut wanted: BTreeSet<String> = warm_profiles(config);
     wanted.extend(ecs_profiles.iter().cloned());
     wanted.extend(agent_profiles.iter().cloned());
     let chains = wanted
@@ -412,7 +425,8 @@ pub(crate) fn commit(daemon: &Daemon, state: &mut State, plan: Plan) {
     let policy = Policy {
         settings: plan.loaded.config.refresh,
     };
-    commit_units(daemon, state, plan.chains, policy);
+    let warm = warm_profiles(&plan.loaded.config);
+    commit_units(daemon, state, plan.chains, policy, &warm);
     commit_tokens(daemon, state, plan.ecs_tokens);
     commit_agent_ids(daemon, state, plan.agent_ids);
     commit_listeners(daemon, state, &plan.loaded, plan.specs, plan.bound);
@@ -437,6 +451,7 @@ fn commit_units(
     state: &mut State,
     chains: BTreeMap<String, Result<Arc<Chain>, ResolveError>>,
     policy: Policy,
+    warm: &BTreeSet<String>,
 ) {
     state.units.retain(|name, unit| {
         let keep = chains
@@ -449,6 +464,9 @@ fn commit_units(
             (Some(r), true) => {
                 r.policy
                     .send_if_modified(|p| std::mem::replace(p, policy) != policy);
+                let is_warm = warm.contains(name);
+                r.warm
+                    .send_if_modified(|w| std::mem::replace(w, is_warm) != is_warm);
             }
             (Some(r), false) => r.stop(),
             (None, _) => {}
@@ -466,13 +484,15 @@ fn commit_units(
             Ok(c) => {
                 tracing::info!(profile = %name, chain = %c.describe(), "serving profile");
                 let cell = ProfileCell::new(&name);
-                let refresher = refresher::spawn(
-                    cell.clone(),
-                    c.clone(),
-                    daemon.minter.clone(),
+                let start = refresher::Start {
+                    cell: cell.clone(),
+                    chain: c.clone(),
+                    minter: daemon.minter.clone(),
+                    usage: daemon.usage.clone(),
                     policy,
-                    daemon.shutdown.subscribe(),
-                );
+                    warm: warm.contains(&name),
+                };
+                let refresher = refresher::spawn(start, daemon.shutdown.subscribe());
                 Unit {
                     cell,
                     chain,

@@ -1,6 +1,12 @@
-//! One task per served profile: mints at start-up, rotates before expiry, retries with backoff,
-//! obeys `refresh` / `lock` commands. It is the only code that writes the profile's cell, so
-//! "one STS call per refresh however many clients ask" holds by construction.
+//! One task per served profile: mints at start-up (a *warm* profile: named by an `[[imds]]`
+//! listener or `[refresh] prewarm`) or on the first request (the others), rotates before expiry,
+//! retries with backoff, obeys `refresh` / `lock` commands, and lets an on-demand profile go idle
+//! (credentials dropped, no rotation, no timer) when nobody asked for it within `[refresh]
+//! idle_after_seconds`. It is the only code that writes the profile's cell, so "one STS call per
+//! refresh however many clients ask" holds by construction.
+//!
+//! An idle refresher sleeps without a timer: it costs nothing until a request (the cell's
+//! demand signal), a command or shutdown wakes it.
 //!
 //! The task is a loop over a closed set of [`Event`]s; [`Refresher::next_event`] is the only
 //! place that waits. Timers use the wall clock, checked at least once a minute: tokio's
@@ -16,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 use super::notify;
 use super::policy::Policy;
 use super::state::{Phase, ProfileCell, Vended};
+use super::usage::Usage;
 use crate::creds::format_aws_time;
 use crate::mint::{MintError, Minter};
 use crate::problem::Problem;
@@ -43,6 +50,8 @@ pub(crate) struct Handle {
     /// The refresh policy; a reload that changes `[refresh]` sends the new one here and the
     /// refresher reschedules the credentials it holds instead of minting again.
     pub policy: watch::Sender<Policy>,
+    /// Whether the profile is kept fresh whether or not anyone asks (a reload may change it).
+    pub warm: watch::Sender<bool>,
     /// The task.
     pub task: tokio::task::JoinHandle<()>,
 }
@@ -65,25 +74,45 @@ enum Event {
     Command(Command),
     /// New `[refresh]` settings.
     PolicyChanged(Policy),
+    /// The profile became warm (minted whether or not anyone asks), or stopped being.
+    WarmChanged(bool),
+    /// A request found the profile idle.
+    Demand,
+    /// Nobody asked for the (on-demand) profile within the idle window.
+    IdleDue,
     /// The daemon stops (or the handle was dropped).
     Shutdown,
 }
 
-/// Starts the refresher of `cell` for `chain`.
-pub(crate) fn spawn(
-    cell: Arc<ProfileCell>,
-    chain: Arc<Chain>,
-    minter: Arc<Minter>,
-    policy: Policy,
-    shutdown: Shutdown,
-) -> Handle {
+/// What a refresher starts with.
+pub(crate) struct Start {
+    /// The profile's cell.
+    pub cell: Arc<ProfileCell>,
+    /// How its credentials are made.
+    pub chain: Arc<Chain>,
+    /// Runs the chain.
+    pub minter: Arc<Minter>,
+    /// The daemon's record of profiles in use.
+    pub usage: Arc<Usage>,
+    /// The refresh settings.
+    pub policy: Policy,
+    /// Minted at start-up and kept fresh whether or not anyone asks.
+    pub warm: bool,
+}
+
+/// Starts the refresher described by `start`.
+pub(crate) fn spawn(start: Start, shutdown: Shutdown) -> Handle {
     let (tx, rx) = mpsc::channel(8);
-    let (policy_tx, policy_rx) = watch::channel(policy);
+    let (policy_tx, policy_rx) = watch::channel(start.policy);
+    let (warm_tx, warm_rx) = watch::channel(start.warm);
     let refresher = Refresher {
-        cell,
-        chain,
-        minter,
-        policy,
+        cell: start.cell,
+        chain: start.chain,
+        minter: start.minter,
+        usage: start.usage,
+        policy: start.policy,
+        warm: start.warm,
+        idle: false,
         failures: 0,
         locked: false,
         wake: None,
@@ -91,12 +120,23 @@ pub(crate) fn spawn(
         told_needs_mfa: false,
         told_needs_login: false,
     };
-    let task = tokio::spawn(refresher.run(rx, policy_rx, shutdown));
+    let watches = Watches {
+        policy: policy_rx,
+        warm: warm_rx,
+    };
+    let task = tokio::spawn(refresher.run(rx, watches, shutdown));
     Handle {
         tx,
         policy: policy_tx,
+        warm: warm_tx,
         task,
     }
+}
+
+/// The settings a reload may change under a running refresher.
+struct Watches {
+    policy: watch::Receiver<Policy>,
+    warm: watch::Receiver<bool>,
 }
 
 /// The state of one profile's refresher.
@@ -104,7 +144,12 @@ struct Refresher {
     cell: Arc<ProfileCell>,
     chain: Arc<Chain>,
     minter: Arc<Minter>,
+    usage: Arc<Usage>,
     policy: Policy,
+    /// Kept fresh whether or not anyone asks.
+    warm: bool,
+    /// Idle: nothing held, nothing scheduled until a request.
+    idle: bool,
     /// Failed attempts since the last success (drives the backoff).
     failures: u32,
     /// `credvend lock` is in force: mint only on `Refresh`.
@@ -123,43 +168,86 @@ impl Refresher {
     async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
-        mut policy: watch::Receiver<Policy>,
+        mut watches: Watches,
         mut shutdown: Shutdown,
     ) {
-        policy.borrow_and_update();
-        self.mint().await;
+        watches.policy.borrow_and_update();
+        watches.warm.borrow_and_update();
+        if let Some(at) = self.usage.last_use(&self.cell.name) {
+            self.cell.touch(at);
+        }
+        self.mint_or_idle().await;
         loop {
             match self
-                .next_event(&mut commands, &mut policy, &mut shutdown)
+                .next_event(&mut commands, &mut watches, &mut shutdown)
                 .await
             {
                 Event::Due => self.mint().await,
+                Event::IdleDue => self.go_idle(),
+                Event::Demand if self.idle && !self.locked => self.mint().await,
+                Event::Demand => {}
                 Event::Remind(expiry) => self.remind(expiry),
                 Event::Command(Command::Refresh) => {
                     self.locked = false;
-                    self.mint().await;
+                    self.mint_or_idle().await;
                 }
                 Event::Command(Command::Lock) => self.lock().await,
                 Event::Command(Command::Forget(problem)) => self.forget(problem).await,
                 Event::PolicyChanged(p) => self.reschedule(p),
+                Event::WarmChanged(warm) => {
+                    self.warm = warm;
+                    if warm && self.idle && !self.locked {
+                        self.mint().await;
+                    }
+                }
                 Event::Shutdown => return,
             }
         }
     }
 
-    /// Waits for the next event: the wake time, a reminder, a command, new settings, shutdown.
+    /// Mints when the profile is warm or was used within the idle window; else goes idle.
+    async fn mint_or_idle(&mut self) {
+        if self
+            .idle_at()
+            .is_none_or(|at| at > OffsetDateTime::now_utc())
+        {
+            self.mint().await;
+        } else {
+            self.go_idle();
+        }
+    }
+
+    /// When an on-demand profile goes idle if nobody asks for it before (`None`: never; warm,
+    /// already idle, or locked).
+    fn idle_at(&self) -> Option<OffsetDateTime> {
+        if self.warm || self.idle || self.locked {
+            return None;
+        }
+        let last = self.cell.last_use().unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        Some(
+            last + time::Duration::try_from(self.policy.settings.idle_after)
+                .unwrap_or(time::Duration::MAX),
+        )
+    }
+
+    /// Waits for the next event: the wake time, the idle time, a reminder, a request for an
+    /// idle profile, a command, new settings, shutdown.
     async fn next_event(
         &mut self,
         commands: &mut mpsc::Receiver<Command>,
-        policy: &mut watch::Receiver<Policy>,
+        watches: &mut Watches,
         shutdown: &mut Shutdown,
     ) -> Event {
         loop {
             let now = OffsetDateTime::now_utc();
+            let idle_at = self.idle_at();
+            if idle_at.is_some_and(|at| at <= now) {
+                return Event::IdleDue;
+            }
             let remind = self
                 .minter
                 .mfa_session_expiry(&self.chain)
-                .filter(|exp| self.reminded_for != Some(*exp) && *exp > now);
+                .filter(|exp| !self.idle && self.reminded_for != Some(*exp) && *exp > now);
             if let Some(exp) = remind
                 && notify::remind_at(exp) <= now
             {
@@ -169,18 +257,30 @@ impl Refresher {
             if self.wake.is_some_and(|w| w <= now) || token_due.is_some_and(|t| t <= now) {
                 return Event::Due;
             }
-            let next = [self.wake, remind.map(notify::remind_at), token_due]
+            // No timer at all when nothing is scheduled (an idle profile).
+            let sleep = [self.wake, remind.map(notify::remind_at), token_due, idle_at]
                 .into_iter()
                 .flatten()
-                .min();
-            let sleep = next
-                .map(|at| Duration::try_from(at - now).unwrap_or(Duration::ZERO))
-                .unwrap_or(WALL_CLOCK_CHECK)
-                .min(WALL_CLOCK_CHECK);
+                .min()
+                .map(|at| {
+                    Duration::try_from(at - now)
+                        .unwrap_or(Duration::ZERO)
+                        .min(WALL_CLOCK_CHECK)
+                });
+            let timer = async {
+                match sleep {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                _ = tokio::time::sleep(sleep) => {}
-                Ok(()) = policy.changed() => {
-                    return Event::PolicyChanged(*policy.borrow_and_update());
+                _ = timer => {}
+                () = self.cell.demanded() => return Event::Demand,
+                Ok(()) = watches.policy.changed() => {
+                    return Event::PolicyChanged(*watches.policy.borrow_and_update());
+                }
+                Ok(()) = watches.warm.changed() => {
+                    return Event::WarmChanged(*watches.warm.borrow_and_update());
                 }
                 cmd = commands.recv() => return match cmd {
                     Some(c) => Event::Command(c),
@@ -191,13 +291,36 @@ impl Refresher {
         }
     }
 
+    /// Nobody asked for the profile within the idle window: drop what is held, stop rotating.
+    fn go_idle(&mut self) {
+        let was_used = !self.idle && self.cell.last_use().is_some();
+        self.idle = true;
+        self.wake = None;
+        self.failures = 0;
+        self.cell.idle();
+        self.usage.remove(&self.cell.name);
+        if was_used {
+            tracing::info!(
+                profile = %self.cell.name,
+                idle_after = ?self.policy.settings.idle_after,
+                "not asked for within the idle window: credentials dropped, minted again on the next request"
+            );
+        }
+    }
+
     /// Mints, installs the result or records the failure, and sets the next wake time.
     async fn mint(&mut self) {
         let started = OffsetDateTime::now_utc();
+        if !self.warm {
+            // Remembered across restarts (the time is at most one rotation old).
+            let used = self.cell.last_use().unwrap_or(started);
+            self.usage.record(&self.cell.name, used);
+        }
+        self.idle = false;
         let phase = match (self.cell.current().is_some(), self.cell.status().phase) {
             (true, _) => Phase::Refreshing,
-            // Unlocking: clients see "pending" (and wait for it) rather than "locked".
-            (false, Phase::Locked) => Phase::Starting,
+            // Unlocking or waking: clients see "pending" (and wait for it).
+            (false, Phase::Locked | Phase::Idle) => Phase::Starting,
             (false, p) => p,
         };
         self.cell.minting(phase, started);

@@ -78,6 +78,11 @@ impl Daemon {
             minting_since,
             region: chain.as_ref().ok().map(|c| c.region.clone()),
             requests: cell.requests(),
+            on_demand: !state
+                .loaded
+                .as_ref()
+                .is_some_and(|l| super::reconcile::warm_profiles(&l.config).contains(name)),
+            last_use: cell.last_use(),
             mfa_serial: chain
                 .as_ref()
                 .ok()
@@ -115,5 +120,6 @@ fn wire_phase(p: Phase) -> proto::Phase {
         Phase::NeedsLogin => proto::Phase::NeedsLogin,
         Phase::Error => proto::Phase::Error,
         Phase::Locked => proto::Phase::Locked,
+        Phase::Idle => proto::Phase::Idle,
     }
 }

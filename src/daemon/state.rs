@@ -6,13 +6,13 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use secrecy::ExposeSecret;
 use time::OffsetDateTime;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::audit::ConnAudit;
 use super::policy::Policy;
@@ -113,6 +113,9 @@ pub(crate) enum Phase {
     Error,
     /// `credvend lock` forgot the credentials; waiting for `refresh`.
     Locked,
+    /// Minted on demand and not asked for within the idle window: nothing is held and nothing
+    /// is rotated until the next request.
+    Idle,
 }
 
 /// Status fields the refresher keeps for `status`.
@@ -150,6 +153,12 @@ pub(crate) struct ProfileCell {
     current: watch::Sender<Option<Arc<Vended>>>,
     status: Mutex<Status>,
     requests: AtomicU64,
+    /// When credentials were last asked for (Unix seconds; 0: never).
+    last_use: AtomicI64,
+    /// A request found the profile idle: its refresher mints.
+    demand: Notify,
+    /// A mint attempt ended (credentials installed, or a failure recorded).
+    settled: Notify,
 }
 
 impl std::fmt::Debug for ProfileCell {
@@ -175,6 +184,9 @@ impl ProfileCell {
                 minting_since: None,
             }),
             requests: AtomicU64::new(0),
+            last_use: AtomicI64::new(0),
+            demand: Notify::new(),
+            settled: Notify::new(),
         })
     }
 
@@ -191,14 +203,11 @@ impl ProfileCell {
     }
 
     /// The credentials to hand `asker`, or why there are none. Waits (at most
-    /// `asker.cold_start`) only while the first credentials are being minted; never hands out
-    /// credentials within [`SERVE_FLOOR`](super::policy::SERVE_FLOOR) of their expiry. Counts
-    /// and audits the answer.
+    /// `asker.cold_start`) only while the first credentials are being minted (an idle profile
+    /// is asked to mint first); never hands out credentials within
+    /// [`SERVE_FLOOR`](super::policy::SERVE_FLOOR) of their expiry. Counts and audits the answer.
     pub async fn serve(&self, asker: &Asker<'_>) -> Result<Arc<Vended>, Problem> {
-        let mut current = self.current();
-        if current.is_none() && self.status().phase == Phase::Starting {
-            current = self.wait_first(asker.cold_start).await;
-        }
+        let current = self.warm(asker.cold_start).await;
         let now = OffsetDateTime::now_utc();
         match current.filter(|v| Policy::servable(v.creds.expiration, now)) {
             Some(v) => {
@@ -228,6 +237,60 @@ impl ProfileCell {
         }
     }
 
+    /// Records a use now and returns what is held; an idle profile is asked to mint, and while
+    /// the first credentials are being minted this waits for the attempt to end (at most
+    /// `timeout`). `exec` and `env` call it before the child starts, so the child's first
+    /// request finds credentials.
+    pub async fn warm(&self, timeout: Duration) -> Option<Arc<Vended>> {
+        self.touch(OffsetDateTime::now_utc());
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(v) = self.current() {
+                return Some(v);
+            }
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            match self.status().phase {
+                Phase::Idle => self.demand.notify_one(),
+                Phase::Starting => {}
+                // Minted (or failed) since the first look, or nothing to wait for.
+                _ => return self.current(),
+            }
+            tracing::debug!(profile = %self.name, "a request waits for the first credentials");
+            let mut rx = self.current.subscribe();
+            let waited = tokio::time::timeout_at(deadline, async {
+                tokio::select! {
+                    _ = rx.wait_for(|c| c.is_some()) => {}
+                    () = &mut settled => {}
+                }
+            })
+            .await;
+            if waited.is_err() {
+                return self.current();
+            }
+        }
+    }
+
+    /// Records a use of the profile at `at`.
+    pub fn touch(&self, at: OffsetDateTime) {
+        self.last_use
+            .fetch_max(at.unix_timestamp(), Ordering::Relaxed);
+    }
+
+    /// When credentials were last asked for.
+    pub fn last_use(&self) -> Option<OffsetDateTime> {
+        match self.last_use.load(Ordering::Relaxed) {
+            0 => None,
+            t => OffsetDateTime::from_unix_timestamp(t).ok(),
+        }
+    }
+
+    /// Waits until a request finds the profile idle (refresher only).
+    pub async fn demanded(&self) {
+        self.demand.notified().await;
+    }
+
     /// Why nothing can be served now, in full (for the user; HTTP clients get
     /// [`Problem::public_message`]).
     pub fn unavailable(&self) -> Problem {
@@ -241,7 +304,7 @@ impl ProfileCell {
                     "credentials for profile `{name}` were locked; run `credvend refresh {name}`"
                 ),
             ),
-            (Phase::Starting, None) => Problem::new(
+            (Phase::Starting | Phase::Idle, None) => Problem::new(
                 ProblemCode::CredentialsPending,
                 format!(
                     "credvend is still minting the first credentials for profile `{name}`; retry shortly (see `credvend status`)"
@@ -256,17 +319,6 @@ impl ProfileCell {
         }
     }
 
-    /// Waits until credentials exist or `timeout` passes (cold start only).
-    async fn wait_first(&self, timeout: Duration) -> Option<Arc<Vended>> {
-        tracing::debug!(profile = %self.name, "a request waits for the first credentials");
-        let mut rx = self.current.subscribe();
-        let waited = tokio::time::timeout(timeout, rx.wait_for(|c| c.is_some())).await;
-        match waited {
-            Ok(Ok(v)) => v.clone(),
-            _ => None,
-        }
-    }
-
     /// Installs new credentials (refresher only).
     pub fn install(&self, vended: Vended, next_refresh: OffsetDateTime) {
         let at = vended.issued;
@@ -278,6 +330,8 @@ impl ProfileCell {
         s.last_refresh = Some(at);
         s.refreshes += 1;
         s.minting_since = None;
+        drop(s);
+        self.settled.notify_waiters();
     }
 
     /// Records a failure (refresher only); current credentials stay.
@@ -287,6 +341,8 @@ impl ProfileCell {
         s.last_error = Some(problem);
         s.next_refresh = next_refresh;
         s.minting_since = None;
+        drop(s);
+        self.settled.notify_waiters();
     }
 
     /// Moves the next rotation (new refresh settings).
@@ -308,6 +364,20 @@ impl ProfileCell {
         s.phase = Phase::Locked;
         s.last_error = None;
         s.next_refresh = None;
+        drop(s);
+        self.settled.notify_waiters();
+    }
+
+    /// Drops the credentials of a profile nobody uses (refresher only); the next request mints.
+    pub fn idle(&self) {
+        self.current.send_replace(None);
+        let mut s = self.status.lock().expect("status lock");
+        s.phase = Phase::Idle;
+        s.last_error = None;
+        s.next_refresh = None;
+        s.minting_since = None;
+        drop(s);
+        self.settled.notify_waiters();
     }
 
     /// A copy of the status.

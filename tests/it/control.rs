@@ -29,7 +29,7 @@ async fn status_json_reflects_fresh_erroring_and_needs_mfa_profiles() {
     ));
     setup.store_key("base", &user.key);
     setup.store_key("mfa", &user.key);
-    setup.write_toml("[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"mfa\"\n[ecs]\nlisten = \"127.0.0.1:0\"\nprofiles = [\"fresh\", \"flaky\", \"mfa\"]\n");
+    setup.write_toml("[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"mfa\"\n[ecs]\nlisten = \"127.0.0.1:0\"\nprofiles = [\"fresh\", \"flaky\", \"mfa\"]\n[refresh]\nprewarm = [\"fresh\", \"flaky\"]\n");
     let daemon = setup.start();
     let fresh = setup.wait_status("fresh", "fresh", phase_is("fresh")).await;
     assert!(

@@ -18,7 +18,8 @@ use crate::support::served::{ROLE_TOML, Served};
 /// `base`.
 const AGENT_TOML: &str = "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"role\"\n\
      [ecs]\nlisten = \"127.0.0.1:0\"\nprofiles = [\"role\"]\n\
-     [ecs_agent]\nlisten = \"127.0.0.1:0\"\nprofiles = [\"role\", \"base\"]\n";
+     [ecs_agent]\nlisten = \"127.0.0.1:0\"\nprofiles = [\"role\", \"base\"]\n\
+     [refresh]\nprewarm = [\"base\"]\n";
 
 /// The message of an ECS-agent refusal.
 const REFUSED: &str = "refused an ECS agent endpoint request";

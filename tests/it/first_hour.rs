@@ -231,7 +231,7 @@ async fn every_accepted_duration_works_from_shortest_to_longest() {
         }
     }
     let names: Vec<&str> = cases.iter().map(|c| c.0).collect();
-    setup.write_toml(&Toml::new().ecs(&names).build());
+    setup.write_toml(&Toml::new().ecs(&names).prewarm(&names).build());
     let _daemon = setup.start();
     for (name, _, seconds) in &cases {
         let p = setup.wait_status(name, "fresh", phase_is("fresh")).await;
@@ -361,7 +361,12 @@ async fn remove_stops_the_daemon_serving_the_profile_and_its_dependants() {
         m = moto.url
     ));
     setup.store_key("carol", &user.key);
-    setup.write_toml(&Toml::new().ecs(&["carol", "carol-role"]).build());
+    setup.write_toml(
+        &Toml::new()
+            .ecs(&["carol", "carol-role"])
+            .prewarm(&["carol", "carol-role"])
+            .build(),
+    );
     let daemon = setup.start();
     let token = |p: &str| {
         std::fs::read_to_string(setup.state_dir().join(format!("ecs-token-{p}"))).unwrap()

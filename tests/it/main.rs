@@ -20,6 +20,7 @@ mod iam_fake;
 mod iam_moto;
 mod keystore;
 mod layout;
+mod lazy;
 mod lifecycle;
 mod logs;
 mod netns;

@@ -214,8 +214,13 @@ async fn device_code_login_serves_the_sso_role_and_a_chained_role() {
     f.setup.append_aws_config(&format!(
         "[profile admin]\nrole_arn = {admin_role}\nsource_profile = dev\nregion = us-east-1\nservices = local\n"
     ));
-    f.setup
-        .write_toml(&Toml::new().imds("dev").ecs(&["dev", "admin"]).build());
+    f.setup.write_toml(
+        &Toml::new()
+            .imds("dev")
+            .ecs(&["dev", "admin"])
+            .prewarm(&["admin"])
+            .build(),
+    );
     let daemon = f.setup.start();
 
     // No sign-in yet: needs-login, with the fix named on every channel; nothing was called.
@@ -339,6 +344,7 @@ async fn access_token_is_refreshed_before_expiry_once_for_three_profiles() {
         &Toml::new()
             .section("[refresh]\nmargin_seconds = 850\nmin_interval_seconds = 3\n")
             .ecs(&["dev", "dev2", "dev3"])
+            .prewarm(&["dev", "dev2", "dev3"])
             .build(),
     );
     let _daemon = f.setup.start();
@@ -418,8 +424,13 @@ async fn revoked_refresh_token_turns_needs_login_until_a_new_login() {
     f.standin
         .settings(serde_json::json!({ "access_token_ttl": 20 }))
         .await;
-    f.setup
-        .write_toml(&Toml::new().imds("dev").ecs(&["dev2"]).build());
+    f.setup.write_toml(
+        &Toml::new()
+            .imds("dev")
+            .ecs(&["dev2"])
+            .prewarm(&["dev2"])
+            .build(),
+    );
     let daemon = f.setup.start();
     device_login(&f.setup, "dev", &[]);
     f.setup.wait_status("dev", "fresh", phase_is("fresh")).await;

@@ -268,7 +268,13 @@ async fn fault_sts_and_process_returning_expired_credentials_do_not_loop() {
         p = proxy.url()
     ));
     setup.store_key("base", &user.key);
-    setup.write_toml(&Toml::new().imds("role").ecs(&["role", "proc"]).build());
+    setup.write_toml(
+        &Toml::new()
+            .imds("role")
+            .ecs(&["role", "proc"])
+            .prewarm(&["proc"])
+            .build(),
+    );
     let daemon = setup.start();
     setup.wait_status("role", "fresh", phase_is("fresh")).await;
     setup.wait_status("proc", "fresh", phase_is("fresh")).await;

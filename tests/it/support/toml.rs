@@ -6,10 +6,11 @@
 pub struct Toml {
     sections: Vec<String>,
     ecs: Option<String>,
+    prewarm: Vec<String>,
 }
 
 impl Toml {
-    /// No listener at all, ECS disabled.
+    /// No listener at all (not even the default IMDS one), ECS disabled.
     pub fn new() -> Toml {
         Toml::default()
     }
@@ -48,6 +49,14 @@ impl Toml {
         self
     }
 
+    /// `[refresh] prewarm`: `profiles` are minted at start-up instead of on first request (merged
+    /// into a `[refresh]` section given with [`Toml::section`]).
+    pub fn prewarm(mut self, profiles: &[&str]) -> Toml {
+        self.prewarm
+            .extend(profiles.iter().map(|p| format!("\"{p}\"")));
+        self
+    }
+
     /// Another section, as written (`[refresh]`, `[limits]`...).
     pub fn section(mut self, text: &str) -> Toml {
         self.sections.push(text.to_owned());
@@ -56,7 +65,22 @@ impl Toml {
 
     /// The file's text.
     pub fn build(&self) -> String {
-        let mut out = self.sections.concat();
+        let mut sections = self.sections.clone();
+        if !self.prewarm.is_empty() {
+            let line = format!("prewarm = [{}]\n", self.prewarm.join(", "));
+            match sections.iter_mut().find(|s| s.starts_with("[refresh]\n")) {
+                Some(s) => s.insert_str("[refresh]\n".len(), &line),
+                None => sections.push(format!("[refresh]\n{line}")),
+            }
+        }
+        // Without any `[[imds]]` the daemon would add its default listener on the fixed port
+        // 9254; an empty array means none.
+        let mut out = if sections.iter().any(|s| s.starts_with("[[imds]]")) {
+            String::new()
+        } else {
+            "imds = []\n".to_owned()
+        };
+        out.push_str(&sections.concat());
         out.push_str(self.ecs.as_deref().unwrap_or("[ecs]\nenabled = false\n"));
         out
     }
