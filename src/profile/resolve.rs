@@ -33,6 +33,7 @@
 //!   profile's.
 
 mod sso;
+mod tags;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -40,6 +41,8 @@ use std::path::{Path, PathBuf};
 use super::file::{ProfileSet, Section};
 use crate::sso::{SsoEndpoints, SsoSession};
 use crate::sts::{RegionalEndpoints, StsEndpoint};
+
+pub(crate) use tags::SessionTags;
 
 /// Environment variables that affect resolution, captured once.
 #[derive(Clone, Debug, Default)]
@@ -190,6 +193,8 @@ pub(crate) struct FederationStep {
     pub policy: Option<String>,
     /// Managed session policies.
     pub policy_arns: Vec<String>,
+    /// Session tags of the federated user, `(key, value)` (`credvend_session_tags`).
+    pub tags: Vec<(String, String)>,
     /// Where to send it.
     pub target: StsTarget,
 }
@@ -211,8 +216,39 @@ pub(crate) struct RoleStep {
     pub policy: Option<String>,
     /// Managed session policies.
     pub policy_arns: Vec<String>,
+    /// Session tags and which of them are transitive (`credvend_session_tags`,
+    /// `credvend_transitive_session_tags`).
+    pub tags: SessionTags,
+    /// `credvend_source_identity`.
+    pub source_identity: Option<String>,
     /// Where to send it.
     pub target: StsTarget,
+}
+
+impl RoleStep {
+    /// How `status` shows it: `AssumeRole(profile)`, with the tag keys and the source identity
+    /// when set.
+    fn describe(&self) -> String {
+        let mut extras = vec![self.tags.describe()];
+        if let Some(s) = &self.source_identity {
+            extras.push(format!("source identity: {s}"));
+        }
+        describe_call("AssumeRole", &self.profile, &extras)
+    }
+}
+
+/// `CALL(subject)` or `CALL(subject; extra; extra)`, empty extras left out.
+fn describe_call(call: &str, subject: &str, extras: &[String]) -> String {
+    let extras: Vec<&str> = extras
+        .iter()
+        .map(String::as_str)
+        .filter(|e| !e.is_empty())
+        .collect();
+    if extras.is_empty() {
+        format!("{call}({subject})")
+    } else {
+        format!("{call}({subject}; {})", extras.join("; "))
+    }
 }
 
 /// Roles assumed in order: at least one.
@@ -404,7 +440,17 @@ impl Chain {
             Source::Keys {
                 then: FromKeys::Federation(f),
                 ..
-            } => parts.push(format!("GetFederationToken({})", f.name)),
+            } => {
+                let tags = SessionTags {
+                    tags: f.tags.clone(),
+                    transitive: Vec::new(),
+                };
+                parts.push(describe_call(
+                    "GetFederationToken",
+                    &f.name,
+                    &[tags.describe()],
+                ))
+            }
             Source::Keys {
                 then: FromKeys::Roles { mfa: Some(_), .. },
                 ..
@@ -412,11 +458,7 @@ impl Chain {
             Source::Sso { step, .. } => parts.push(format!("GetRoleCredentials({})", step.profile)),
             _ => {}
         }
-        parts.extend(
-            self.roles()
-                .into_iter()
-                .map(|r| format!("AssumeRole({})", r.profile)),
-        );
+        parts.extend(self.roles().into_iter().map(RoleStep::describe));
         parts.join(" -> ")
     }
 
@@ -812,6 +854,8 @@ impl<'a> Resolver<'a> {
                 .filter(|v| !v.is_empty()),
             policy,
             policy_arns,
+            tags: self.session_tags(p)?,
+            source_identity: self.source_identity(p)?,
             target: self.target(p)?,
         })
     }
@@ -1009,11 +1053,14 @@ impl<'a> Resolver<'a> {
         base: BaseKind,
     ) -> Result<Vec<RoleStep>, ResolveError> {
         let role_session = matches!(base, BaseKind::WebIdentity | BaseKind::Sso);
-        profiles
+        let roles = profiles
             .iter()
             .enumerate()
             .map(|(i, p)| self.role_step(p, i > 0 || role_session))
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        let tagged: Vec<_> = profiles.iter().copied().zip(roles.iter().map(|r| &r.tags)).collect();
+        self.no_inherited_tag_overrides(&tagged)?;
+        Ok(roles)
     }
 
     /// The first profile of the chain (base first) with an `mfa_serial`.
@@ -1197,6 +1244,7 @@ impl<'a> Resolver<'a> {
             ));
         }
         let (policy, policy_arns) = self.policy(leaf)?;
+        let tags = self.federation_tags(leaf)?;
         Ok(FederationStep {
             profile: name.to_owned(),
             name: fed.to_owned(),
@@ -1209,6 +1257,7 @@ impl<'a> Resolver<'a> {
             )?,
             policy,
             policy_arns,
+            tags,
             target: self.target(leaf)?,
         })
     }
