@@ -1058,7 +1058,11 @@ impl<'a> Resolver<'a> {
             .enumerate()
             .map(|(i, p)| self.role_step(p, i > 0 || role_session))
             .collect::<Result<Vec<_>, _>>()?;
-        let tagged: Vec<_> = profiles.iter().copied().zip(roles.iter().map(|r| &r.tags)).collect();
+        let tagged: Vec<_> = profiles
+            .iter()
+            .copied()
+            .zip(roles.iter().map(|r| &r.tags))
+            .collect();
         self.no_inherited_tag_overrides(&tagged)?;
         Ok(roles)
     }
@@ -1702,6 +1706,157 @@ mod tests {
         assert_eq!(fed.name, "fed-user");
         assert_eq!(fed.policy_arns.len(), 2);
         assert!(fed.policy.unwrap().contains("2012-10-17"));
+    }
+
+    #[test]
+    fn session_tags_and_source_identity_reach_the_role_step_in_either_spelling() {
+        let cfg = "[profile user]\n\
+                   [profile cv]\nrole_arn = arn:aws:iam::123456789012:role/r\nsource_profile = user\n\
+                   credvend_session_tags = team=dev, Project = x/y\ncredvend_transitive_session_tags = TEAM\n\
+                   credvend_source_identity = alice@example.com\n\
+                   [profile av]\nrole_arn = arn:aws:iam::123456789012:role/r\nsource_profile = user\n\
+                   session_tags = team=dev,Project=x/y\ntransitive_session_tags = team\nsource_identity = alice@example.com\n\
+                   [profile both]\nrole_arn = arn:aws:iam::123456789012:role/r\nsource_profile = user\n\
+                   credvend_session_tags = Project=x/y,team=dev\nsession_tags = team=dev,Project=x/y\n\
+                   [profile lines]\nrole_arn = arn:aws:iam::123456789012:role/r\nsource_profile = user\n\
+                   session_tags =\n  team = dev\n  Project = x/y\n";
+        let role = |name: &str| res(cfg, name).unwrap().roles()[0].clone();
+        let cv = role("cv");
+        assert_eq!(
+            cv.tags.tags,
+            [
+                ("team".to_owned(), "dev".to_owned()),
+                ("Project".to_owned(), "x/y".to_owned())
+            ]
+        );
+        assert_eq!(
+            cv.tags.transitive,
+            ["team"],
+            "spelled as the tag, whatever case the list used"
+        );
+        assert_eq!(cv.source_identity.as_deref(), Some("alice@example.com"));
+        let av = role("av");
+        assert_eq!(
+            (&av.tags, &av.source_identity),
+            (&cv.tags, &cv.source_identity)
+        );
+        assert_eq!(role("both").tags.tags.len(), 2, "same tags, other order");
+        assert_eq!(role("lines").tags.tags, cv.tags.tags, "indented lines");
+        assert_eq!(
+            res(cfg, "cv").unwrap().describe(),
+            "keyring:user -> AssumeRole(cv; tags: team (transitive), Project; source identity: alice@example.com)"
+        );
+        assert!(role("cv").tags != SessionTags::default());
+        assert_eq!(
+            res(cfg, "user").unwrap().describe(),
+            "keyring:user -> GetSessionToken"
+        );
+    }
+
+    #[test]
+    fn malformed_session_tags_are_refused_naming_their_line() {
+        let role = "[profile user]\n[profile r]\nrole_arn = arn:aws:iam::123456789012:role/r\nsource_profile = user\n";
+        for (lines, needle) in [
+            (
+                "credvend_session_tags = team",
+                "line 5: profile `r`: credvend_session_tags entry \"team\" has no `=`",
+            ),
+            (
+                "session_tags = team=dev,=x",
+                "line 5: profile `r`: session_tags entry \"=x\" has an empty key",
+            ),
+            (
+                "session_tags = team=dev,TEAM=ops",
+                "line 5: profile `r`: session_tags key \"TEAM\" is given twice",
+            ),
+            (
+                "credvend_source_identity = a b",
+                "line 5: profile `r`: credvend_source_identity \"a b\" must be 2-64",
+            ),
+            (
+                "session_tags = team=dev\ntransitive_session_tags = team,project",
+                "line 6: profile `r`: transitive_session_tags names \"project\", which is not a key of session_tags",
+            ),
+            (
+                "credvend_transitive_session_tags = team",
+                "line 5: profile `r`: credvend_transitive_session_tags names \"team\", which is not a key of credvend_session_tags",
+            ),
+            (
+                "credvend_session_tags = team=dev\nsession_tags = team=ops",
+                "line 5: profile `r`: credvend_session_tags (config file line 5) and session_tags (config file line 6) say different things",
+            ),
+            (
+                "source_identity = alice\ncredvend_source_identity = bob",
+                "line 6: profile `r`: credvend_source_identity (config file line 6) and source_identity (config file line 5)",
+            ),
+        ] {
+            let e = res(&format!("{role}{lines}\n"), "r").unwrap_err();
+            assert_eq!(e.kind, ErrorKind::BadValue, "{lines}: {e}");
+            assert!(e.message.starts_with("config file "), "{lines}: {e}");
+            assert!(e.message.contains(needle), "{lines}:\n{e}\nwants {needle}");
+        }
+    }
+
+    #[test]
+    fn federation_takes_tags_but_no_transitive_keys_or_source_identity() {
+        let fed = "[profile f]\ncredvend_federation_name = fed-user\n";
+        let f = res(&format!("{fed}session_tags = team=dev\n"), "f").unwrap();
+        let Source::Keys {
+            then: FromKeys::Federation(step),
+            ..
+        } = &f.source
+        else {
+            panic!("{f:?}")
+        };
+        assert_eq!(step.tags, [("team".to_owned(), "dev".to_owned())]);
+        assert_eq!(
+            f.describe(),
+            "keyring:f -> GetFederationToken(fed-user; tags: team)"
+        );
+        for (extra, key) in [
+            (
+                "session_tags = team=dev\ntransitive_session_tags = team\n",
+                "transitive_session_tags",
+            ),
+            (
+                "credvend_source_identity = alice\n",
+                "credvend_source_identity",
+            ),
+        ] {
+            let e = res(&format!("{fed}{extra}"), "f").unwrap_err();
+            assert!(
+                e.message.contains(&format!(
+                    "profile `f`: {key} cannot be sent with GetFederationToken"
+                )) && e.message.starts_with("config file line "),
+                "{e}"
+            );
+        }
+    }
+
+    /// Each role of a chain sends its own profile's tags; a later role may not set a tag an
+    /// earlier one passes on as transitive (STS fails that AssumeRole).
+    #[test]
+    fn tags_belong_to_the_role_that_sets_them_and_inherited_ones_stay() {
+        let cfg = "[profile user]\n\
+                   [profile a]\nrole_arn = arn:aws:iam::123456789012:role/a\nsource_profile = user\n\
+                   session_tags = team=dev,x=1\ntransitive_session_tags = team\n\
+                   [profile b]\nrole_arn = arn:aws:iam::123456789012:role/b\nsource_profile = a\nsession_tags = x=2\n\
+                   [profile c]\nrole_arn = arn:aws:iam::123456789012:role/c\nsource_profile = a\nsession_tags = Team=ops\n";
+        let b = res(cfg, "b").unwrap();
+        let roles = b.roles();
+        assert_eq!(roles[0].tags.tags.len(), 2);
+        assert_eq!(
+            roles[1].tags.tags,
+            [("x".to_owned(), "2".to_owned())],
+            "a non-transitive key may be set again"
+        );
+        let e = res(cfg, "c").unwrap_err();
+        assert!(
+            e.message.starts_with(
+                "config file line 14: profile `c`: session_tags sets \"Team\", which profile `a`"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -30,10 +30,15 @@ use crate::profile::file::{Property, Section};
 /// The two spellings of the session tags key, credvend's first.
 pub(crate) const TAGS: [&str; 2] = ["credvend_session_tags", "session_tags"];
 /// The two spellings of the transitive tag keys key.
-pub(crate) const TRANSITIVE: [&str; 2] =
-    ["credvend_transitive_session_tags", "transitive_session_tags"];
+pub(crate) const TRANSITIVE: [&str; 2] = [
+    "credvend_transitive_session_tags",
+    "transitive_session_tags",
+];
 /// The two spellings of the source identity key.
 pub(crate) const SOURCE_IDENTITY: [&str; 2] = ["credvend_source_identity", "source_identity"];
+
+/// One session tag, `(key, value)`.
+type Tag = (String, String);
 
 /// STS's limits (see the module doc).
 const MAX_TAGS: usize = 50;
@@ -217,11 +222,7 @@ impl<'a> Resolver<'a> {
         if let [a, b] = found.as_slice()
             && !same(&a.value, &b.value)
         {
-            let line = |k: &str| {
-                p.origin(k)
-                    .map(|o| format!(" ({o})"))
-                    .unwrap_or_default()
-            };
+            let line = |k: &str| p.origin(k).map(|o| format!(" ({o})")).unwrap_or_default();
             return Err(err(
                 ErrorKind::BadValue,
                 format!(
@@ -237,7 +238,7 @@ impl<'a> Resolver<'a> {
         Ok(found.into_iter().next())
     }
 
-    fn tags_of(&self, p: &Section) -> Result<Option<Spelled<Vec<(String, String)>>>, ResolveError> {
+    fn tags_of(&self, p: &Section) -> Result<Option<Spelled<Vec<Tag>>>, ResolveError> {
         self.spelled(p, TAGS, parse_tags, |a, b| sorted(a) == sorted(b))
     }
 
@@ -286,7 +287,10 @@ impl<'a> Resolver<'a> {
 
     /// The session tags of the `GetFederationToken` profile `p` defines. Transitive keys and a
     /// source identity are errors: the call takes neither.
-    pub(super) fn federation_tags(&self, p: &Section) -> Result<Vec<(String, String)>, ResolveError> {
+    pub(super) fn federation_tags(
+        &self,
+        p: &Section,
+    ) -> Result<Vec<(String, String)>, ResolveError> {
         let transitive = self.transitive_of(p)?.map(|s| s.key);
         if let Some(key) = transitive.or(self.source_identity_of(p)?.map(|s| s.key)) {
             return Err(err(
@@ -310,8 +314,7 @@ impl<'a> Resolver<'a> {
         let mut inherited: Vec<(&str, &str)> = Vec::new();
         for (p, tags) in roles {
             for (k, _) in &tags.tags {
-                if let Some((_, from)) = inherited.iter().find(|(t, _)| t.eq_ignore_ascii_case(k))
-                {
+                if let Some((_, from)) = inherited.iter().find(|(t, _)| t.eq_ignore_ascii_case(k)) {
                     let key = TAGS
                         .into_iter()
                         .find(|key| list_text(p, key).is_some())
@@ -325,7 +328,11 @@ impl<'a> Resolver<'a> {
                     ));
                 }
             }
-            inherited.extend(tags.transitive.iter().map(|k| (k.as_str(), p.name.as_str())));
+            inherited.extend(
+                tags.transitive
+                    .iter()
+                    .map(|k| (k.as_str(), p.name.as_str())),
+            );
         }
         Ok(())
     }
@@ -391,14 +398,20 @@ mod tests {
             ("team=a;b", "value of \"team\" holds ';'"),
             ("team=a,team=b", "key \"team\" is given twice; keep one"),
             ("team=a\tb", "holds '\\t'"),
-            (&format!("{long_key}=v"), "129 characters long; STS allows at most 128"),
+            (
+                &format!("{long_key}=v"),
+                "129 characters long; STS allows at most 128",
+            ),
             (&long_value, "257 characters long; STS allows at most 256"),
             (&many.join(","), "has 51 tags; STS allows at most 50"),
         ] {
             let e = parse_tags(value).unwrap_err();
             assert!(e.contains(needle), "{value:?}: {e}");
         }
-        assert_eq!(parse_tags(&format!("{}=v", "k".repeat(128))).unwrap().len(), 1);
+        assert_eq!(
+            parse_tags(&format!("{}=v", "k".repeat(128))).unwrap().len(),
+            1
+        );
         assert_eq!(parse_tags(&many[..50].join(",")).unwrap().len(), 50);
     }
 
@@ -407,7 +420,10 @@ mod tests {
         assert_eq!(parse_keys("a, b ,c,").unwrap(), ["a", "b", "c"]);
         assert!(parse_keys("a,A").unwrap_err().contains("twice"));
         assert!(parse_keys("a;b").unwrap_err().contains("';'"));
-        assert_eq!(parse_source_identity(" alice@example.com ").unwrap(), "alice@example.com");
+        assert_eq!(
+            parse_source_identity(" alice@example.com ").unwrap(),
+            "alice@example.com"
+        );
         for bad in ["a", "has space", "aws:x", "é-accent", &"x".repeat(65)] {
             assert!(parse_source_identity(bad).is_err(), "{bad:?}");
         }
@@ -417,13 +433,12 @@ mod tests {
     #[test]
     fn describe_shows_keys_never_values() {
         let t = SessionTags {
-            tags: (1..=6).map(|i| (format!("k{i}"), format!("secret-ish-{i}"))).collect(),
+            tags: (1..=6)
+                .map(|i| (format!("k{i}"), format!("secret-ish-{i}")))
+                .collect(),
             transitive: vec!["k2".into()],
         };
-        assert_eq!(
-            t.describe(),
-            "tags: k1, k2 (transitive), k3, k4, 2 more"
-        );
+        assert_eq!(t.describe(), "tags: k1, k2 (transitive), k3, k4, 2 more");
         assert!(!t.describe().contains("secret-ish"));
         assert_eq!(SessionTags::default().describe(), "");
     }
