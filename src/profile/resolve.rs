@@ -26,6 +26,9 @@
 //! - Durations: `GetSessionToken` 900..=129600 (default 43200), `AssumeRole` 900..=43200 (default
 //!   3600, and at most 3600 when chained from role credentials), `GetFederationToken`
 //!   900..=129600 (default 43200).
+//! - Session tags, transitive tag keys and source identity (credvend's `credvend_*` keys or
+//!   aws-vault's spellings) go with the `AssumeRole` of the profile that sets them, tags also
+//!   with `GetFederationToken`; their syntax and STS's limits are in `resolve/tags.rs`.
 //! - Endpoints, in the SDKs' order: `AWS_ENDPOINT_URL_STS`, `AWS_ENDPOINT_URL`, the profile's
 //!   `[services]` section `sts = endpoint_url = …`, the profile's `endpoint_url`, else
 //!   `sts.REGION.amazonaws.com` (or the global endpoint with `sts_regional_endpoints = legacy`).
@@ -1060,10 +1063,10 @@ impl<'a> Resolver<'a> {
             .collect::<Result<Vec<_>, _>>()?;
         let tagged: Vec<_> = profiles
             .iter()
-            .copied()
-            .zip(roles.iter().map(|r| &r.tags))
+            .zip(&roles)
+            .map(|(p, r)| (*p, &r.tags, r.source_identity.as_deref()))
             .collect();
-        self.no_inherited_tag_overrides(&tagged)?;
+        self.chain_keeps_inherited(&tagged)?;
         Ok(roles)
     }
 
@@ -1834,9 +1837,10 @@ mod tests {
     }
 
     /// Each role of a chain sends its own profile's tags; a later role may not set a tag an
-    /// earlier one passes on as transitive (STS fails that AssumeRole).
+    /// earlier one passes on as transitive, nor another source identity (STS fails that
+    /// AssumeRole).
     #[test]
-    fn tags_belong_to_the_role_that_sets_them_and_inherited_ones_stay() {
+    fn tags_and_source_identity_belong_to_their_role_and_inherited_ones_stay() {
         let cfg = "[profile user]\n\
                    [profile a]\nrole_arn = arn:aws:iam::123456789012:role/a\nsource_profile = user\n\
                    session_tags = team=dev,x=1\ntransitive_session_tags = team\n\
@@ -1855,6 +1859,16 @@ mod tests {
             e.message.starts_with(
                 "config file line 14: profile `c`: session_tags sets \"Team\", which profile `a`"
             ),
+            "{e}"
+        );
+        let ids = "[profile user]\n\
+                   [profile a]\nrole_arn = arn:aws:iam::123456789012:role/a\nsource_profile = user\nsource_identity = alice\n\
+                   [profile b]\nrole_arn = arn:aws:iam::123456789012:role/b\nsource_profile = a\nsource_identity = alice\n\
+                   [profile c]\nrole_arn = arn:aws:iam::123456789012:role/c\nsource_profile = a\ncredvend_source_identity = bob\n";
+        assert!(res(ids, "b").is_ok(), "the same source identity again");
+        let e = res(ids, "c").unwrap_err();
+        assert!(
+            e.message.starts_with("config file line 13: profile `c`: credvend_source_identity \"bob\" differs from \"alice\", which profile `a`"),
             "{e}"
         );
     }

@@ -11,6 +11,9 @@
 //!   way; each must be a key of the profile's session tags.
 //! - `credvend_source_identity` / `source_identity`: one value.
 //!
+//! Each `AssumeRole` sends what the profile defining that role says (nothing falls back to the
+//! served profile or `[default]`); `GetFederationToken` what the served profile says.
+//!
 //! Both spellings of one key in one profile must say the same thing (compared after parsing,
 //! order aside); otherwise the profile is refused naming both lines, since either reading would
 //! surprise someone.
@@ -20,7 +23,9 @@
 //! `tagValueType` 0..=256 of the same, `tagKeyListType` max 50, `sourceIdentityType` 2..=64 of
 //! `[\w+=,.@-]`) and its documentation of `AssumeRole` `Tags`: tag keys are case-insensitive
 //! (`Department` and `department` are one key), and a session tag with the key of a transitive
-//! tag inherited from the calling session makes the call fail. `GetFederationToken` takes
+//! tag inherited from the calling session makes the call fail. A source identity persists
+//! along a chain and cannot change (IAM User Guide, "Monitor and control actions taken with
+//! assumed roles"), so a later role may repeat it but not set another. `GetFederationToken` takes
 //! `Tags` but neither `TransitiveTagKeys` nor `SourceIdentity`; `AssumeRoleWithWebIdentity`
 //! takes none of them (its tags come from the token).
 
@@ -304,15 +309,36 @@ impl<'a> Resolver<'a> {
         Ok(self.tags_of(p)?.map(|s| s.value).unwrap_or_default())
     }
 
-    /// Refuses a role that sets a session tag with the key of a transitive tag an earlier role
-    /// of the chain passes on: STS fails such an `AssumeRole`. `roles` are in the order they are
-    /// assumed, with the sections defining them.
-    pub(super) fn no_inherited_tag_overrides(
+    /// Refuses what STS would refuse along a chain of roles: a role that sets a session tag with
+    /// the key of a transitive tag an earlier role passes on, or a source identity other than
+    /// the one an earlier role set (it persists across chained sessions and cannot be changed:
+    /// IAM User Guide, "Monitor and control actions taken with assumed roles"). `roles` are in
+    /// the order they are assumed, with the sections defining them.
+    pub(super) fn chain_keeps_inherited(
         &self,
-        roles: &[(&Section, &SessionTags)],
+        roles: &[(&Section, &SessionTags, Option<&str>)],
     ) -> Result<(), ResolveError> {
         let mut inherited: Vec<(&str, &str)> = Vec::new();
-        for (p, tags) in roles {
+        let mut identity: Option<(&str, &str)> = None;
+        for (p, tags, source_identity) in roles {
+            if let (Some((first, from)), Some(this)) = (identity, source_identity)
+                && first != *this
+            {
+                let key = SOURCE_IDENTITY
+                    .into_iter()
+                    .find(|key| list_text(p, key).is_some())
+                    .unwrap_or(SOURCE_IDENTITY[0]);
+                return Err(err(
+                    ErrorKind::BadValue,
+                    format!(
+                        "profile `{}`: {key} {this:?} differs from {first:?}, which profile `{from}` earlier in the chain set, and a source identity cannot change along a chain; remove one of them",
+                        p.name
+                    ),
+                ));
+            }
+            if identity.is_none() {
+                identity = source_identity.map(|s| (s, p.name.as_str()));
+            }
             for (k, _) in &tags.tags {
                 if let Some((_, from)) = inherited.iter().find(|(t, _)| t.eq_ignore_ascii_case(k)) {
                     let key = TAGS
