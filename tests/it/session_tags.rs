@@ -110,7 +110,7 @@ async fn tags_transitive_keys_and_source_identity_reach_assume_role_as_botocore_
         p = proxy.url()
     ));
     setup.store_key("base", &user.key);
-    setup.write_toml(&Toml::new().ecs(&["cv", "av"]).build());
+    setup.write_toml(&Toml::new().imds("cv").ecs(&["cv", "av"]).build());
     let _daemon = setup.start();
     for p in ["cv", "av"] {
         setup.wait_status(p, "fresh", phase_is("fresh")).await;
@@ -199,7 +199,7 @@ async fn a_malformed_tag_list_is_refused_at_load_naming_its_line() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains(want), "{}", stderr(&out));
 
-    setup.write_toml(&Toml::new().ecs(&["good", "bad"]).build());
+    setup.write_toml(&Toml::new().imds("good").ecs(&["good", "bad"]).build());
     let _daemon = setup.start();
     setup.wait_status("good", "fresh", phase_is("fresh")).await;
     let bad = setup.wait_status("bad", "error", phase_is("error")).await;
@@ -299,7 +299,7 @@ async fn a_reload_that_changes_an_intermediate_roles_tags_assumes_it_again() {
     };
     setup.write_aws_config(&config("dev"));
     setup.store_key("base", &user.key);
-    setup.write_toml(&Toml::new().ecs(&["b"]).build());
+    setup.write_toml(&Toml::new().imds("b").ecs(&["b"]).build());
     let daemon = setup.start();
     setup.wait_status("b", "fresh", phase_is("fresh")).await;
     assert_eq!(proxy.count("AssumeRole"), 2, "a, then b");
