@@ -196,7 +196,8 @@ pub(crate) struct FederationStep {
     pub policy: Option<String>,
     /// Managed session policies.
     pub policy_arns: Vec<String>,
-    /// Session tags of the federated user, `(key, value)` (`credvend_session_tags`).
+    /// Session tags of the federated user, `(key, value)` (`credvend_session_tags` or
+    /// `session_tags`).
     pub tags: Vec<(String, String)>,
     /// Where to send it.
     pub target: StsTarget,
@@ -220,9 +221,9 @@ pub(crate) struct RoleStep {
     /// Managed session policies.
     pub policy_arns: Vec<String>,
     /// Session tags and which of them are transitive (`credvend_session_tags`,
-    /// `credvend_transitive_session_tags`).
+    /// `credvend_transitive_session_tags`, or aws-vault's spellings).
     pub tags: SessionTags,
-    /// `credvend_source_identity`.
+    /// `credvend_source_identity` (or `source_identity`).
     pub source_identity: Option<String>,
     /// Where to send it.
     pub target: StsTarget,

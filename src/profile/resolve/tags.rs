@@ -33,14 +33,14 @@ use super::{ErrorKind, ResolveError, Resolver, err};
 use crate::profile::file::{Property, Section};
 
 /// The two spellings of the session tags key, credvend's first.
-pub(crate) const TAGS: [&str; 2] = ["credvend_session_tags", "session_tags"];
+const TAGS: [&str; 2] = ["credvend_session_tags", "session_tags"];
 /// The two spellings of the transitive tag keys key.
-pub(crate) const TRANSITIVE: [&str; 2] = [
+const TRANSITIVE: [&str; 2] = [
     "credvend_transitive_session_tags",
     "transitive_session_tags",
 ];
 /// The two spellings of the source identity key.
-pub(crate) const SOURCE_IDENTITY: [&str; 2] = ["credvend_source_identity", "source_identity"];
+const SOURCE_IDENTITY: [&str; 2] = ["credvend_source_identity", "source_identity"];
 
 /// One session tag, `(key, value)`.
 type Tag = (String, String);
