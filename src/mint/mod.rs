@@ -6,7 +6,8 @@
 //! - MFA-authenticated sessions (`GetSessionToken` with a code) are kept in memory and in the
 //!   keyring, and reused while they have time left, also across daemon restarts;
 //! - intermediate links of a role chain are reused while they have time left, so refreshing the
-//!   served role of a chain usually costs a single `AssumeRole`.
+//!   served role of a chain usually costs a single `AssumeRole` (a link is reused only for the
+//!   same source credentials and the same request: session tags, source identity, policies).
 //!
 //! "Time left" scales with the session: a cached session is reused while it has more than a
 //! quarter of its configured length left, capped at [`REUSE_MIN`] for long sessions.
@@ -334,8 +335,9 @@ impl CacheKey {
 
 /// A cached session or link.
 struct Cached {
-    /// For a link, the access key id it was assumed with: after its source rotates, the link
-    /// is stale and gets replaced.
+    /// For a link, what it was assumed with (see [`link_source`]): after its source rotates, or
+    /// a reload changes its request (tags, policies, duration), the link is stale and gets
+    /// replaced.
     source: Option<String>,
     creds: TemporaryCredentials,
 }
@@ -744,7 +746,7 @@ impl Minter {
             duration_seconds: Some(f.duration),
             policy: f.policy.clone(),
             policy_arns: f.policy_arns.clone(),
-            ..GetFederationToken::default()
+            tags: f.tags.clone(),
         });
         self.call(
             chain,
@@ -838,7 +840,7 @@ impl Minter {
         role: &RoleStep,
         served: bool,
     ) -> Result<TemporaryCredentials, MintError> {
-        let source_id = start.access_key_id().to_owned();
+        let source_id = link_source(start.access_key_id(), role);
         let key = CacheKey::Link {
             profile: role.profile.clone(),
             role_arn: role.role_arn.clone(),
@@ -925,6 +927,17 @@ fn long_enough(chain: &Chain, minted: Minted) -> Result<Minted, MintError> {
     })
 }
 
+/// What a link is assumed with: the access key id of the credentials before it and a digest of
+/// the `AssumeRole` request (no MFA code is ever in a link's request), so that a link cached
+/// before a reload changed its session tags, source identity or policies is not reused.
+fn link_source(access_key_id: &str, role: &RoleStep) -> String {
+    use secrecy::ExposeSecret;
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    assume(role).form_body().expose_secret().hash(&mut h);
+    format!("{access_key_id}/{:016x}", h.finish())
+}
+
 fn assume(role: &RoleStep) -> StsRequest {
     StsRequest::AssumeRole(AssumeRole {
         role_arn: role.role_arn.clone(),
@@ -933,7 +946,10 @@ fn assume(role: &RoleStep) -> StsRequest {
         external_id: role.external_id.clone(),
         policy: role.policy.clone(),
         policy_arns: role.policy_arns.clone(),
-        ..AssumeRole::default()
+        tags: role.tags.tags.clone(),
+        transitive_tag_keys: role.tags.transitive.clone(),
+        source_identity: role.source_identity.clone(),
+        mfa: None,
     })
 }
 
@@ -983,5 +999,44 @@ mod tests {
         assert!(m.cached(&link("role"), Some("S"), now, 3600).is_none());
         assert!(m.cached(&link("a"), Some("SRC99"), now, 3600).is_some());
         assert!(m.cached(&session, None, now, 3600).is_some());
+    }
+
+    /// A link cached before a reload changed its session tags, transitive keys or source
+    /// identity is not reused: its request is part of what it was made with.
+    #[test]
+    fn a_link_is_reused_only_for_the_same_request() {
+        let role = RoleStep {
+            profile: "a".into(),
+            role_arn: "arn:aws:iam::123456789012:role/a".into(),
+            session_name: "credvend-a".into(),
+            duration: 3600,
+            external_id: None,
+            policy: None,
+            policy_arns: Vec::new(),
+            tags: crate::profile::resolve::SessionTags {
+                tags: vec![("team".into(), "dev".into())],
+                transitive: vec!["team".into()],
+            },
+            source_identity: Some("alice".into()),
+            target: StsTarget {
+                endpoint: crate::sts::StsEndpoint::custom(
+                    "http://127.0.0.1:5000".parse().unwrap(),
+                    "us-east-1",
+                ),
+                ca_bundle: None,
+            },
+        };
+        let same = link_source("ASIA1", &role);
+        assert_eq!(same, link_source("ASIA1", &role.clone()));
+        assert_ne!(same, link_source("ASIA2", &role));
+        let mut other = role.clone();
+        other.tags.tags[0].1 = "ops".into();
+        assert_ne!(same, link_source("ASIA1", &other));
+        let mut other = role.clone();
+        other.tags.transitive.clear();
+        assert_ne!(same, link_source("ASIA1", &other));
+        let mut other = role;
+        other.source_identity = None;
+        assert_ne!(same, link_source("ASIA1", &other));
     }
 }

@@ -16,6 +16,19 @@ pub(crate) const CREDVEND_KEYS: &[&str] = &[
     "credvend_policy_arns",
     "credvend_mfa_process",
     "credvend_session_duration_seconds",
+    "credvend_session_tags",
+    "credvend_transitive_session_tags",
+    "credvend_source_identity",
+];
+
+/// The session tag keys, both spellings (see `resolve/tags.rs`).
+const TAG_KEYS: [&str; 6] = [
+    "credvend_session_tags",
+    "session_tags",
+    "credvend_transitive_session_tags",
+    "transitive_session_tags",
+    "credvend_source_identity",
+    "source_identity",
 ];
 
 /// A setting that will not do what it says.
@@ -108,6 +121,11 @@ fn kind_conflicts(p: &Section, has: &dyn Fn(&str) -> bool) -> Vec<(&'static str,
             "source_profile is ignored: the role is assumed with the web identity token".to_owned(),
         ));
     }
+    if let Some(why) = tags_ignored_because(has) {
+        for key in TAG_KEYS.into_iter().filter(|k| has(k)) {
+            out.push((key, format!("{key} has no effect: {why}")));
+        }
+    }
     if has("credential_process") && !has("role_arn") && has("duration_seconds") {
         out.push((
             "duration_seconds",
@@ -116,6 +134,27 @@ fn kind_conflicts(p: &Section, has: &dyn Fn(&str) -> bool) -> Vec<(&'static str,
         ));
     }
     out
+}
+
+/// Why a profile of this kind sends no session tags, or `None` when it does: only `AssumeRole`
+/// (a profile with `role_arn`, not a web identity one) and `GetFederationToken` take them (and
+/// `resolve` refuses what `GetFederationToken` cannot take).
+fn tags_ignored_because(has: &dyn Fn(&str) -> bool) -> Option<&'static str> {
+    if has("role_arn") {
+        return has("web_identity_token_file").then_some(
+            "AssumeRoleWithWebIdentity takes its session tags from the token, not from the config",
+        );
+    }
+    if has("credvend_federation_name") {
+        return None;
+    }
+    Some(if has("sso_account_id") || has("sso_role_name") {
+        "IAM Identity Center sets the tags of its role sessions; add role_arn to assume a role with them"
+    } else if has("credential_process") {
+        "credential_process credentials are served as they are; add role_arn to assume a role with them"
+    } else {
+        "this profile is served through GetSessionToken, which takes no session tags or source identity; add role_arn or credvend_federation_name"
+    })
 }
 
 /// The candidate closest to `word` when it is a plausible typo of it: at most two edits apart
@@ -213,5 +252,42 @@ mod tests {
             "{role:?}"
         );
         assert!(warnings(cfg, "nope").is_empty());
+    }
+
+    #[test]
+    fn session_tags_on_a_profile_that_sends_none_are_warned_about() {
+        let cfg = "[profile keys]\nsession_tags = team=dev\ncredvend_source_identity = alice\n\
+                   [profile wi]\nrole_arn = arn:aws:iam::123456789012:role/r\nweb_identity_token_file = /t\n\
+                   credvend_session_tags = team=dev\n\
+                   [profile proc]\ncredential_process = x\ntransitive_session_tags = team\n\
+                   [profile role]\nrole_arn = arn:aws:iam::123456789012:role/r\nsource_profile = keys\n\
+                   session_tags = team=dev\ncredvend_sesion_tags = x=y\n\
+                   [profile fed]\ncredvend_federation_name = fed\nsession_tags = team=dev\n";
+        let keys = warnings(cfg, "keys");
+        assert_eq!(keys.len(), 2, "{keys:#?}");
+        assert!(
+            keys[1].starts_with("config file line 3: profile `keys`: credvend_source_identity has no effect: this profile is served through GetSessionToken"),
+            "{keys:#?}"
+        );
+        assert!(
+            keys[0].starts_with("config file line 2: profile `keys`: session_tags has no effect")
+        );
+        let wi = warnings(cfg, "wi");
+        assert!(
+            wi[0].contains("line 7") && wi[0].contains("AssumeRoleWithWebIdentity"),
+            "{wi:?}"
+        );
+        let proc = warnings(cfg, "proc");
+        assert!(
+            proc[0].contains("line 10") && proc[0].contains("credential_process"),
+            "{proc:?}"
+        );
+        let role = warnings(cfg, "role");
+        assert_eq!(role.len(), 1, "{role:?}");
+        assert!(
+            role[0].contains("did you mean credvend_session_tags?"),
+            "{role:?}"
+        );
+        assert!(warnings(cfg, "fed").is_empty());
     }
 }

@@ -26,6 +26,9 @@
 //! - Durations: `GetSessionToken` 900..=129600 (default 43200), `AssumeRole` 900..=43200 (default
 //!   3600, and at most 3600 when chained from role credentials), `GetFederationToken`
 //!   900..=129600 (default 43200).
+//! - Session tags, transitive tag keys and source identity (credvend's `credvend_*` keys or
+//!   aws-vault's spellings) go with the `AssumeRole` of the profile that sets them, tags also
+//!   with `GetFederationToken`; their syntax and STS's limits are in `resolve/tags.rs`.
 //! - Endpoints, in the SDKs' order: `AWS_ENDPOINT_URL_STS`, `AWS_ENDPOINT_URL`, the profile's
 //!   `[services]` section `sts = endpoint_url = …`, the profile's `endpoint_url`, else
 //!   `sts.REGION.amazonaws.com` (or the global endpoint with `sts_regional_endpoints = legacy`).
@@ -33,6 +36,7 @@
 //!   profile's.
 
 mod sso;
+mod tags;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -40,6 +44,8 @@ use std::path::{Path, PathBuf};
 use super::file::{ProfileSet, Section};
 use crate::sso::{SsoEndpoints, SsoSession};
 use crate::sts::{RegionalEndpoints, StsEndpoint};
+
+pub(crate) use tags::SessionTags;
 
 /// Environment variables that affect resolution, captured once.
 #[derive(Clone, Debug, Default)]
@@ -190,6 +196,9 @@ pub(crate) struct FederationStep {
     pub policy: Option<String>,
     /// Managed session policies.
     pub policy_arns: Vec<String>,
+    /// Session tags of the federated user, `(key, value)` (`credvend_session_tags` or
+    /// `session_tags`).
+    pub tags: Vec<(String, String)>,
     /// Where to send it.
     pub target: StsTarget,
 }
@@ -211,8 +220,39 @@ pub(crate) struct RoleStep {
     pub policy: Option<String>,
     /// Managed session policies.
     pub policy_arns: Vec<String>,
+    /// Session tags and which of them are transitive (`credvend_session_tags`,
+    /// `credvend_transitive_session_tags`, or aws-vault's spellings).
+    pub tags: SessionTags,
+    /// `credvend_source_identity` (or `source_identity`).
+    pub source_identity: Option<String>,
     /// Where to send it.
     pub target: StsTarget,
+}
+
+impl RoleStep {
+    /// How `status` shows it: `AssumeRole(profile)`, with the tag keys and the source identity
+    /// when set.
+    fn describe(&self) -> String {
+        let mut extras = vec![self.tags.describe()];
+        if let Some(s) = &self.source_identity {
+            extras.push(format!("source identity: {s}"));
+        }
+        describe_call("AssumeRole", &self.profile, &extras)
+    }
+}
+
+/// `CALL(subject)` or `CALL(subject; extra; extra)`, empty extras left out.
+fn describe_call(call: &str, subject: &str, extras: &[String]) -> String {
+    let extras: Vec<&str> = extras
+        .iter()
+        .map(String::as_str)
+        .filter(|e| !e.is_empty())
+        .collect();
+    if extras.is_empty() {
+        format!("{call}({subject})")
+    } else {
+        format!("{call}({subject}; {})", extras.join("; "))
+    }
 }
 
 /// Roles assumed in order: at least one.
@@ -404,7 +444,17 @@ impl Chain {
             Source::Keys {
                 then: FromKeys::Federation(f),
                 ..
-            } => parts.push(format!("GetFederationToken({})", f.name)),
+            } => {
+                let tags = SessionTags {
+                    tags: f.tags.clone(),
+                    transitive: Vec::new(),
+                };
+                parts.push(describe_call(
+                    "GetFederationToken",
+                    &f.name,
+                    &[tags.describe()],
+                ))
+            }
             Source::Keys {
                 then: FromKeys::Roles { mfa: Some(_), .. },
                 ..
@@ -412,11 +462,7 @@ impl Chain {
             Source::Sso { step, .. } => parts.push(format!("GetRoleCredentials({})", step.profile)),
             _ => {}
         }
-        parts.extend(
-            self.roles()
-                .into_iter()
-                .map(|r| format!("AssumeRole({})", r.profile)),
-        );
+        parts.extend(self.roles().into_iter().map(RoleStep::describe));
         parts.join(" -> ")
     }
 
@@ -812,6 +858,8 @@ impl<'a> Resolver<'a> {
                 .filter(|v| !v.is_empty()),
             policy,
             policy_arns,
+            tags: self.session_tags(p)?,
+            source_identity: self.source_identity(p)?,
             target: self.target(p)?,
         })
     }
@@ -1009,11 +1057,18 @@ impl<'a> Resolver<'a> {
         base: BaseKind,
     ) -> Result<Vec<RoleStep>, ResolveError> {
         let role_session = matches!(base, BaseKind::WebIdentity | BaseKind::Sso);
-        profiles
+        let roles = profiles
             .iter()
             .enumerate()
             .map(|(i, p)| self.role_step(p, i > 0 || role_session))
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        let tagged: Vec<_> = profiles
+            .iter()
+            .zip(&roles)
+            .map(|(p, r)| (*p, &r.tags, r.source_identity.as_deref()))
+            .collect();
+        self.chain_keeps_inherited(&tagged)?;
+        Ok(roles)
     }
 
     /// The first profile of the chain (base first) with an `mfa_serial`.
@@ -1197,6 +1252,7 @@ impl<'a> Resolver<'a> {
             ));
         }
         let (policy, policy_arns) = self.policy(leaf)?;
+        let tags = self.federation_tags(leaf)?;
         Ok(FederationStep {
             profile: name.to_owned(),
             name: fed.to_owned(),
@@ -1209,6 +1265,7 @@ impl<'a> Resolver<'a> {
             )?,
             policy,
             policy_arns,
+            tags,
             target: self.target(leaf)?,
         })
     }
@@ -1653,6 +1710,168 @@ mod tests {
         assert_eq!(fed.name, "fed-user");
         assert_eq!(fed.policy_arns.len(), 2);
         assert!(fed.policy.unwrap().contains("2012-10-17"));
+    }
+
+    #[test]
+    fn session_tags_and_source_identity_reach_the_role_step_in_either_spelling() {
+        let cfg = "[profile user]\n\
+                   [profile cv]\nrole_arn = arn:aws:iam::123456789012:role/r\nsource_profile = user\n\
+                   credvend_session_tags = team=dev, Project = x/y\ncredvend_transitive_session_tags = TEAM\n\
+                   credvend_source_identity = alice@example.com\n\
+                   [profile av]\nrole_arn = arn:aws:iam::123456789012:role/r\nsource_profile = user\n\
+                   session_tags = team=dev,Project=x/y\ntransitive_session_tags = team\nsource_identity = alice@example.com\n\
+                   [profile both]\nrole_arn = arn:aws:iam::123456789012:role/r\nsource_profile = user\n\
+                   credvend_session_tags = Project=x/y,team=dev\nsession_tags = team=dev,Project=x/y\n\
+                   [profile lines]\nrole_arn = arn:aws:iam::123456789012:role/r\nsource_profile = user\n\
+                   session_tags =\n  team = dev\n  Project = x/y\n";
+        let role = |name: &str| res(cfg, name).unwrap().roles()[0].clone();
+        let cv = role("cv");
+        assert_eq!(
+            cv.tags.tags,
+            [
+                ("team".to_owned(), "dev".to_owned()),
+                ("Project".to_owned(), "x/y".to_owned())
+            ]
+        );
+        assert_eq!(
+            cv.tags.transitive,
+            ["team"],
+            "spelled as the tag, whatever case the list used"
+        );
+        assert_eq!(cv.source_identity.as_deref(), Some("alice@example.com"));
+        let av = role("av");
+        assert_eq!(
+            (&av.tags, &av.source_identity),
+            (&cv.tags, &cv.source_identity)
+        );
+        assert_eq!(role("both").tags.tags.len(), 2, "same tags, other order");
+        assert_eq!(role("lines").tags.tags, cv.tags.tags, "indented lines");
+        assert_eq!(
+            res(cfg, "cv").unwrap().describe(),
+            "keyring:user -> AssumeRole(cv; tags: team (transitive), Project; source identity: alice@example.com)"
+        );
+        assert!(role("cv").tags != SessionTags::default());
+        assert_eq!(
+            res(cfg, "user").unwrap().describe(),
+            "keyring:user -> GetSessionToken"
+        );
+    }
+
+    #[test]
+    fn malformed_session_tags_are_refused_naming_their_line() {
+        let role = "[profile user]\n[profile r]\nrole_arn = arn:aws:iam::123456789012:role/r\nsource_profile = user\n";
+        for (lines, needle) in [
+            (
+                "credvend_session_tags = team",
+                "line 5: profile `r`: credvend_session_tags entry \"team\" has no `=`",
+            ),
+            (
+                "session_tags = team=dev,=x",
+                "line 5: profile `r`: session_tags entry \"=x\" has an empty key",
+            ),
+            (
+                "session_tags = team=dev,TEAM=ops",
+                "line 5: profile `r`: session_tags key \"TEAM\" is given twice",
+            ),
+            (
+                "credvend_source_identity = a b",
+                "line 5: profile `r`: credvend_source_identity \"a b\" must be 2-64",
+            ),
+            (
+                "session_tags = team=dev\ntransitive_session_tags = team,project",
+                "line 6: profile `r`: transitive_session_tags names \"project\", which is not a key of session_tags",
+            ),
+            (
+                "credvend_transitive_session_tags = team",
+                "line 5: profile `r`: credvend_transitive_session_tags names \"team\", which is not a key of credvend_session_tags",
+            ),
+            (
+                "credvend_session_tags = team=dev\nsession_tags = team=ops",
+                "line 5: profile `r`: credvend_session_tags (config file line 5) and session_tags (config file line 6) say different things",
+            ),
+            (
+                "source_identity = alice\ncredvend_source_identity = bob",
+                "line 6: profile `r`: credvend_source_identity (config file line 6) and source_identity (config file line 5)",
+            ),
+        ] {
+            let e = res(&format!("{role}{lines}\n"), "r").unwrap_err();
+            assert_eq!(e.kind, ErrorKind::BadValue, "{lines}: {e}");
+            assert!(e.message.starts_with("config file "), "{lines}: {e}");
+            assert!(e.message.contains(needle), "{lines}:\n{e}\nwants {needle}");
+        }
+    }
+
+    #[test]
+    fn federation_takes_tags_but_no_transitive_keys_or_source_identity() {
+        let fed = "[profile f]\ncredvend_federation_name = fed-user\n";
+        let f = res(&format!("{fed}session_tags = team=dev\n"), "f").unwrap();
+        let Source::Keys {
+            then: FromKeys::Federation(step),
+            ..
+        } = &f.source
+        else {
+            panic!("{f:?}")
+        };
+        assert_eq!(step.tags, [("team".to_owned(), "dev".to_owned())]);
+        assert_eq!(
+            f.describe(),
+            "keyring:f -> GetFederationToken(fed-user; tags: team)"
+        );
+        for (extra, key) in [
+            (
+                "session_tags = team=dev\ntransitive_session_tags = team\n",
+                "transitive_session_tags",
+            ),
+            (
+                "credvend_source_identity = alice\n",
+                "credvend_source_identity",
+            ),
+        ] {
+            let e = res(&format!("{fed}{extra}"), "f").unwrap_err();
+            assert!(
+                e.message.contains(&format!(
+                    "profile `f`: {key} cannot be sent with GetFederationToken"
+                )) && e.message.starts_with("config file line "),
+                "{e}"
+            );
+        }
+    }
+
+    /// Each role of a chain sends its own profile's tags; a later role may not set a tag an
+    /// earlier one passes on as transitive, nor another source identity (STS fails that
+    /// AssumeRole).
+    #[test]
+    fn tags_and_source_identity_belong_to_their_role_and_inherited_ones_stay() {
+        let cfg = "[profile user]\n\
+                   [profile a]\nrole_arn = arn:aws:iam::123456789012:role/a\nsource_profile = user\n\
+                   session_tags = team=dev,x=1\ntransitive_session_tags = team\n\
+                   [profile b]\nrole_arn = arn:aws:iam::123456789012:role/b\nsource_profile = a\nsession_tags = x=2\n\
+                   [profile c]\nrole_arn = arn:aws:iam::123456789012:role/c\nsource_profile = a\nsession_tags = Team=ops\n";
+        let b = res(cfg, "b").unwrap();
+        let roles = b.roles();
+        assert_eq!(roles[0].tags.tags.len(), 2);
+        assert_eq!(
+            roles[1].tags.tags,
+            [("x".to_owned(), "2".to_owned())],
+            "a non-transitive key may be set again"
+        );
+        let e = res(cfg, "c").unwrap_err();
+        assert!(
+            e.message.starts_with(
+                "config file line 14: profile `c`: session_tags sets \"Team\", which profile `a`"
+            ),
+            "{e}"
+        );
+        let ids = "[profile user]\n\
+                   [profile a]\nrole_arn = arn:aws:iam::123456789012:role/a\nsource_profile = user\nsource_identity = alice\n\
+                   [profile b]\nrole_arn = arn:aws:iam::123456789012:role/b\nsource_profile = a\nsource_identity = alice\n\
+                   [profile c]\nrole_arn = arn:aws:iam::123456789012:role/c\nsource_profile = a\ncredvend_source_identity = bob\n";
+        assert!(res(ids, "b").is_ok(), "the same source identity again");
+        let e = res(ids, "c").unwrap_err();
+        assert!(
+            e.message.starts_with("config file line 13: profile `c`: credvend_source_identity \"bob\" differs from \"alice\", which profile `a`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -29,6 +29,7 @@ mod query_botocore;
 mod reload;
 mod rotate;
 mod sdk;
+mod session_tags;
 mod sigv4_botocore;
 mod sigv4_suite;
 mod sso;
