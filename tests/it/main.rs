@@ -27,6 +27,7 @@ mod profiles;
 mod query_botocore;
 mod reload;
 mod rotate;
+mod routes;
 mod sdk;
 mod sigv4_botocore;
 mod sigv4_suite;
