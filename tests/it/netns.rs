@@ -7,8 +7,9 @@
 //! in a network namespace of the test's own (only `lo` at first) with a private mount namespace;
 //! nothing is added to the machine's namespace and no packet leaves the namespaces the test
 //! made. Fixed addresses and ports are fine in there. The "container" namespaces come from
-//! `tests/netns/topology.sh` (a veth pair each) and `tests/netns/bridge.sh` (one bridge), the DNAT rules from `scripts/imds-dnat.sh` and
-//! `scripts/ecs-agent-dnat.sh` (the commands the README documents).
+//! `tests/netns/topology.sh` (a veth pair each) and `tests/netns/bridge.sh` (one bridge), the
+//! DNAT rules from `scripts/imds-dnat.sh` and `scripts/ecs-agent-dnat.sh` (the commands the
+//! README documents).
 
 use std::future::Future;
 use std::net::SocketAddr;
