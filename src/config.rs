@@ -5,6 +5,12 @@
 //! the `default` profile and the ECS endpoint on `127.0.0.1:9255` serving every profile. The
 //! ECS-agent-compatible listener (`[ecs_agent]`, `169.254.170.2:80` by default) runs only when the
 //! file has that section: its address needs privileges or socket activation.
+//!
+//! **Routes** (`routes = [{ from = "198.18.0.2/32", profile = "ci" }, { uid = "builder", profile
+//! = "build" }]` on `[[imds]]` and `[ecs_agent]`) give each peer of one listener its own profile.
+//! This module only parses and validates them (a CIDR without host bits, or a user; no two
+//! routes for the same network or user; `routes` instead of `profile` / `profiles`); which route
+//! a peer takes is decided by `daemon/routes.rs`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -44,8 +50,11 @@ pub struct DaemonConfig {
 pub struct ImdsListener {
     /// Address to bind; port 0 picks a free port.
     pub listen: SocketAddr,
-    /// The profile whose credentials this "instance" has.
-    pub profile: String,
+    /// The profile whose credentials this "instance" has, for every peer the listener admits;
+    /// `None` exactly when `routes` is not empty (then the routes name the profiles).
+    pub profile: Option<String>,
+    /// Which peer gets which profile (empty: `profile` for everyone).
+    pub routes: Vec<Route>,
     /// Serve tokenless (IMDSv1) requests too.
     pub imds_v1: bool,
     /// Peers allowed besides loopback; required for a non-loopback `listen`.
@@ -56,8 +65,63 @@ pub struct ImdsListener {
     pub hosts: Vec<String>,
     /// IP TTL of responses (EC2 uses 1 so that only the instance itself gets tokens).
     pub hop_limit: u8,
-    /// Role name shown in the listing; defaults to the profile name.
+    /// Role name shown in the listing; defaults to the profile name (routed roles are always
+    /// named after their profiles).
     pub role_name: Option<String>,
+}
+
+impl ImdsListener {
+    /// Every profile the listener serves: its `profile`, or each route's (once, in order).
+    pub fn profiles(&self) -> Vec<String> {
+        match &self.profile {
+            Some(p) => vec![p.clone()],
+            None => route_profiles(&self.routes),
+        }
+    }
+}
+
+/// The profiles `routes` name, each once, in order.
+pub fn route_profiles(routes: &[Route]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in routes {
+        if !out.contains(&r.profile) {
+            out.push(r.profile.clone());
+        }
+    }
+    out
+}
+
+/// Which peers a route is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RouteFrom {
+    /// Clients in another network namespace (a container, a VM) whose address is in this
+    /// network. Never written with host bits (`198.18.0.5/24` is refused at load).
+    Net(IpNet),
+    /// Processes on this machine running as this uid (the uid owning the client's socket).
+    Uid(u32),
+}
+
+impl std::fmt::Display for RouteFrom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RouteFrom::Net(net) => write!(f, "{net}"),
+            RouteFrom::Uid(uid) => write!(f, "uid {uid}"),
+        }
+    }
+}
+
+/// One entry of a listener's `routes`: the peers it is for and the profile they get.
+///
+/// Scoped sessions per route (`policy` / `policy_arns`, issue 16) are meant to become fields of
+/// this struct: the route would then name a profile *and* the session policy its peers get. They
+/// are not parsed yet (`RawRoute` refuses unknown keys, so such a config fails at load instead of
+/// serving unscoped credentials).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// Who.
+    pub from: RouteFrom,
+    /// The profile they get.
+    pub profile: String,
 }
 
 /// The `[ecs]` listener, and the `[ecs_agent]` one (same settings, another default address).
@@ -74,6 +138,9 @@ pub struct EcsListener {
     pub allow_uids: Vec<u32>,
     /// Extra names accepted in the `Host` header.
     pub hosts: Vec<String>,
+    /// Which peer may fetch which profile's ID (`[ecs_agent]` only; empty: any admitted peer any
+    /// ID). When not empty, `profiles` is `None`: the routes name the profiles served.
+    pub routes: Vec<Route>,
 }
 
 /// `[refresh]`: rotation margins.
@@ -129,7 +196,8 @@ impl Default for DaemonConfig {
         DaemonConfig {
             imds: vec![ImdsListener {
                 listen: DEFAULT_IMDS_LISTEN.parse().expect("constant"),
-                profile: "default".into(),
+                profile: Some("default".into()),
+                routes: Vec::new(),
                 imds_v1: false,
                 allow: Vec::new(),
                 allow_uids: Vec::new(),
@@ -143,6 +211,7 @@ impl Default for DaemonConfig {
                 allow: Vec::new(),
                 allow_uids: Vec::new(),
                 hosts: Vec::new(),
+                routes: Vec::new(),
             }),
             ecs_agent: None,
             refresh: RefreshSettings::default(),
@@ -187,6 +256,16 @@ struct RawImds {
     hosts: Vec<String>,
     hop_limit: Option<u8>,
     role_name: Option<String>,
+    routes: Option<Vec<RawRoute>>,
+}
+
+/// One entry of `routes`, as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    from: Option<String>,
+    uid: Option<UserSpec>,
+    profile: String,
 }
 
 #[derive(Deserialize)]
@@ -202,6 +281,7 @@ struct RawEcs {
     hosts: Vec<String>,
     #[serde(default = "yes")]
     enabled: bool,
+    routes: Option<Vec<RawRoute>>,
 }
 
 fn yes() -> bool {
@@ -244,15 +324,106 @@ fn parse_uids(
 ) -> Result<Vec<u32>, ConfigError> {
     values
         .into_iter()
-        .map(|v| match v {
-            UserSpec::Uid(uid) => Ok(uid),
-            UserSpec::Name(name) => lookup(&name).ok_or_else(|| {
-                ConfigError(format!(
-                    "{what}: allow_uids entry {name:?} is not a user on this machine (use a user name or a numeric uid)"
-                ))
-            }),
-        })
+        .map(|v| user_uid(v, lookup, &format!("{what}: allow_uids entry")))
         .collect()
+}
+
+/// The uid of a user given by number or name; `what` names the entry in the message.
+fn user_uid(v: UserSpec, lookup: UserLookup<'_>, what: &str) -> Result<u32, ConfigError> {
+    match v {
+        UserSpec::Uid(uid) => Ok(uid),
+        UserSpec::Name(name) => lookup(&name).ok_or_else(|| {
+            ConfigError(format!(
+                "{what} {name:?} is not a user on this machine (use a user name or a numeric uid)"
+            ))
+        }),
+    }
+}
+
+/// A route's `from`: a CIDR, or one address (a /32 or /128). A CIDR with host bits set is refused
+/// rather than widened: `198.18.0.5/24` is either a typo for `/32` or for `198.18.0.0/24`, and
+/// guessing wrong would hand a whole subnet a role.
+fn parse_route_net(text: &str, what: &str) -> Result<IpNet, ConfigError> {
+    let net = text
+        .parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            ConfigError(format!(
+                "{what}: from = {text:?} is not a CIDR (e.g. \"198.18.0.0/24\", \"fd00::/64\") or IP address"
+            ))
+        })?;
+    if net.trunc() != net {
+        return Err(ConfigError(format!(
+            "{what}: from = {text:?} has host bits set: write \"{}/{}\" for that one address or \"{}\" for its network",
+            net.addr(),
+            net.max_prefix_len(),
+            net.trunc()
+        )));
+    }
+    Ok(net)
+}
+
+/// Validates `routes` (`what` names the listener): each entry has exactly one of `from` / `uid`,
+/// a non-empty profile, and no two entries are for the same network or user (the most specific
+/// route wins, so two equally specific ones would be ambiguous).
+fn parse_routes(
+    raw: Vec<RawRoute>,
+    users: UserLookup<'_>,
+    what: &str,
+) -> Result<Vec<Route>, ConfigError> {
+    if raw.is_empty() {
+        return Err(ConfigError(format!(
+            "{what}: routes is empty: add routes, or remove it and set `profile`"
+        )));
+    }
+    let mut routes: Vec<Route> = Vec::with_capacity(raw.len());
+    for (i, r) in raw.into_iter().enumerate() {
+        let at = format!("{what}: routes #{}", i + 1);
+        let from = match (r.from, r.uid) {
+            (Some(text), None) => RouteFrom::Net(parse_route_net(&text, &at)?),
+            (None, Some(user)) => RouteFrom::Uid(user_uid(user, users, &format!("{at}: uid"))?),
+            _ => {
+                return Err(ConfigError(format!(
+                    "{at}: give exactly one of `from` (a CIDR, for containers and VMs) and `uid` (a local user)"
+                )));
+            }
+        };
+        if r.profile.trim().is_empty() {
+            return Err(ConfigError(format!("{at}: profile must not be empty")));
+        }
+        if let Some(j) = routes.iter().position(|o| o.from == from) {
+            return Err(ConfigError(format!(
+                "{at}: routes #{} is for {from} too; the most specific route wins, so two for the same {} are ambiguous: keep one",
+                j + 1,
+                if matches!(from, RouteFrom::Uid(_)) {
+                    "user"
+                } else {
+                    "network"
+                }
+            )));
+        }
+        routes.push(Route {
+            from,
+            profile: r.profile,
+        });
+    }
+    Ok(routes)
+}
+
+/// The networks of `routes`' `from` entries: peers a listener admits besides its `allow` list.
+pub fn route_nets(routes: &[Route]) -> impl Iterator<Item = IpNet> + '_ {
+    routes.iter().filter_map(|r| match r.from {
+        RouteFrom::Net(net) => Some(net),
+        RouteFrom::Uid(_) => None,
+    })
+}
+
+/// The uids of `routes`' `uid` entries: local users a listener admits besides `allow_uids`.
+pub fn route_uids(routes: &[Route]) -> impl Iterator<Item = u32> + '_ {
+    routes.iter().filter_map(|r| match r.from {
+        RouteFrom::Uid(uid) => Some(uid),
+        RouteFrom::Net(_) => None,
+    })
 }
 
 #[derive(Deserialize)]
@@ -311,25 +482,90 @@ pub const METADATA_ADDRESSES: &[&str] = &[
     "fd00:ec2::23",
 ];
 
-fn check_exposure(listen: SocketAddr, allow: &[IpNet], what: &str) -> Result<(), ConfigError> {
+/// A non-loopback listener must name the remote peers it admits: an `allow` list, or routes
+/// `from` networks (each an explicit grant).
+fn check_exposure(
+    listen: SocketAddr,
+    allow: &[IpNet],
+    routes: &[Route],
+    what: &str,
+) -> Result<(), ConfigError> {
     let metadata = METADATA_ADDRESSES
         .iter()
         .any(|a| a.parse::<IpAddr>().ok() == Some(listen.ip()));
-    if !listen.ip().is_loopback() && !metadata && allow.is_empty() {
+    if !listen.ip().is_loopback()
+        && !metadata
+        && allow.is_empty()
+        && route_nets(routes).next().is_none()
+    {
         return Err(ConfigError(format!(
             "{what}: listen = \"{listen}\" is not a loopback address, so it needs an `allow` list of the \
-             peers that may connect (e.g. allow = [\"172.17.0.0/16\"] for Docker's default bridge), or use \
-             a 127.0.0.1 address"
+             peers that may connect (e.g. allow = [\"172.17.0.0/16\"] for Docker's default bridge) or routes \
+             `from` their networks, or use a 127.0.0.1 address"
         )));
     }
     Ok(())
 }
 
-/// An `[ecs]` or `[ecs_agent]` section (`what` names it in messages); `None` when disabled.
+/// One `[[imds]]` section (`what` names it in messages).
+fn parse_imds(r: RawImds, what: &str, users: UserLookup<'_>) -> Result<ImdsListener, ConfigError> {
+    let listen = parse_listen(r.listen, DEFAULT_IMDS_LISTEN, what)?;
+    let allow = parse_allow(r.allow, what)?;
+    let (profile, routes) = match (r.profile, r.routes) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError(format!(
+                "{what}: give `profile` or `routes`, not both: with routes, a peer no route names is refused \
+                 (for a default, add a route from \"0.0.0.0/0\"; the most specific route wins)"
+            )));
+        }
+        (_, Some(_)) if r.role_name.is_some() => {
+            return Err(ConfigError(format!(
+                "{what}: role_name applies to `profile`; routed roles are named after their profiles: remove role_name"
+            )));
+        }
+        (None, Some(raw)) => (None, parse_routes(raw, users, what)?),
+        (profile, None) => {
+            let profile = profile.unwrap_or_else(|| "default".into());
+            if profile.trim().is_empty() {
+                return Err(ConfigError(format!("{what}: profile must not be empty")));
+            }
+            (Some(profile), Vec::new())
+        }
+    };
+    check_exposure(listen, &allow, &routes, what)?;
+    let hop_limit = r.hop_limit.unwrap_or(1);
+    if hop_limit == 0 {
+        return Err(ConfigError(format!(
+            "{what}: hop_limit must be 1..=255 (1 = only directly attached peers)"
+        )));
+    }
+    if let Some(name) = &r.role_name
+        && (name.is_empty() || name.contains(['/', '\n', '\r', ' ']))
+    {
+        return Err(ConfigError(format!(
+            "{what}: role_name {name:?} must be a non-empty name without '/', spaces or newlines"
+        )));
+    }
+    Ok(ImdsListener {
+        listen,
+        profile,
+        routes,
+        imds_v1: r.imds_v1,
+        allow,
+        allow_uids: parse_uids(r.allow_uids, users, what)?,
+        hosts: r.hosts,
+        hop_limit,
+        role_name: r.role_name,
+    })
+}
+
+/// An `[ecs]` or `[ecs_agent]` section (`what` names it in messages; `routes_allowed` only for
+/// the latter); `None` when disabled.
 fn parse_ecs(
     r: RawEcs,
     default_listen: &str,
     what: &str,
+    routes_allowed: bool,
     users: UserLookup<'_>,
 ) -> Result<Option<EcsListener>, ConfigError> {
     if !r.enabled {
@@ -337,13 +573,29 @@ fn parse_ecs(
     }
     let listen = parse_listen(r.listen, default_listen, what)?;
     let allow = parse_allow(r.allow, what)?;
-    check_exposure(listen, &allow, what)?;
+    let routes = match r.routes {
+        None => Vec::new(),
+        Some(_) if !routes_allowed => {
+            return Err(ConfigError(format!(
+                "{what}: routes are for [[imds]] and [ecs_agent]; on the ECS endpoint each profile's token \
+                 already decides who gets it: remove `routes`"
+            )));
+        }
+        Some(_) if r.profiles.is_some() => {
+            return Err(ConfigError(format!(
+                "{what}: give `profiles` or `routes`, not both: with routes, the routes name the profiles served"
+            )));
+        }
+        Some(raw) => parse_routes(raw, users, what)?,
+    };
+    check_exposure(listen, &allow, &routes, what)?;
     Ok(Some(EcsListener {
         listen,
         profiles: r.profiles,
         allow,
         allow_uids: parse_uids(r.allow_uids, users, what)?,
         hosts: r.hosts,
+        routes,
     }))
 }
 
@@ -367,44 +619,18 @@ impl DaemonConfig {
             Some(list) => list
                 .into_iter()
                 .enumerate()
-                .map(|(i, r)| {
-                    let what = format!("{source}: [[imds]] #{}", i + 1);
-                    let listen = parse_listen(r.listen, DEFAULT_IMDS_LISTEN, &what)?;
-                    let allow = parse_allow(r.allow, &what)?;
-                    check_exposure(listen, &allow, &what)?;
-                    let profile = r.profile.unwrap_or_else(|| "default".into());
-                    if profile.trim().is_empty() {
-                        return Err(ConfigError(format!("{what}: profile must not be empty")));
-                    }
-                    let hop_limit = r.hop_limit.unwrap_or(1);
-                    if hop_limit == 0 {
-                        return Err(ConfigError(format!(
-                            "{what}: hop_limit must be 1..=255 (1 = only directly attached peers)"
-                        )));
-                    }
-                    if let Some(name) = &r.role_name
-                        && (name.is_empty() || name.contains(['/', '\n', '\r', ' ']))
-                    {
-                        return Err(ConfigError(format!(
-                            "{what}: role_name {name:?} must be a non-empty name without '/', spaces or newlines"
-                        )));
-                    }
-                    Ok(ImdsListener {
-                        listen,
-                        profile,
-                        imds_v1: r.imds_v1,
-                        allow,
-                        allow_uids: parse_uids(r.allow_uids, users, &what)?,
-                        hosts: r.hosts,
-                        hop_limit,
-                        role_name: r.role_name,
-                    })
-                })
+                .map(|(i, r)| parse_imds(r, &format!("{source}: [[imds]] #{}", i + 1), users))
                 .collect::<Result<Vec<_>, _>>()?,
         };
         let ecs = match raw.ecs {
             None => defaults.ecs.clone(),
-            Some(r) => parse_ecs(r, DEFAULT_ECS_LISTEN, &format!("{source}: [ecs]"), users)?,
+            Some(r) => parse_ecs(
+                r,
+                DEFAULT_ECS_LISTEN,
+                &format!("{source}: [ecs]"),
+                false,
+                users,
+            )?,
         };
         let ecs_agent = match raw.ecs_agent {
             None => None,
@@ -412,6 +638,7 @@ impl DaemonConfig {
                 r,
                 DEFAULT_ECS_AGENT_LISTEN,
                 &format!("{source}: [ecs_agent]"),
+                true,
                 users,
             )?,
         };
@@ -632,5 +859,126 @@ prewarm = ["ci"]
         )
         .unwrap_err();
         assert!(e.0.contains("two listeners"), "{e}");
+    }
+
+    fn routes_of(text: &str) -> Result<Vec<Route>, ConfigError> {
+        let users = |name: &str| (name == "builder").then_some(1001);
+        DaemonConfig::parse_with(text, "c", &users).map(|c| c.imds[0].routes.clone())
+    }
+
+    #[test]
+    fn routes_take_cidrs_addresses_and_users() {
+        let text = "[[imds]]\nlisten = \"198.18.0.1:9254\"\nroutes = [\n\
+                    { from = \"198.18.0.2/32\", profile = \"ci\" },\n\
+                    { from = \"198.18.0.0/24\", profile = \"dev\" },\n\
+                    { from = \"198.18.0.7\", profile = \"ci\" },\n\
+                    { from = \"fd00:cafe::/64\", profile = \"dev\" },\n\
+                    { uid = \"builder\", profile = \"build\" },\n\
+                    { uid = 0, profile = \"root\" },\n]\n";
+        let users = |name: &str| (name == "builder").then_some(1001);
+        let c = DaemonConfig::parse_with(text, "c", &users).unwrap();
+        let l = &c.imds[0];
+        assert_eq!(l.profile, None);
+        let net = |s: &str| RouteFrom::Net(s.parse().unwrap());
+        assert_eq!(
+            l.routes.iter().map(|r| r.from).collect::<Vec<_>>(),
+            [
+                net("198.18.0.2/32"),
+                net("198.18.0.0/24"),
+                net("198.18.0.7/32"),
+                net("fd00:cafe::/64"),
+                RouteFrom::Uid(1001),
+                RouteFrom::Uid(0)
+            ]
+        );
+        assert_eq!(l.profiles(), ["ci", "dev", "build", "root"]);
+        assert!(
+            l.allow.is_empty(),
+            "routes admit their peers without an allow list"
+        );
+        let c = DaemonConfig::parse_with(
+            "[ecs_agent]\nlisten = \"198.18.0.1:9257\"\nroutes = [{ from = \"198.18.0.2/32\", profile = \"ci\" }]\n",
+            "c",
+            &users,
+        )
+        .unwrap();
+        let agent = c.ecs_agent.unwrap();
+        assert_eq!((agent.profiles, agent.routes.len()), (None, 1));
+    }
+
+    #[test]
+    fn route_mistakes_are_named_with_the_fix() {
+        for (text, want) in [
+            (
+                "[[imds]]\nroutes = [{ from = \"198.18.0.0/33\", profile = \"a\" }]\n",
+                "[[imds]] #1: routes #1: from = \"198.18.0.0/33\" is not a CIDR",
+            ),
+            (
+                "[[imds]]\nroutes = [{ from = \"198.18.0.5/24\", profile = \"a\" }]\n",
+                "has host bits set: write \"198.18.0.5/32\" for that one address or \"198.18.0.0/24\" for its network",
+            ),
+            (
+                "[[imds]]\nroutes = [{ from = \"fd00::5/64\", profile = \"a\" }]\n",
+                "\"fd00::5/128\"",
+            ),
+            (
+                "[[imds]]\nroutes = [{ uid = \"nobody-here\", profile = \"a\" }]\n",
+                "routes #1: uid \"nobody-here\" is not a user on this machine",
+            ),
+            (
+                "[[imds]]\nroutes = [{ profile = \"a\" }]\n",
+                "give exactly one of `from`",
+            ),
+            (
+                "[[imds]]\nroutes = [{ from = \"10.0.0.1\", uid = 0, profile = \"a\" }]\n",
+                "give exactly one of `from`",
+            ),
+            (
+                "[[imds]]\nroutes = [{ uid = 0, profile = \" \" }]\n",
+                "profile must not be empty",
+            ),
+            ("[[imds]]\nroutes = []\n", "routes is empty"),
+            (
+                "[[imds]]\nroutes = [{ from = \"10.0.0.0/8\", profile = \"a\" }, { from = \"10.0.0.0/8\", profile = \"b\" }]\n",
+                "routes #2: routes #1 is for 10.0.0.0/8 too",
+            ),
+            (
+                "[[imds]]\nroutes = [{ from = \"10.0.0.1/32\", profile = \"a\" }, { from = \"10.0.0.1\", profile = \"a\" }]\n",
+                "ambiguous",
+            ),
+            (
+                "[[imds]]\nroutes = [{ uid = 0, profile = \"a\" }, { uid = \"builder\", profile = \"b\" }, { uid = 1001, profile = \"c\" }]\n",
+                "routes #3: routes #2 is for uid 1001 too",
+            ),
+            (
+                "[[imds]]\nprofile = \"a\"\nroutes = [{ uid = 0, profile = \"b\" }]\n",
+                "give `profile` or `routes`, not both",
+            ),
+            (
+                "[[imds]]\nrole_name = \"x\"\nroutes = [{ uid = 0, profile = \"b\" }]\n",
+                "remove role_name",
+            ),
+            (
+                "[[imds]]\nroutes = [{ uid = 0, profile = \"b\", policy = \"{}\" }]\n",
+                "unknown field `policy`",
+            ),
+            (
+                "[ecs]\nroutes = [{ uid = 0, profile = \"b\" }]\n",
+                "[ecs]: routes are for [[imds]] and [ecs_agent]",
+            ),
+            (
+                "[ecs_agent]\nprofiles = [\"a\"]\nroutes = [{ uid = 0, profile = \"b\" }]\n",
+                "give `profiles` or `routes`, not both",
+            ),
+            (
+                "[[imds]]\nlisten = \"198.18.0.1:9254\"\nroutes = [{ uid = 0, profile = \"b\" }]\n",
+                "or routes `from` their networks",
+            ),
+        ] {
+            let e = routes_of(text).unwrap_err();
+            assert!(e.0.contains(want), "{text:?}: {e}");
+            assert!(!e.0.contains('\n'), "one line: {e:?}");
+        }
+        assert!(routes_of("[[imds]]\nroutes = [{ from = \"0.0.0.0/0\", profile = \"a\" }, { from = \"::/0\", profile = \"a\" }]\n").is_ok());
     }
 }

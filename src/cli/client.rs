@@ -403,10 +403,21 @@ async fn endpoint_env(
             set(k, v);
         }
     } else {
+        // A routed listener serves this user only through a uid route of its own.
+        let me = crate::paths::current_uid();
         let imds = report
             .listeners
             .iter()
-            .find(|l| l.kind == "imds" && l.profiles.iter().any(|p| p == profile))
+            .find(|l| {
+                l.kind == "imds"
+                    && if l.routes.is_empty() {
+                        l.profiles.iter().any(|p| p == profile)
+                    } else {
+                        l.routes
+                            .iter()
+                            .any(|r| r.uid == Some(me) && r.profile == profile)
+                    }
+            })
             .with_context(|| {
                 format!(
                     "no IMDS listener serves profile `{profile}`: add an [[imds]] listener with profile = \"{profile}\" \

@@ -415,7 +415,7 @@ fn served_profiles(
     let Ok(config) = ctx.load_daemon_config() else {
         return Vec::new();
     };
-    let mut names: BTreeSet<String> = config.imds.iter().map(|l| l.profile.clone()).collect();
+    let mut names: BTreeSet<String> = config.imds.iter().flat_map(|l| l.profiles()).collect();
     match config.ecs.as_ref().map(|e| e.profiles.clone()) {
         Some(Some(list)) => names.extend(list),
         // Every profile that can be minted for: those that resolve.
@@ -897,6 +897,8 @@ mod tests {
                     kind: kind.to_string(),
                     address: address.to_string(),
                     profiles: vec!["dev".into()],
+                    routes: Vec::new(),
+                    unrouted_refused: None,
                 })
                 .collect(),
             profiles: Vec::new(),

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use time::OffsetDateTime;
 
-use crate::control::proto::{Phase, ProfileStatus, StatusReport};
+use crate::control::proto::{ListenerStatus, Phase, ProfileStatus, RouteStatus, StatusReport};
 use crate::creds::format_aws_time;
 
 /// A duration as a person says it: `45 s`, `12 min`, `3 h 05 min`.
@@ -63,12 +63,37 @@ pub(crate) fn render(report: &StatusReport, now: OffsetDateTime) -> String {
             l.address,
             l.profiles.join(", ")
         );
+        routes(&mut out, l);
     }
     let _ = writeln!(out, "profiles:");
     for p in &report.profiles {
         profile(&mut out, p, now);
     }
     out
+}
+
+/// A routed listener's routes, one line each (`from -> profile: served N, refused M`), then the
+/// requests no route named.
+fn routes(out: &mut String, l: &ListenerStatus) {
+    let who = |r: &RouteStatus| match (&r.from, r.uid) {
+        (Some(net), _) => net.clone(),
+        (None, Some(uid)) => format!("uid {uid}"),
+        (None, None) => "?".to_owned(),
+    };
+    let width = l.routes.iter().map(|r| who(r).len()).max().unwrap_or(0);
+    for r in &l.routes {
+        let _ = writeln!(
+            out,
+            "        route {:width$} -> {}: served {}, refused {}",
+            who(r),
+            r.profile,
+            r.served,
+            r.refused
+        );
+    }
+    if let Some(n) = l.unrouted_refused {
+        let _ = writeln!(out, "        no route: refused {n}");
+    }
 }
 
 fn profile(out: &mut String, p: &ProfileStatus, now: OffsetDateTime) {
@@ -220,5 +245,45 @@ mod tests {
             !text.contains("next refresh 17"),
             "no refresh 'in the past': {text}"
         );
+    }
+
+    #[test]
+    fn routes_show_who_gets_what_and_their_counts() {
+        use crate::control::proto::{ListenerStatus, RouteStatus};
+        let route = |from: Option<&str>, uid, profile: &str, served, refused| RouteStatus {
+            from: from.map(str::to_owned),
+            uid,
+            profile: profile.into(),
+            served,
+            refused,
+        };
+        let report = StatusReport {
+            version: "0".into(),
+            pid: 1,
+            clock_skew_seconds: None,
+            reload_error: None,
+            listeners: vec![ListenerStatus {
+                kind: "imds".into(),
+                address: "198.18.0.1:9254".into(),
+                profiles: vec!["ci".into(), "dev".into(), "build".into()],
+                routes: vec![
+                    route(Some("198.18.0.2/32"), None, "ci", 3, 0),
+                    route(Some("198.18.0.0/24"), None, "dev", 2, 1),
+                    route(None, Some(1001), "build", 0, 0),
+                ],
+                unrouted_refused: Some(4),
+            }],
+            profiles: vec![],
+        };
+        let text = render(&report, NOW);
+        for needle in [
+            "imds  198.18.0.1:9254        ci, dev, build\n",
+            "        route 198.18.0.2/32 -> ci: served 3, refused 0\n",
+            "        route 198.18.0.0/24 -> dev: served 2, refused 1\n",
+            "        route uid 1001      -> build: served 0, refused 0\n",
+            "        no route: refused 4\n",
+        ] {
+            assert!(text.contains(needle), "{needle:?}\n{text}");
+        }
     }
 }

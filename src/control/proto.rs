@@ -219,8 +219,31 @@ pub(crate) struct ListenerStatus {
     pub kind: String,
     /// Bound address.
     pub address: String,
-    /// Served profile (IMDS) or profiles (ECS, ECS agent).
+    /// Served profile (IMDS) or profiles (ECS, ECS agent); with routes, every route's.
     pub profiles: Vec<String>,
+    /// The listener's routes, in configuration order (empty without routes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteStatus>,
+    /// With routes: requests refused because no route names the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unrouted_refused: Option<u64>,
+}
+
+/// A listener's route in `status`: who, which profile, and its requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RouteStatus {
+    /// The network its clients come from (a CIDR), for containers and VMs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The uid of its local clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// The profile they get.
+    pub profile: String,
+    /// Credential requests served.
+    pub served: u64,
+    /// Requests refused (nothing to serve, another route's role or ID).
+    pub refused: u64,
 }
 
 /// What a profile is doing.

@@ -153,7 +153,8 @@ impl ConnAudit {
     }
 
     /// Records a request an endpoint refused by its own checks: a missing or wrong ECS token, an
-    /// unknown ECS-agent ID, a path it does not serve. `reason` is a short code (`NoToken`,
+    /// unknown ECS-agent ID, a path it does not serve, a client no route names or asking for
+    /// another route's role or ID. `reason` is a short code (`NoToken`,
     /// `WrongToken`, `UnknownId`...), `profile` the one the path names (`-` when none); `path`
     /// must have every secret redacted by the caller (an ECS-agent ID is one). Like every access
     /// line it is written once per connection, repeats folded.
@@ -167,6 +168,7 @@ impl ConnAudit {
     ) {
         let event = match endpoint {
             ENDPOINT_ECS_AGENT => "refused an ECS agent endpoint request",
+            "IMDS" => "refused an IMDS request",
             _ => "refused an ECS request",
         };
         let what = format!("{reason} {}", truncate(path));

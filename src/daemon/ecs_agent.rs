@@ -19,6 +19,13 @@
 //!   `NoIdInRequest` without an ID and 400 `InvalidIdInRequest` for an unknown one; 404 for other
 //!   paths; otherwise the profile's problem with its own status, as on the ECS endpoint. Each
 //!   refusal is an access line of the connection's audit (peer, uid, path with the ID redacted).
+//! - **Routes** (`routes` in `[ecs_agent]`, `daemon/routes.rs`): the ID still names the profile,
+//!   and the peer's route must name the same one. A peer may fetch only its route's profile: a
+//!   valid ID of another route's profile is answered exactly as an unknown ID (400
+//!   `InvalidIdInRequest`: the answer does not confirm that the ID exists) with an access line
+//!   `OtherRoutesId`; a peer no route names gets 403 (`NoRoute`) for any ID. So a leaked ID is
+//!   worth nothing outside the containers its profile is routed to. The request without an ID
+//!   (`/v2/credentials/`) is answered 400 for everyone, as before (what `doctor` sends).
 
 use std::sync::Arc;
 
@@ -31,6 +38,7 @@ use super::audit::ENDPOINT_ECS_AGENT;
 use super::ecs::json_error;
 use super::http::{Head, Refusal, Reply};
 use super::policy::CONTAINER_COLD_START_WAIT;
+use super::routes::{RouteTable, Routed};
 use super::state::{Asker, ProfileCell};
 
 /// Path prefix of the credentials resources (the ECS agent's v2 credentials path).
@@ -58,6 +66,8 @@ pub(crate) struct AgentProfile {
 pub(crate) struct EcsAgentHandler {
     /// Served profiles.
     pub profiles: Vec<AgentProfile>,
+    /// Which peer may fetch which profile's ID; `None`: every admitted peer any ID.
+    pub routes: Option<RouteTable<()>>,
 }
 
 /// A new random ID: 32 bytes from the OS, hex.
@@ -155,20 +165,64 @@ impl EcsAgentHandler {
                 "CredentialsV2Request: No ID in the request",
             );
         }
-        let Some(profile) = self.find(id.as_bytes()) else {
-            refused("UnknownId", "-");
-            return json_error(
+        self.credentials(&head, id).await
+    }
+
+    /// The credentials `id` names, for a request of `head` (GET or HEAD, an ID given): when the
+    /// listener has routes, only those of the peer's route's profile.
+    async fn credentials(&self, head: &Head, id: &str) -> Reply {
+        let user_agent = head.header("user-agent").unwrap_or("-");
+        let refused = |reason, profile: &str| {
+            head.audit.refused_request(
+                ENDPOINT_ECS_AGENT,
+                profile,
+                user_agent,
+                reason,
+                &redacted_path(&head.path),
+            )
+        };
+        let route: Option<&Routed<()>> = match &self.routes {
+            None => None,
+            Some(table) => match table.pick(head.who) {
+                Some(r) => Some(r),
+                None => {
+                    refused("NoRoute", "-");
+                    return self.refuse(Refusal::NoRoute);
+                }
+            },
+        };
+        let unknown = || {
+            json_error(
                 StatusCode::BAD_REQUEST,
                 "InvalidIdInRequest",
                 "CredentialsV2Request: ID not found (a rotated ID is refused: `credvend env PROFILE --container` prints the current one)",
-            );
+            )
         };
+        let Some(profile) = self.find(id.as_bytes()) else {
+            refused("UnknownId", route.map_or("-", |r| &r.profile));
+            route.inspect(|r| r.counts.refused());
+            return unknown();
+        };
+        if let Some(r) = route
+            && r.profile != profile.cell.name
+        {
+            refused("OtherRoutesId", &r.profile);
+            r.counts.refused();
+            return unknown();
+        }
         let asker = Asker {
             cold_start: CONTAINER_COLD_START_WAIT,
             audit: Some((&head.audit, ENDPOINT_ECS_AGENT)),
             user_agent,
         };
-        match profile.cell.serve(&asker).await {
+        let served = profile.cell.serve(&asker).await;
+        if let Some(r) = route {
+            match &served {
+                Ok(_) => r.counts.served(),
+                Err(_) => r.counts.refused(),
+            }
+        }
+        match served {
             Ok(v) => Reply::new(StatusCode::OK, "application/json", v.ecs_json.clone()),
             Err(problem) => json_error(
                 StatusCode::from_u16(problem.code.ecs_status())
@@ -228,6 +282,7 @@ mod tests {
             authority: None,
             headers,
             peer: "127.0.0.1:40000".parse().unwrap(),
+            who: crate::daemon::conns::Peer::Local { uid: 0 },
             audit: ConnAudit::new(
                 "127.0.0.1:80".parse().unwrap(),
                 "127.0.0.1:40000".parse().unwrap(),
@@ -241,6 +296,7 @@ mod tests {
         let b = new_id().unwrap();
         let (ta, tb) = (a.expose_secret().to_owned(), b.expose_secret().to_owned());
         let h = EcsAgentHandler {
+            routes: None,
             profiles: vec![
                 AgentProfile {
                     cell: cell("a", "ASIAA"),
@@ -294,6 +350,60 @@ mod tests {
             let r = h.handle(head(path, None)).await;
             assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_routed_peer_fetches_only_its_route_s_profile() {
+        use crate::config::{Route, RouteFrom};
+        use crate::daemon::conns::Peer;
+        let (mut h, a, b) = handler();
+        let routes = [
+            Route {
+                from: RouteFrom::Uid(1001),
+                profile: "a".into(),
+            },
+            Route {
+                from: RouteFrom::Net("198.18.0.0/24".parse().unwrap()),
+                profile: "b".into(),
+            },
+        ];
+        h.routes = Some(RouteTable::new(&routes, None, |_| ()));
+        let as_peer = |path: &str, who: Peer| {
+            let mut head = head(path, None);
+            head.who = who;
+            head
+        };
+        let (pa, pb) = (
+            Peer::Local { uid: 1001 },
+            Peer::Remote("198.18.0.9".parse().unwrap()),
+        );
+        for (who, own, other, key) in [(pa, &a, &b, "ASIAA"), (pb, &b, &a, "ASIAB")] {
+            let r = h.handle(as_peer(&relative_uri(own), who)).await;
+            assert_eq!(r.status, StatusCode::OK);
+            assert!(String::from_utf8_lossy(&r.body).contains(key));
+            // Another route's valid ID is answered as an unknown one.
+            let r = h.handle(as_peer(&relative_uri(other), who)).await;
+            let unknown = h.handle(as_peer(&relative_uri(&"0".repeat(64)), who)).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST);
+            assert_eq!(r.body, unknown.body);
+        }
+        for stranger in [
+            Peer::Local { uid: 0 },
+            Peer::Remote("198.18.1.9".parse().unwrap()),
+        ] {
+            for id in [&a, &b] {
+                let r = h.handle(as_peer(&relative_uri(id), stranger)).await;
+                assert_eq!(r.status, StatusCode::FORBIDDEN);
+                assert!(!String::from_utf8_lossy(&r.body).contains("ASIA"));
+            }
+            // The request without an ID (doctor's probe) is answered as before.
+            let r = h.handle(as_peer(PATH_PREFIX, stranger)).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        }
+        let (stats, unrouted) = h.routes.as_ref().unwrap().stats();
+        let counts: Vec<(u64, u64)> = stats.iter().map(|s| (s.served, s.refused)).collect();
+        assert_eq!(counts, [(1, 2), (1, 2)]);
+        assert_eq!(unrouted, 4);
     }
 
     #[test]

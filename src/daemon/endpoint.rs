@@ -5,6 +5,7 @@ use super::ecs::EcsHandler;
 use super::ecs_agent::EcsAgentHandler;
 use super::http::{Handler, Head, Refusal, Reply};
 use super::imds::ImdsHandler;
+use super::routes::{RouteCounters, RouteStat};
 
 /// A listener's handler.
 pub(crate) enum Endpoint {
@@ -30,6 +31,27 @@ impl Handler for Endpoint {
             Endpoint::Imds(h) => h.refuse(refusal),
             Endpoint::Ecs(h) => h.refuse(refusal),
             Endpoint::EcsAgent(h) => h.refuse(refusal),
+        }
+    }
+}
+
+impl Endpoint {
+    /// The routes' counters, for the handler that replaces this one; `None` without routes.
+    pub fn route_counters(&self) -> Option<RouteCounters> {
+        match self {
+            Endpoint::Imds(h) => h.roles.routes().map(|t| t.counters()),
+            Endpoint::EcsAgent(h) => h.routes.as_ref().map(|t| t.counters()),
+            Endpoint::Ecs(_) => None,
+        }
+    }
+
+    /// Each route with its counts, and the requests refused for want of a route; `None`
+    /// without routes.
+    pub fn route_stats(&self) -> Option<(Vec<RouteStat>, u64)> {
+        match self {
+            Endpoint::Imds(h) => h.roles.routes().map(|t| t.stats()),
+            Endpoint::EcsAgent(h) => h.routes.as_ref().map(|t| t.stats()),
+            Endpoint::Ecs(_) => None,
         }
     }
 }

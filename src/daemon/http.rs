@@ -45,6 +45,8 @@ pub struct Head {
     pub headers: HeaderMap,
     /// Peer address.
     pub peer: SocketAddr,
+    /// Who the peer is (its uid on this machine, else its address): what routes match.
+    pub who: Peer,
     /// The connection's audit trail.
     pub audit: std::sync::Arc<super::audit::ConnAudit>,
 }
@@ -102,6 +104,8 @@ pub enum Refusal {
     UserNotAllowed,
     /// A local client whose user could not be found.
     UserUnknown,
+    /// The listener has routes and none names this client (`daemon/routes.rs`).
+    NoRoute,
 }
 
 impl Refusal {
@@ -119,6 +123,9 @@ impl Refusal {
             }
             Refusal::UserUnknown => {
                 "the user of this connection could not be determined, so it is refused"
+            }
+            Refusal::NoRoute => {
+                "no route of this endpoint names this client (its address, or its user on this machine), so it gets no credentials"
             }
         }
     }
@@ -417,6 +424,7 @@ impl<H: Handler> Conn<H> {
             authority: parts.uri.authority().map(|a| a.as_str().to_owned()),
             headers: parts.headers,
             peer: self.peer,
+            who: self.who,
             audit: self.audit.clone(),
         };
         let checked = match access(self.who, &opts.allow, &opts.allow_uids, self.shared.me) {
@@ -481,6 +489,7 @@ mod tests {
             authority: uri.authority().map(|a| a.as_str().to_owned()),
             headers,
             peer: "127.0.0.1:40000".parse().unwrap(),
+            who: Peer::Local { uid: 0 },
             audit: crate::daemon::audit::ConnAudit::new(
                 "127.0.0.1:9254".parse().unwrap(),
                 "127.0.0.1:40000".parse().unwrap(),

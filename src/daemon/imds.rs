@@ -1,9 +1,18 @@
-//! The EC2 instance-metadata (IMDSv2) compatible endpoint, one profile per listener.
+//! The EC2 instance-metadata (IMDSv2) compatible endpoint: one profile per listener, or one per
+//! route (`routes`, `daemon/routes.rs`), as if each routed container were an instance of its own.
 //!
 //! [`route`] maps a path to what it names (pure, fuzzed); [`ImdsHandler`] applies the token rules
 //! and answers from the profile's pre-rendered credentials. Semantics follow
 //! `docs/sdk-behaviour.md` sections 2, 3, 4 and 8: token TTL 1..=21600 echoed back, 400/401/403/405/404 exactly as real
 //! IMDS, listings without a trailing newline, paths with or without a trailing `/`, `//` collapsed.
+//!
+//! On a routed listener the role is chosen per request from the peer: the listing shows the
+//! peer's role name, `placement/*` its profile's region; credentials under another route's role
+//! name are 404 (as IMDS answers an unknown role) and an access line; a peer no route names gets
+//! a token (it names no role) and 403 for everything else. Tokens are not bound to a route, and
+//! need not be: a token only proves that its holder asked this listener recently, and what a
+//! request gets is decided by who sends it, never by the token. A token leaked from one container
+//! to another therefore gives the second container its own role, or nothing.
 
 use std::sync::Arc;
 
@@ -14,6 +23,7 @@ use time::OffsetDateTime;
 
 use super::http::{Head, Refusal, Reply};
 use super::policy::{HTTP_COLD_START_WAIT, Policy};
+use super::routes::{Pick, Serves};
 use super::state::{Asker, ProfileCell};
 use super::token::{TTL_RANGE, TokenKey};
 use crate::creds::format_aws_time;
@@ -101,18 +111,24 @@ pub fn route(path: &str) -> Route {
     }
 }
 
-/// Everything one IMDS listener needs to answer.
-pub struct ImdsHandler {
-    /// Identity the tokens are bound to (the bound address).
-    pub listener_id: String,
+/// What one "instance" sees: every peer of a listener without routes, or one route's peers.
+pub(crate) struct ImdsRole {
     /// The served profile's state.
     pub cell: Arc<ProfileCell>,
     /// Role name in the listing.
     pub role_name: String,
-    /// Serve tokenless requests.
-    pub imds_v1: bool,
     /// Region reported by `placement/*` and the identity document.
     pub region: String,
+}
+
+/// Everything one IMDS listener needs to answer.
+pub struct ImdsHandler {
+    /// Identity the tokens are bound to (the bound address).
+    pub listener_id: String,
+    /// The role of every admitted peer, or of each route's peers.
+    pub(crate) roles: Serves<ImdsRole>,
+    /// Serve tokenless requests.
+    pub imds_v1: bool,
     /// HMAC key for tokens.
     pub key: Arc<TokenKey>,
     /// `i-…` id, stable per listener.
@@ -198,33 +214,54 @@ impl ImdsHandler {
         }
     }
 
-    async fn credentials(&self, head: &Head, extended: bool) -> Reply {
+    async fn credentials(&self, head: &Head, pick: Pick<'_, ImdsRole>, extended: bool) -> Reply {
         let asker = Asker {
             cold_start: HTTP_COLD_START_WAIT,
             audit: Some((&head.audit, "IMDS")),
             user_agent: head.header("user-agent").unwrap_or("-"),
         };
-        match self.cell.serve(&asker).await {
-            Ok(v) if extended => text(v.imds_extended_json.clone()),
-            Ok(v) => text(v.imds_json.clone()),
-            Err(problem) => self.failure(&problem),
+        let role = pick.target;
+        match role.cell.serve(&asker).await {
+            Ok(v) => {
+                pick.served();
+                text(if extended {
+                    v.imds_extended_json.clone()
+                } else {
+                    v.imds_json.clone()
+                })
+            }
+            Err(problem) => {
+                pick.refused();
+                failure(role, &problem)
+            }
         }
     }
 
-    fn failure(&self, problem: &Problem) -> Reply {
-        failure_json(
-            problem.code.as_str(),
-            &problem.public_message(&self.cell.name),
-            OffsetDateTime::now_utc(),
-        )
+    /// Credentials under a role name that is not the peer's: 404, as IMDS answers an unknown
+    /// role; on a routed listener also a refusal of the peer's route, and an access line when
+    /// the name is another route's role (a client trying a role it was not given).
+    fn other_role(&self, head: &Head, pick: Pick<'_, ImdsRole>, asked: &str) -> Reply {
+        if pick.counts.is_some() {
+            pick.refused();
+            if self.roles.targets().any(|r| r.role_name == asked) {
+                head.audit.refused_request(
+                    "IMDS",
+                    &pick.target.cell.name,
+                    head.header("user-agent").unwrap_or("-"),
+                    "OtherRoutesRole",
+                    &head.path,
+                );
+            }
+        }
+        page(StatusCode::NOT_FOUND)
     }
 
-    fn identity_document(&self) -> Reply {
-        let account = self.cell.current().and_then(|v| v.creds.account_id.clone());
+    fn identity_document(&self, role: &ImdsRole) -> Reply {
+        let account = role.cell.current().and_then(|v| v.creds.account_id.clone());
         let doc = serde_json::json!({
             "accountId": account,
             "architecture": std::env::consts::ARCH,
-            "availabilityZone": format!("{}a", self.region),
+            "availabilityZone": format!("{}a", role.region),
             "billingProducts": null,
             "devpayProductCodes": null,
             "marketplaceProductCodes": null,
@@ -235,15 +272,15 @@ impl ImdsHandler {
             "pendingTime": format_aws_time(self.started),
             "privateIp": self.listener_id.rsplit_once(':').map(|(ip, _)| ip.trim_matches(['[', ']'])).unwrap_or(""),
             "ramdiskId": null,
-            "region": self.region,
+            "region": role.region,
             "version": "2017-09-30",
         });
         text(serde_json::to_vec_pretty(&doc).expect("JSON values serialize"))
     }
 
-    fn iam_info(&self) -> Reply {
+    fn iam_info(&self, role: &ImdsRole) -> Reply {
         let now = OffsetDateTime::now_utc();
-        match self
+        match role
             .cell
             .current()
             .filter(|v| Policy::servable(v.creds.expiration, now))
@@ -257,14 +294,22 @@ impl ImdsHandler {
                 let body = serde_json::json!({
                     "Code": "Success",
                     "LastUpdated": format_aws_time(v.issued),
-                    "InstanceProfileArn": format!("arn:aws:iam::{account}:instance-profile/{}", self.role_name),
+                    "InstanceProfileArn": format!("arn:aws:iam::{account}:instance-profile/{}", role.role_name),
                     "InstanceProfileId": format!("AIPA{}", &self.instance_id[2..].to_ascii_uppercase()),
                 });
                 text(serde_json::to_vec_pretty(&body).expect("JSON values serialize"))
             }
-            None => self.failure(&self.cell.unavailable()),
+            None => failure(role, &role.cell.unavailable()),
         }
     }
+}
+
+fn failure(role: &ImdsRole, problem: &Problem) -> Reply {
+    failure_json(
+        problem.code.as_str(),
+        &problem.public_message(&role.cell.name),
+        OffsetDateTime::now_utc(),
+    )
 }
 
 impl ImdsHandler {
@@ -274,19 +319,35 @@ impl ImdsHandler {
         if let Some(refused) = self.method_and_token(&route, &head) {
             return refused;
         }
+        if route == Route::Token {
+            return self.issue_token(&head);
+        }
+        // Everything but the token depends on who asks (on a routed listener).
+        let Some(pick) = self.roles.pick(head.who) else {
+            head.audit.refused_request(
+                "IMDS",
+                "-",
+                head.header("user-agent").unwrap_or("-"),
+                "NoRoute",
+                &head.path,
+            );
+            return self.refuse(Refusal::NoRoute);
+        };
+        let role = pick.target;
         match route {
-            Route::Token => self.issue_token(&head),
             Route::Listing(body) => text(body),
-            Route::RoleList => text(self.role_name.clone()),
-            Route::Credentials { role, extended } if role == self.role_name => {
-                self.credentials(&head, extended).await
-            }
-            Route::Credentials { .. } | Route::NotFound => page(StatusCode::NOT_FOUND),
-            Route::IamInfo => self.iam_info(),
-            Route::Region => text(self.region.clone()),
-            Route::AvailabilityZone => text(format!("{}a", self.region)),
+            Route::RoleList => text(role.role_name.clone()),
+            Route::Credentials {
+                role: asked,
+                extended,
+            } if asked == role.role_name => self.credentials(&head, pick, extended).await,
+            Route::Credentials { role: asked, .. } => self.other_role(&head, pick, &asked),
+            Route::Token | Route::NotFound => page(StatusCode::NOT_FOUND),
+            Route::IamInfo => self.iam_info(role),
+            Route::Region => text(role.region.clone()),
+            Route::AvailabilityZone => text(format!("{}a", role.region)),
             Route::InstanceId => text(self.instance_id.clone()),
-            Route::IdentityDocument => self.identity_document(),
+            Route::IdentityDocument => self.identity_document(role),
         }
     }
 
@@ -392,5 +453,194 @@ mod tests {
         assert!(id.starts_with("i-"));
         assert_eq!(id, instance_id("127.0.0.1:9254"));
         assert_ne!(id, instance_id("127.0.0.1:9255"));
+    }
+
+    mod routed {
+        use super::super::*;
+        use crate::config::{Route as ConfigRoute, RouteFrom};
+        use crate::creds::TemporaryCredentials;
+        use crate::daemon::audit::ConnAudit;
+        use crate::daemon::conns::Peer;
+        use crate::daemon::routes::RouteTable;
+        use crate::daemon::state::Vended;
+        use hyper::header::HeaderMap;
+        use secrecy::SecretString;
+
+        fn role(profile: &str, key: &str, region: &str) -> ImdsRole {
+            let cell = ProfileCell::new(profile);
+            let now = OffsetDateTime::now_utc();
+            let creds = TemporaryCredentials {
+                access_key_id: key.into(),
+                secret_access_key: SecretString::from("s"),
+                session_token: Some(SecretString::from("t")),
+                expiration: now + time::Duration::hours(1),
+                account_id: Some("123456789012".into()),
+                arn: None,
+                packed_policy_size: None,
+            };
+            cell.install(Vended::new(creds, now, None), now);
+            ImdsRole {
+                cell,
+                role_name: profile.into(),
+                region: region.into(),
+            }
+        }
+
+        /// `198.18.0.2` gets `ci`, the rest of `198.18.0.0/24` gets `dev`, uid 1001 `build`.
+        fn handler() -> ImdsHandler {
+            let routes =
+                [("198.18.0.0/24", "dev"), ("198.18.0.2/32", "ci")].map(|(net, profile)| {
+                    ConfigRoute {
+                        from: RouteFrom::Net(net.parse().unwrap()),
+                        profile: profile.into(),
+                    }
+                });
+            let mut routes = routes.to_vec();
+            routes.push(ConfigRoute {
+                from: RouteFrom::Uid(1001),
+                profile: "build".into(),
+            });
+            let table = RouteTable::new(&routes, None, |r| match r.profile.as_str() {
+                "ci" => role("ci", "ASIACI", "eu-west-1"),
+                "dev" => role("dev", "ASIADEV", "us-east-2"),
+                _ => role("build", "ASIABUILD", "us-east-1"),
+            });
+            ImdsHandler {
+                listener_id: "198.18.0.1:9254".into(),
+                roles: Serves::Routes(table),
+                imds_v1: false,
+                key: Arc::new(TokenKey::from_bytes([7; 32])),
+                instance_id: instance_id("198.18.0.1:9254"),
+                started: OffsetDateTime::now_utc(),
+            }
+        }
+
+        fn head(who: Peer, method: Method, path: &str, token: Option<&str>) -> Head {
+            let mut headers = HeaderMap::new();
+            if let Some(t) = token {
+                headers.insert(TOKEN_HEADER, HeaderValue::from_str(t).unwrap());
+            }
+            headers.insert(TTL_HEADER, HeaderValue::from_static("60"));
+            let peer = match who {
+                Peer::Remote(ip) => std::net::SocketAddr::new(ip, 40000),
+                _ => "198.18.0.1:40000".parse().unwrap(),
+            };
+            Head {
+                method,
+                path: path.into(),
+                authority: None,
+                headers,
+                peer,
+                who,
+                audit: ConnAudit::new("198.18.0.1:9254".parse().unwrap(), peer, who.uid()),
+            }
+        }
+
+        fn remote(ip: &str) -> Peer {
+            Peer::Remote(ip.parse().unwrap())
+        }
+
+        async fn get(h: &ImdsHandler, who: Peer, path: &str, token: &str) -> Reply {
+            h.handle(head(who, Method::GET, path, Some(token))).await
+        }
+
+        async fn token(h: &ImdsHandler, who: Peer) -> String {
+            let r = h
+                .handle(head(who, Method::PUT, "/latest/api/token", None))
+                .await;
+            assert_eq!(r.status, StatusCode::OK);
+            String::from_utf8(r.body.to_vec()).unwrap()
+        }
+
+        fn body(r: &Reply) -> String {
+            String::from_utf8_lossy(&r.body).into_owned()
+        }
+
+        const LIST: &str = "/latest/meta-data/iam/security-credentials/";
+
+        #[tokio::test]
+        async fn each_peer_sees_its_own_role_and_only_it() {
+            let h = handler();
+            let (ci, dev, build) = (
+                remote("198.18.0.2"),
+                remote("198.18.0.3"),
+                Peer::Local { uid: 1001 },
+            );
+            for (who, name, key, region) in [
+                (ci, "ci", "ASIACI", "eu-west-1"),
+                (dev, "dev", "ASIADEV", "us-east-2"),
+                (build, "build", "ASIABUILD", "us-east-1"),
+            ] {
+                let t = token(&h, who).await;
+                let r = get(&h, who, LIST, &t).await;
+                assert_eq!((r.status, body(&r)), (StatusCode::OK, name.to_owned()));
+                let r = get(&h, who, &format!("{LIST}{name}"), &t).await;
+                assert!(body(&r).contains(key), "{name}: {}", body(&r));
+                let r = get(&h, who, "/latest/meta-data/placement/region", &t).await;
+                assert_eq!(body(&r), region);
+                let r = get(&h, who, "/latest/meta-data/iam/info", &t).await;
+                assert!(body(&r).contains(&format!("instance-profile/{name}")));
+            }
+            // Another route's role is unknown to this peer, extended form included.
+            let t = token(&h, dev).await;
+            for path in [
+                format!("{LIST}ci"),
+                "/latest/meta-data/iam/security-credentials-extended/ci".to_owned(),
+            ] {
+                let r = get(&h, dev, &path, &t).await;
+                assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+                assert!(!body(&r).contains("ASIACI"));
+            }
+            let (stats, unrouted) = h.roles.routes().unwrap().stats();
+            let counts: Vec<(&str, u64, u64)> = stats
+                .iter()
+                .map(|s| (s.profile.as_str(), s.served, s.refused))
+                .collect();
+            assert_eq!(counts, [("dev", 1, 2), ("ci", 1, 0), ("build", 1, 0)]);
+            assert_eq!(unrouted, 0);
+        }
+
+        #[tokio::test]
+        async fn a_token_carries_no_role_and_unrouted_peers_get_only_tokens() {
+            let h = handler();
+            let ci = remote("198.18.0.2");
+            let dev = remote("198.18.0.3");
+            // A token ci obtained, presented by dev: dev's role, never ci's.
+            let t = token(&h, ci).await;
+            let r = get(&h, dev, LIST, &t).await;
+            assert_eq!(body(&r), "dev");
+            let r = get(&h, dev, &format!("{LIST}ci"), &t).await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND);
+            // A peer no route names: a token, then 403 whatever it asks, the token a routed peer
+            // got included. A local user without a uid route is such a peer too.
+            for stranger in [
+                remote("198.18.1.9"),
+                remote("fd00::1"),
+                Peer::Local { uid: 1002 },
+                Peer::LocalUnknown,
+            ] {
+                let own = token(&h, stranger).await;
+                for tok in [&own, &t] {
+                    for path in [
+                        LIST,
+                        "/latest/meta-data/",
+                        "/latest/meta-data/placement/region",
+                    ] {
+                        let r = get(&h, stranger, path, tok).await;
+                        assert_eq!(r.status, StatusCode::FORBIDDEN, "{stranger:?} {path}");
+                    }
+                    let r = get(&h, stranger, &format!("{LIST}ci"), tok).await;
+                    assert_eq!(r.status, StatusCode::FORBIDDEN);
+                    assert!(!body(&r).contains("ASIA"));
+                }
+            }
+            // Without a token, IMDSv2's 401 comes first.
+            let r = h
+                .handle(head(remote("198.18.1.9"), Method::GET, LIST, None))
+                .await;
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+            let (_, unrouted) = h.roles.routes().unwrap().stats();
+            assert_eq!(unrouted, 4 * 2 * 4);
+        }
     }
 }

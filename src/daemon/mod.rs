@@ -18,6 +18,7 @@ pub(crate) mod policy;
 pub(crate) mod reconcile;
 pub(crate) mod refresher;
 pub(crate) mod report;
+pub(crate) mod routes;
 pub(crate) mod state;
 pub mod token;
 pub(crate) mod usage;

@@ -19,8 +19,9 @@ use super::ecs::{EcsHandler, EcsProfile};
 use super::ecs_agent::{self, AgentProfile, EcsAgentHandler};
 use super::endpoint::Endpoint;
 use super::http::{HostPolicy, ServeOptions, serve};
-use super::imds::{ImdsHandler, instance_id};
+use super::imds::{ImdsHandler, ImdsRole, instance_id};
 use super::policy::Policy;
+use super::routes::{RouteCounters, RouteTable, Serves};
 use super::state::ProfileCell;
 use super::{Daemon, State, Unit, refresher, role_name_for};
 use crate::config::{EcsListener, ImdsListener};
@@ -83,6 +84,12 @@ impl Listener {
         self.spec.kind()
     }
 
+    /// Its routes with their counts, and the requests refused for want of a route; `None` for
+    /// a listener without routes.
+    pub fn routes(&self) -> Option<(Vec<super::routes::RouteStat>, u64)> {
+        self.handler.borrow().route_stats()
+    }
+
     /// The profiles it serves (names only: never an ECS token or an ECS-agent ID).
     pub fn profiles(
         &self,
@@ -95,7 +102,7 @@ impl Listener {
             v
         };
         match &self.spec {
-            ListenerSpec::Imds(l) => vec![l.profile.clone()],
+            ListenerSpec::Imds(l) => l.profiles(),
             ListenerSpec::Ecs(_) => names(ecs_tokens),
             ListenerSpec::EcsAgent(_) => names(agent_ids),
         }
@@ -167,6 +174,9 @@ fn served_by(
     let Some(section) = section else {
         return Vec::new();
     };
+    if !section.routes.is_empty() {
+        return crate::config::route_profiles(&section.routes);
+    }
     if let Some(list) = &section.profiles {
         return list.clone();
     }
@@ -186,14 +196,15 @@ fn served_by(
 }
 
 /// The profiles minted at start-up and kept fresh whether or not anyone asks: those of the
-/// `[[imds]]` listeners (an instance's role is there before anything runs) and `[refresh]
+/// `[[imds]]` listeners and their routes (an instance's role is there before anything runs:
+/// IMDS clients make one short attempt) and `[refresh]
 /// prewarm`. Every other served profile is minted on its first request and goes idle when
 /// nobody asks for it within `[refresh] idle_after_seconds`.
 pub(crate) fn warm_profiles(config: &crate::config::DaemonConfig) -> BTreeSet<String> {
     config
         .imds
         .iter()
-        .map(|l| l.profile.clone())
+        .flat_map(|l| l.profiles())
         .chain(config.prewarm.iter().cloned())
         .collect()
 }
@@ -608,13 +619,14 @@ fn serve_options(
     spec: &ListenerSpec,
     addr: SocketAddr,
 ) -> ServeOptions {
-    let (allow, allow_uids, hosts, hop_limit, headers) = match spec {
+    let (mut allow, mut allow_uids, hosts, hop_limit, headers, routes) = match spec {
         ListenerSpec::Imds(l) => (
             l.allow.clone(),
             l.allow_uids.clone(),
             l.hosts.clone(),
             Some(l.hop_limit),
             imds_headers(daemon.started),
+            &l.routes,
         ),
         ListenerSpec::Ecs(l) | ListenerSpec::EcsAgent(l) => (
             l.allow.clone(),
@@ -622,8 +634,12 @@ fn serve_options(
             l.hosts.clone(),
             None,
             common_headers(),
+            &l.routes,
         ),
     };
+    // A route admits its peers as an `allow` / `allow_uids` entry would (daemon/routes.rs).
+    allow.extend(crate::config::route_nets(routes));
+    allow_uids.extend(crate::config::route_uids(routes));
     ServeOptions {
         allow,
         allow_uids,
@@ -634,10 +650,16 @@ fn serve_options(
     }
 }
 
-/// The handler of a listener configured as `spec`, bound at `addr`, over the current units.
+/// The handler of a listener configured as `spec`, bound at `addr`, over the current units. Its
+/// routes keep the counters of the handler it replaces.
 fn endpoint(daemon: &Daemon, state: &State, spec: &ListenerSpec, addr: SocketAddr) -> Endpoint {
+    let counters = state
+        .listeners
+        .iter()
+        .find(|l| l.addr == addr)
+        .and_then(|l| l.handler.borrow().route_counters());
     match spec {
-        ListenerSpec::Imds(l) => Endpoint::Imds(imds_handler(daemon, state, l, addr)),
+        ListenerSpec::Imds(l) => Endpoint::Imds(imds_handler(daemon, state, l, addr, counters)),
         ListenerSpec::Ecs(_) => Endpoint::Ecs(EcsHandler {
             profiles: state
                 .ecs_tokens
@@ -653,7 +675,9 @@ fn endpoint(daemon: &Daemon, state: &State, spec: &ListenerSpec, addr: SocketAdd
                 })
                 .collect(),
         }),
-        ListenerSpec::EcsAgent(_) => Endpoint::EcsAgent(EcsAgentHandler {
+        ListenerSpec::EcsAgent(l) => Endpoint::EcsAgent(EcsAgentHandler {
+            routes: (!l.routes.is_empty())
+                .then(|| RouteTable::new(&l.routes, counters.as_ref(), |_| ())),
             profiles: state
                 .agent_ids
                 .iter()
@@ -668,24 +692,37 @@ fn endpoint(daemon: &Daemon, state: &State, spec: &ListenerSpec, addr: SocketAdd
     }
 }
 
-fn imds_handler(daemon: &Daemon, state: &State, l: &ImdsListener, addr: SocketAddr) -> ImdsHandler {
-    let unit = &state.units[&l.profile];
-    let region = unit
-        .chain
-        .as_ref()
-        .map(|c| c.region.clone())
-        .unwrap_or_else(|_| "us-east-1".into());
+fn imds_handler(
+    daemon: &Daemon,
+    state: &State,
+    l: &ImdsListener,
+    addr: SocketAddr,
+    counters: Option<RouteCounters>,
+) -> ImdsHandler {
+    let role = |profile: &str, role_name: Option<&String>| {
+        let unit = &state.units[profile];
+        ImdsRole {
+            cell: unit.cell.clone(),
+            role_name: role_name.cloned().unwrap_or_else(|| role_name_for(profile)),
+            region: unit
+                .chain
+                .as_ref()
+                .map(|c| c.region.clone())
+                .unwrap_or_else(|_| "us-east-1".into()),
+        }
+    };
+    let roles = match &l.profile {
+        Some(profile) => Serves::All(role(profile, l.role_name.as_ref())),
+        None => Serves::Routes(RouteTable::new(&l.routes, counters.as_ref(), |r| {
+            role(&r.profile, None)
+        })),
+    };
     let listener_id = addr.to_string();
     ImdsHandler {
         instance_id: instance_id(&listener_id),
         listener_id,
-        cell: unit.cell.clone(),
-        role_name: l
-            .role_name
-            .clone()
-            .unwrap_or_else(|| role_name_for(&l.profile)),
+        roles,
         imds_v1: l.imds_v1,
-        region,
         key: daemon.key.clone(),
         started: daemon.started,
     }

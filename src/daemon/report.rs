@@ -2,10 +2,12 @@
 
 use std::sync::Arc;
 
+use super::routes::RouteStat;
 use super::state::{Phase, ProfileCell, Status};
 use super::{Daemon, State};
+use crate::config::RouteFrom;
 use crate::control::proto::{
-    self, ListenerStatus, ProblemStatus, ProfileStatus, ReloadError, StatusReport,
+    self, ListenerStatus, ProblemStatus, ProfileStatus, ReloadError, RouteStatus, StatusReport,
 };
 use crate::paths;
 use crate::profile::resolve::{Chain, ResolveError};
@@ -25,10 +27,19 @@ impl Daemon {
             listeners: state
                 .listeners
                 .iter()
-                .map(|l| ListenerStatus {
-                    kind: l.kind().to_owned(),
-                    address: l.addr.to_string(),
-                    profiles: l.profiles(&state.ecs_tokens, &state.agent_ids),
+                .map(|l| {
+                    let (routes, unrouted) = l.routes().unzip();
+                    ListenerStatus {
+                        kind: l.kind().to_owned(),
+                        address: l.addr.to_string(),
+                        profiles: l.profiles(&state.ecs_tokens, &state.agent_ids),
+                        routes: routes
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(route_status)
+                            .collect(),
+                        unrouted_refused: unrouted,
+                    }
                 })
                 .collect(),
             profiles: state
@@ -108,6 +119,20 @@ impl Daemon {
                 })
                 .unwrap_or_default(),
         }
+    }
+}
+
+fn route_status(r: RouteStat) -> RouteStatus {
+    let (from, uid) = match r.from {
+        RouteFrom::Net(net) => (Some(net.to_string()), None),
+        RouteFrom::Uid(uid) => (None, Some(uid)),
+    };
+    RouteStatus {
+        from,
+        uid,
+        profile: r.profile,
+        served: r.served,
+        refused: r.refused,
     }
 }
 

@@ -28,6 +28,7 @@ mod profiles;
 mod query_botocore;
 mod reload;
 mod rotate;
+mod routes;
 mod sdk;
 mod session_tags;
 mod sigv4_botocore;

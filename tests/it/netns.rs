@@ -1,13 +1,15 @@
 //! Tests in private network namespaces: the default metadata address 169.254.169.254:80, and
-//! "containers" on a bridge (an allow list, a peer outside it, DNAT of the metadata address, and
-//! ECS's `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` through DNAT of 169.254.170.2).
+//! "containers" on a bridge (an allow list, a peer outside it, DNAT of the metadata address,
+//! ECS's `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` through DNAT of 169.254.170.2, and listener
+//! routes giving each container on one bridge its own role).
 //!
 //! Each test re-executes itself under `unshare -n -m`, so moto, the daemon and every client run
 //! in a network namespace of the test's own (only `lo` at first) with a private mount namespace;
 //! nothing is added to the machine's namespace and no packet leaves the namespaces the test
 //! made. Fixed addresses and ports are fine in there. The "container" namespaces come from
-//! `tests/netns/topology.sh`, the DNAT rules from `scripts/imds-dnat.sh` and
-//! `scripts/ecs-agent-dnat.sh` (the commands the README documents).
+//! `tests/netns/topology.sh` (a veth pair each) and `tests/netns/bridge.sh` (one bridge), the
+//! DNAT rules from `scripts/imds-dnat.sh` and `scripts/ecs-agent-dnat.sh` (the commands the
+//! README documents).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -511,6 +513,260 @@ fn netns_ecs_agent_relative_uri() {
             "an ID in the log"
         );
         run(Command::new("sh").args([dnat, "remove"]));
+        assert_eq!(daemon.terminate().code(), Some(0));
+    });
+}
+
+/// The routed listener of the routes test: two containers, two roles, one address. `cr1`
+/// (198.18.0.2) has a route of its own; `cr2` (198.18.0.3) takes the wider /25 (which also
+/// contains 198.18.0.2: the longest prefix wins); `cr3` (198.18.0.200) is allowed to connect but
+/// no route names it. The `[ecs_agent]` listener routes the same two containers to the same two
+/// profiles (no `allow`: its routes are the only peers it admits).
+const ROUTED_TOML: &str = "[[imds]]\nlisten = \"198.18.0.1:9254\"\nallow = [\"198.18.0.0/24\"]\n\
+     routes = [\n  { from = \"198.18.0.2/32\", profile = \"ci\" },\n  { from = \"198.18.0.0/25\", profile = \"dev\" },\n]\n\
+     [ecs]\nenabled = false\n\
+     [ecs_agent]\nlisten = \"198.18.0.1:9257\"\n\
+     routes = [{ from = \"198.18.0.2/32\", profile = \"ci\" }, { from = \"198.18.0.3/32\", profile = \"dev\" }]\n";
+
+/// An IMDSv2 token from 169.254.169.254 in container `ns`.
+fn container_token(ns: &str) -> String {
+    let (code, token) = curl(
+        ns,
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            "x-aws-ec2-metadata-token-ttl-seconds: 60",
+            "http://169.254.169.254/latest/api/token",
+        ],
+    );
+    assert_eq!(code, Some(0), "{ns}: token PUT");
+    token
+}
+
+/// GET `path` at 169.254.169.254 in container `ns` with `token`: the status and the body.
+fn container_get(ns: &str, path: &str, token: &str) -> (String, String) {
+    let (code, out) = curl(
+        ns,
+        &[
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            &format!("x-aws-ec2-metadata-token: {token}"),
+            &format!("http://169.254.169.254{path}"),
+        ],
+    );
+    assert_eq!(code, Some(0), "{ns}: GET {path}");
+    let (body, status) = out.rsplit_once('\n').unwrap();
+    (status.to_owned(), body.to_owned())
+}
+
+/// One role per container on one address (issue 16): three "containers" on one bridge
+/// (`tests/netns/bridge.sh`), each reaching the daemon's routed listener only as
+/// 169.254.169.254:80 (`scripts/imds-dnat.sh` on the bridge). boto3 in each, with no AWS
+/// variable at all (a config file with the region and moto's address, no credentials), gets its
+/// own route's role: GetCallerIdentity shows the two role ARNs. The unrouted container gets no
+/// credentials and an access line naming it; a token obtained in one container gives another
+/// its own role, never the first one's; another route's role is 404. On the routed
+/// `[ecs_agent]` listener (169.254.170.2 through `scripts/ecs-agent-dnat.sh`) each container
+/// gets its own route's profile by its ID and the other's ID is answered as unknown. `status`
+/// shows the routes of both listeners and their counts.
+#[test]
+fn netns_routes_one_role_per_container() {
+    in_private_netns("netns_routes_one_role_per_container", || async {
+        run(Command::new("bash").arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/netns/bridge.sh"
+        )));
+        let dnat = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/imds-dnat.sh");
+        run(Command::new("sh").args([dnat, "add", "cvbr0", "198.18.0.1", "9254"]));
+        let agent_dnat = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/ecs-agent-dnat.sh");
+        run(Command::new("sh").args([agent_dnat, "add", "cvbr0", "198.18.0.1", "9257"]));
+        let moto = PrivateMoto::start_on("198.18.0.1", true);
+        let setup = Setup::new();
+        let scenario = setup.role_profile(&moto.moto).await;
+        let dev_role = moto.moto.role("dev", &[&scenario.user.arn], None).await;
+        setup.append_aws_config(&format!(
+            "[profile ci]\nregion = us-east-1\nendpoint_url = {m}\nrole_arn = {ci}\nsource_profile = base\n\
+             [profile dev]\nregion = us-east-1\nendpoint_url = {m}\nrole_arn = {dev_role}\nsource_profile = base\n",
+            m = moto.moto.url,
+            ci = scenario.role_arn,
+        ));
+        setup.write_toml(ROUTED_TOML);
+        let daemon = setup.start();
+        for p in ["ci", "dev"] {
+            setup
+                .wait_status(p, "fresh", crate::support::daemon::phase_is("fresh"))
+                .await;
+        }
+
+        let sts = moto.moto.url.clone();
+        let boto3 = |ns: &'static str| {
+            let sts = sts.clone();
+            tokio::task::spawn_blocking(move || {
+                let home = tempfile::tempdir().unwrap();
+                crate::support::clients::bare_boto3_whoami(
+                    &["ip", "netns", "exec", ns],
+                    home.path(),
+                    &sts,
+                    "",
+                )
+            })
+        };
+        let mut arns = Vec::new();
+        for (ns, role_arn) in [("cr1", &scenario.role_arn), ("cr2", &dev_role)] {
+            let who = boto3(ns)
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{ns}: {e}\ndaemon log:\n{}", daemon.log()));
+            let prefix = assumed_role_prefix(role_arn);
+            assert!(
+                who.arn.starts_with(&prefix),
+                "{ns}: GetCallerIdentity returned {}, expected {prefix}...",
+                who.arn
+            );
+            assert_eq!(who.method.as_deref(), Some("iam-role"), "{ns}");
+            arns.push(who.arn);
+        }
+        assert_ne!(
+            assumed_role_prefix(&scenario.role_arn),
+            assumed_role_prefix(&dev_role)
+        );
+
+        // The unrouted container: no credentials, and an access line naming it.
+        let refused = boto3("cr3").await.unwrap();
+        assert!(refused.is_err(), "cr3 got credentials: {refused:?}");
+        assert!(
+            daemon.wait_for_log("NoRoute", std::time::Duration::from_secs(5)),
+            "{}",
+            daemon.log()
+        );
+        let log = daemon.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("refused an IMDS request") && l.contains("NoRoute"))
+            .unwrap_or_else(|| panic!("no refusal line:\n{log}"));
+        assert!(line.contains("peer=198.18.0.200:"), "{line}");
+
+        // A token carries no role: cr1's token in cr2 lists cr2's role. cr2 asking for ci's
+        // credentials gets IMDS's 404 for an unknown role.
+        let list = "/latest/meta-data/iam/security-credentials/";
+        let ci_token = container_token("cr1");
+        assert_eq!(
+            container_get("cr2", list, &ci_token),
+            ("200".to_owned(), "dev".to_owned())
+        );
+        let (status, body) = container_get("cr2", &format!("{list}ci"), &container_token("cr2"));
+        assert_eq!(status, "404", "{body}");
+        assert!(!body.contains("ASIA"), "{body}");
+        assert!(
+            daemon.wait_for_log("OtherRoutesRole", std::time::Duration::from_secs(5)),
+            "{}",
+            daemon.log()
+        );
+        let (status, _) = container_get("cr3", list, &container_token("cr3"));
+        assert_eq!(status, "403");
+
+        // The ECS agent endpoint: each container fetches only its own route's ID; the other
+        // container's valid ID is answered as an unknown one; an unrouted peer gets nothing.
+        let id = |p: &str| {
+            std::fs::read_to_string(setup.state_dir().join(format!("ecs-agent-id-{p}"))).unwrap()
+        };
+        let (ci_id, dev_id) = (id("ci"), id("dev"));
+        let agent = |ns: &str, id: &str| {
+            curl(
+                ns,
+                &[
+                    "-w",
+                    "\n%{http_code}",
+                    &format!("http://169.254.170.2/v2/credentials/{id}"),
+                ],
+            )
+            .1
+        };
+        for (ns, own, other, role_arn) in [
+            ("cr1", &ci_id, &dev_id, &scenario.role_arn),
+            ("cr2", &dev_id, &ci_id, &dev_role),
+        ] {
+            let answer = agent(ns, own);
+            let (body, status) = answer.rsplit_once('\n').unwrap();
+            assert_eq!(status, "200", "{ns}: {body}");
+            let json: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(json["RoleArn"].as_str(), Some(role_arn.as_str()), "{ns}");
+            let answer = agent(ns, other);
+            assert!(
+                answer.ends_with("\n400") && answer.contains("InvalidIdInRequest"),
+                "{ns}: {answer}"
+            );
+        }
+        // cr3 is no route's and the agent listener has no `allow`: closed before any HTTP.
+        let (code, body) = curl(
+            "cr3",
+            &[&format!("http://169.254.170.2/v2/credentials/{ci_id}")],
+        );
+        assert!(
+            matches!(code, Some(52 | 56)),
+            "cr3: curl exit {code:?}, {body:?}"
+        );
+        assert!(
+            daemon.wait_for_log("OtherRoutesId", std::time::Duration::from_secs(5)),
+            "{}",
+            daemon.log()
+        );
+
+        // `status` shows each route and its counts.
+        let out = setup.cli(&["status", "--json"]);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let listener = &report["listeners"][0];
+        let routes = listener["routes"].as_array().unwrap();
+        let row = |i: usize| {
+            let r = &routes[i];
+            (
+                r["from"].as_str().unwrap().to_owned(),
+                r["profile"].as_str().unwrap().to_owned(),
+                r["served"].as_u64().unwrap(),
+                r["refused"].as_u64().unwrap(),
+            )
+        };
+        assert_eq!(routes.len(), 2, "{listener}");
+        let (from, profile, served, refused) = row(0);
+        assert_eq!(
+            (from.as_str(), profile.as_str(), refused),
+            ("198.18.0.2/32", "ci", 0)
+        );
+        assert!(served >= 1, "{listener}");
+        let (from, profile, served, refused) = row(1);
+        assert_eq!(
+            (from.as_str(), profile.as_str(), refused),
+            ("198.18.0.0/25", "dev", 1)
+        );
+        assert!(served >= 1, "{listener}");
+        assert!(
+            listener["unrouted_refused"].as_u64().unwrap() >= 2,
+            "{listener}"
+        );
+        let text = crate::support::daemon::stdout(&setup.cli(&["status"]));
+        assert!(
+            text.contains("route 198.18.0.2/32 -> ci: served ")
+                && text.contains("route 198.18.0.0/25 -> dev: served ")
+                && text.contains("no route: refused "),
+            "{text}"
+        );
+        let agent_routes = report["listeners"][1]["routes"].as_array().unwrap();
+        assert_eq!(
+            agent_routes
+                .iter()
+                .map(|r| (
+                    r["profile"].as_str().unwrap(),
+                    r["served"].as_u64().unwrap(),
+                    r["refused"].as_u64().unwrap()
+                ))
+                .collect::<Vec<_>>(),
+            [("ci", 1, 1), ("dev", 1, 1)],
+            "{report}"
+        );
+        run(Command::new("sh").args([dnat, "remove"]));
+        run(Command::new("sh").args([agent_dnat, "remove"]));
         assert_eq!(daemon.terminate().code(), Some(0));
     });
 }

@@ -416,3 +416,58 @@ pub fn assumed_role_prefix(role_arn: &str) -> String {
     let name = role_arn.rsplit('/').next().unwrap();
     format!("arn:aws:sts::{account}:assumed-role/{name}/")
 }
+
+/// boto3 (`tests/sdk/python/whoami.py`) with no AWS variable at all, as in an unmodified image:
+/// the environment holds only `PATH` and `HOME`; `HOME/.aws/config` (written here, readable by
+/// every user) has a `[default]` profile with the region, `endpoint_url = sts` and the `extra`
+/// lines, and no credentials. `prefix` runs it (`ip netns exec NS`, `setpriv --reuid=...`).
+/// So credentials can only come from the default metadata address (or what `extra` sets, such as
+/// `ec2_metadata_service_endpoint`).
+pub fn bare_boto3_whoami(
+    prefix: &[&str],
+    home: &std::path::Path,
+    sts: &str,
+    extra: &str,
+) -> Result<Whoami, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let aws = home.join(".aws");
+    std::fs::create_dir_all(&aws).unwrap();
+    std::fs::write(
+        aws.join("config"),
+        format!("[default]\nregion = us-east-1\nendpoint_url = {sts}\n{extra}"),
+    )
+    .unwrap();
+    for dir in [home, aws.as_path()] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(aws.join("config"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let python = venv_bin("python");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/python/whoami.py");
+    let mut cmd = match prefix.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(&python);
+            c
+        }
+        None => Command::new(&python),
+    };
+    let out = cmd
+        .arg(script)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .current_dir(home)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run boto3 with {prefix:?}: {e}"));
+    if !out.status.success() {
+        return Err(describe(Sdk::Boto3, &out));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("unexpected output ({e}): {}", describe(Sdk::Boto3, &out)))?;
+    Ok(Whoami {
+        arn: v["arn"].as_str().unwrap_or_default().to_owned(),
+        access_key_id: v["access_key_id"].as_str().map(str::to_owned),
+        method: v["method"].as_str().map(str::to_owned),
+    })
+}
