@@ -28,6 +28,7 @@ pub mod fuzz;
 pub mod iam;
 pub mod keystore;
 pub(crate) mod logging;
+pub(crate) mod metrics;
 pub(crate) mod mint;
 pub(crate) mod paths;
 pub(crate) mod problem;

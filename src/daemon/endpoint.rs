@@ -5,6 +5,7 @@ use super::ecs::EcsHandler;
 use super::ecs_agent::EcsAgentHandler;
 use super::http::{Handler, Head, Refusal, Reply};
 use super::imds::ImdsHandler;
+use super::metrics_http::MetricsHandler;
 
 /// A listener's handler.
 pub(crate) enum Endpoint {
@@ -14,6 +15,8 @@ pub(crate) enum Endpoint {
     Ecs(EcsHandler),
     /// The ECS-agent-compatible endpoint (`/v2/credentials/ID`).
     EcsAgent(EcsAgentHandler),
+    /// The metrics listener (`/metrics`, `/healthz`).
+    Metrics(MetricsHandler),
 }
 
 impl Handler for Endpoint {
@@ -22,6 +25,7 @@ impl Handler for Endpoint {
             Endpoint::Imds(h) => h.handle(head).await,
             Endpoint::Ecs(h) => h.handle(head).await,
             Endpoint::EcsAgent(h) => h.handle(head).await,
+            Endpoint::Metrics(h) => h.handle(head).await,
         }
     }
 
@@ -30,6 +34,7 @@ impl Handler for Endpoint {
             Endpoint::Imds(h) => h.refuse(refusal),
             Endpoint::Ecs(h) => h.refuse(refusal),
             Endpoint::EcsAgent(h) => h.refuse(refusal),
+            Endpoint::Metrics(h) => h.refuse(refusal),
         }
     }
 }

@@ -20,10 +20,12 @@ use super::ecs_agent::{self, AgentProfile, EcsAgentHandler};
 use super::endpoint::Endpoint;
 use super::http::{HostPolicy, ServeOptions, serve};
 use super::imds::{ImdsHandler, instance_id};
+use super::metrics::ListenerStats;
+use super::metrics_http::MetricsHandler;
 use super::policy::Policy;
 use super::state::ProfileCell;
 use super::{Daemon, State, Unit, refresher, role_name_for};
-use crate::config::{EcsListener, ImdsListener};
+use crate::config::{EcsListener, ImdsListener, MetricsListener};
 use crate::context::Loaded;
 use crate::mint::Minter;
 use crate::paths;
@@ -40,6 +42,8 @@ pub(crate) enum ListenerSpec {
     Ecs(EcsListener),
     /// The `[ecs_agent]` listener.
     EcsAgent(EcsListener),
+    /// The `[metrics]` listener.
+    Metrics(MetricsListener),
 }
 
 impl ListenerSpec {
@@ -47,6 +51,7 @@ impl ListenerSpec {
         match self {
             ListenerSpec::Imds(l) => l.listen,
             ListenerSpec::Ecs(l) | ListenerSpec::EcsAgent(l) => l.listen,
+            ListenerSpec::Metrics(l) => l.listen,
         }
     }
 
@@ -55,6 +60,7 @@ impl ListenerSpec {
             ListenerSpec::Imds(_) => "imds",
             ListenerSpec::Ecs(_) => "ecs",
             ListenerSpec::EcsAgent(_) => "ecs-agent",
+            ListenerSpec::Metrics(_) => "metrics",
         }
     }
 }
@@ -75,10 +81,12 @@ pub(crate) struct Listener {
     stop: Trigger,
     /// The accept loop; it ends once its connections have drained.
     pub task: tokio::task::JoinHandle<()>,
+    /// Its counters (connections, refusals), kept while the listener keeps its socket.
+    pub stats: Arc<ListenerStats>,
 }
 
 impl Listener {
-    /// `imds`, `ecs` or `ecs-agent` (also the `FileDescriptorName` of its inherited socket).
+    /// `imds`, `ecs`, `ecs-agent` or `metrics` (also the `FileDescriptorName` of its inherited socket).
     pub fn kind(&self) -> &'static str {
         self.spec.kind()
     }
@@ -98,6 +106,7 @@ impl Listener {
             ListenerSpec::Imds(l) => vec![l.profile.clone()],
             ListenerSpec::Ecs(_) => names(ecs_tokens),
             ListenerSpec::EcsAgent(_) => names(agent_ids),
+            ListenerSpec::Metrics(_) => Vec::new(),
         }
     }
 }
@@ -185,6 +194,19 @@ fn served_by(
         .collect()
 }
 
+/// The profiles kept fresh whether or not anyone asks: those of the `[[imds]]` listeners (each
+/// listener's one profile). `/healthz` reports on exactly these.
+pub(crate) fn prewarmed(state: &State) -> Vec<String> {
+    let mut names: Vec<String> = state
+        .loaded
+        .iter()
+        .flat_map(|l| l.config.imds.iter().map(|i| i.profile.clone()))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 pub(crate) fn resolve_in(loaded: &Loaded, name: &str) -> Result<Chain, ResolveError> {
     resolve::resolve(&loaded.profiles, name, &loaded.env, &resolve::read_file)
 }
@@ -220,7 +242,8 @@ pub(crate) fn plan(
             .cloned()
             .map(ListenerSpec::Imds)
             .chain(config.ecs.iter().cloned().map(ListenerSpec::Ecs))
-            .chain(config.ecs_agent.iter().cloned().map(ListenerSpec::EcsAgent)),
+            .chain(config.ecs_agent.iter().cloned().map(ListenerSpec::EcsAgent))
+            .chain(config.metrics.iter().cloned().map(ListenerSpec::Metrics)),
     );
     let mut bound: Vec<Bound> = Vec::new();
     for (key, spec) in &specs {
@@ -543,11 +566,13 @@ fn commit_listeners(
         let handler = watch::channel(Arc::new(endpoint(daemon, state, &b.spec, b.addr))).0;
         let options = watch::channel(Arc::new(serve_options(daemon, loaded, &b.spec, b.addr))).0;
         let stop = Trigger::child_of(&daemon.shutdown.subscribe());
+        let stats = ListenerStats::new();
         let task = tokio::spawn(serve(
             b.socket,
             handler.subscribe(),
             options.subscribe(),
             stop.subscribe(),
+            stats.clone(),
         ));
         tracing::info!(address = %b.addr, kind = b.spec.kind(), "listening");
         state.listeners.push(Listener {
@@ -558,6 +583,7 @@ fn commit_listeners(
             options,
             stop,
             task,
+            stats,
         });
     }
 }
@@ -603,6 +629,13 @@ fn serve_options(
             None,
             common_headers(),
         ),
+        ListenerSpec::Metrics(l) => (
+            l.allow.clone(),
+            l.allow_uids.clone(),
+            l.hosts.clone(),
+            None,
+            Vec::new(),
+        ),
     };
     ServeOptions {
         allow,
@@ -645,6 +678,7 @@ fn endpoint(daemon: &Daemon, state: &State, spec: &ListenerSpec, addr: SocketAdd
                 })
                 .collect(),
         }),
+        ListenerSpec::Metrics(_) => Endpoint::Metrics(MetricsHandler::new(daemon.me.clone())),
     }
 }
 
