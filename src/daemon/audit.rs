@@ -99,7 +99,8 @@ impl ConnAudit {
         ConnAudit::counted(listener, peer, peer_uid, ListenerStats::new())
     }
 
-    /// [`ConnAudit::new`], counting refusals in the listener's `stats`.
+    /// State for a new connection from `peer` (owned by `peer_uid`) to `listener`, counting its
+    /// refusals in the listener's `stats`.
     pub fn counted(
         listener: SocketAddr,
         peer: SocketAddr,

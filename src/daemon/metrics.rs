@@ -16,8 +16,12 @@
 //!
 //! No metric carries a secret, a token, an ECS-agent ID or an access key id: labels are profile
 //! names, listener kinds and addresses, problem codes, refusal reasons and STS action names.
-//! Counters restart from 0 when a profile's cell is replaced (its chain changed on a reload) or a
-//! listener is bound anew; their `_created` sample says when.
+//! Counters restart from 0 when a profile's cell is replaced (its chain changed on a reload: the
+//! profile counters' `_created` sample says when) or a listener is bound anew (which `rate()`
+//! takes for a counter reset). Series that are 0 for most users are left out rather than listed:
+//! failures and refusals per profile only for problem codes that occurred, STS latency only for
+//! actions called; each listener lists every refusal reason, so that a first refusal is an
+//! increase from 0.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -151,7 +155,6 @@ pub(crate) enum ConnRefused {
 /// The counters of one listener, shared by its accept loop and its connections' audit trails.
 #[derive(Debug)]
 pub(crate) struct ListenerStats {
-    created: OffsetDateTime,
     accepted: AtomicU64,
     closed_not_allowed: AtomicU64,
     closed_no_room: AtomicU64,
@@ -172,7 +175,6 @@ impl Drop for OpenConn {
 impl Default for ListenerStats {
     fn default() -> Self {
         ListenerStats {
-            created: OffsetDateTime::now_utc(),
             accepted: AtomicU64::new(0),
             closed_not_allowed: AtomicU64::new(0),
             closed_no_room: AtomicU64::new(0),
@@ -210,7 +212,8 @@ impl ListenerStats {
     }
 
     /// Requests refused so far for `reason`.
-    pub fn refused_count(&self, reason: RefusedReason) -> u64 {
+    #[cfg(test)]
+    fn refused_count(&self, reason: RefusedReason) -> u64 {
         self.refused[reason.index()].load(Ordering::Relaxed)
     }
 }
@@ -359,18 +362,22 @@ fn listener_families(state: &State) -> Vec<Family> {
             out.push((k, v.to_owned()));
             out
         };
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        accepted.push(labels(&id), counter(load(&s.accepted), s.created));
-        for (why, n) in [
-            ("not_allowed", &s.closed_not_allowed),
-            ("no_room", &s.closed_no_room),
-        ] {
-            closed.push(with("reason", why), counter(load(n), s.created));
-        }
-        open.push(labels(&id), Point::Gauge(load(&s.open) as f64));
+        let total = |a: &AtomicU64| Point::Counter {
+            total: a.load(Ordering::Relaxed),
+            created: None,
+        };
+        accepted.push(labels(&id), total(&s.accepted));
+        closed.push(with("reason", "not_allowed"), total(&s.closed_not_allowed));
+        closed.push(with("reason", "no_room"), total(&s.closed_no_room));
+        open.push(
+            labels(&id),
+            Point::Gauge(s.open.load(Ordering::Relaxed) as f64),
+        );
         for reason in RefusedReason::ALL {
-            let n = s.refused_count(reason);
-            refused.push(with("reason", reason.as_str()), counter(n, s.created));
+            refused.push(
+                with("reason", reason.as_str()),
+                total(&s.refused[reason.index()]),
+            );
         }
     }
     vec![accepted, closed, open, refused]
@@ -381,10 +388,13 @@ fn sts_families() -> Vec<Family> {
     let mut latency = Family::new(
         "credvend_sts_request_duration_seconds",
         Kind::Histogram,
-        "Time of each STS HTTP attempt (retries counted separately), by action.",
+        "Time of each STS HTTP attempt (retries counted separately), by action (actions called at least once).",
     )
     .unit("seconds");
     for (action, snap) in histogram::sts_latency() {
+        if snap.count() == 0 {
+            continue;
+        }
         latency.push(
             labels(&[("action", action)]),
             Point::Histogram {

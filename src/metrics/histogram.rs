@@ -46,7 +46,6 @@ pub(crate) struct Snapshot {
 
 impl Snapshot {
     /// Observations in total.
-    #[cfg(test)]
     pub fn count(&self) -> u64 {
         self.buckets.last().map_or(0, |b| b.1)
     }

@@ -195,10 +195,7 @@ fn labels(out: &mut String, labels: &Labels, extra: Option<(&str, &str)>) {
         return;
     }
     out.push('{');
-    let all = labels
-        .iter()
-        .map(|(n, v)| (*n, v.as_str()))
-        .chain(extra.into_iter());
+    let all = labels.iter().map(|(n, v)| (*n, v.as_str())).chain(extra);
     for (i, (name, value)) in all.enumerate() {
         if i > 0 {
             out.push(',');

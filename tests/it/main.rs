@@ -22,6 +22,7 @@ mod keystore;
 mod layout;
 mod lifecycle;
 mod logs;
+mod metrics;
 mod netns;
 mod profiles;
 mod query_botocore;
