@@ -230,7 +230,9 @@ async fn metrics_curl_parses_as_openmetrics_with_expiry_and_growing_refusals() {
 }
 
 /// `/healthz` is 200 while the IMDS listener's profile has credentials to serve, and 503 naming
-/// it once it has none (its keys removed); the failure is counted by code and the phase shows it.
+/// it once it has none (its keys removed); the failure is counted by code, the phase shows it,
+/// and a request answered without credentials is counted by the profile's code and as the
+/// listener's `no_credentials`.
 #[tokio::test]
 async fn metrics_healthz_is_503_when_the_imds_profile_fails() {
     let s = Served::start(&toml("")).await;
@@ -251,8 +253,21 @@ async fn metrics_healthz_is_503_when_the_imds_profile_fails() {
         body.starts_with("unhealthy: not fresh: role\n") && body.contains("(MissingKeys)"),
         "{body}"
     );
+    let token = http::token(s.imds(), 60).await;
+    let r = http::get(
+        s.imds(),
+        "/latest/meta-data/iam/security-credentials/role",
+        &token,
+    )
+    .await;
+    assert_eq!(r.json()["Code"], "MissingKeys");
     let (_, samples) = scrape(m);
     let failed = [("profile", "role"), ("code", "MissingKeys")];
+    assert_eq!(
+        value(&samples, "credvend_profile_requests_refused_total", &failed),
+        Some(1.0)
+    );
+    assert_eq!(refused(&samples, "imds", "no_credentials"), 1.0);
     assert!(value(&samples, "credvend_profile_failures_total", &failed).unwrap() >= 1.0);
     let error = [("profile", "role"), ("credvend_profile_phase", "error")];
     assert_eq!(value(&samples, "credvend_profile_phase", &error), Some(1.0));
