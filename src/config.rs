@@ -4,7 +4,8 @@
 //! A missing file means [`DaemonConfig::default`]: one IMDS listener on `127.0.0.1:9254` serving
 //! the `default` profile and the ECS endpoint on `127.0.0.1:9255` serving every profile. The
 //! ECS-agent-compatible listener (`[ecs_agent]`, `169.254.170.2:80` by default) runs only when the
-//! file has that section: its address needs privileges or socket activation.
+//! file has that section: its address needs privileges or socket activation; so does the metrics
+//! listener (`[metrics]`, `127.0.0.1:9256` by default).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;

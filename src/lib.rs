@@ -8,7 +8,8 @@
 //! - pure core (no IO; unit-, property- and fuzz-tested): [`sigv4`], [`sts::wire`],
 //!   [`sts::endpoint`], `profile` (config parser, credentials-file editor, chain resolution),
 //!   `config` (daemon TOML), `problem`, `daemon::policy`, `daemon::imds::route`,
-//!   [`daemon::token`], `control::proto`, [`sso::pkce`], [`sso::cache`] (parse/render);
+//!   [`daemon::token`], `control::proto`, [`sso::pkce`], [`sso::cache`] (parse/render),
+//!   `metrics::openmetrics` (the metrics text format);
 //! - IO edges: [`sts::client`], [`iam`] (access keys), [`sso`] (IAM Identity Center OIDC and
 //!   portal calls), [`keystore`], `mint`, `daemon` (listeners, refreshers, reconciliation),
 //!   `control` (the control socket), `cli`, `sys`.
