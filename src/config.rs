@@ -4,7 +4,8 @@
 //! A missing file means [`DaemonConfig::default`]: one IMDS listener on `127.0.0.1:9254` serving
 //! the `default` profile and the ECS endpoint on `127.0.0.1:9255` serving every profile. The
 //! ECS-agent-compatible listener (`[ecs_agent]`, `169.254.170.2:80` by default) runs only when the
-//! file has that section: its address needs privileges or socket activation.
+//! file has that section: its address needs privileges or socket activation; so does the metrics
+//! listener (`[metrics]`, `127.0.0.1:9256` by default).
 //!
 //! **Routes** (`routes = [{ from = "198.18.0.2/32", profile = "ci" }, { uid = "builder", profile
 //! = "build" }]` on `[[imds]]` and `[ecs_agent]`) give each peer of one listener its own profile.
@@ -25,6 +26,8 @@ pub const DEFAULT_ECS_LISTEN: &str = "127.0.0.1:9255";
 /// Default address of the ECS-agent-compatible listener: where every SDK sends
 /// `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` requests.
 pub const DEFAULT_ECS_AGENT_LISTEN: &str = "169.254.170.2:80";
+/// Default address of the metrics listener (`[metrics]`, off unless the section exists).
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9256";
 
 /// The whole daemon configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,6 +46,23 @@ pub struct DaemonConfig {
     pub prewarm: Vec<String>,
     /// Connection and request limits shared by every listener.
     pub limits: Limits,
+    /// The metrics listener (`[metrics]`): `GET /metrics` and `GET /healthz`.
+    pub metrics: Option<MetricsListener>,
+}
+
+/// The `[metrics]` listener. The same access rules as the credential listeners: loopback unless
+/// `allow` names the peers, and only the daemon's user unless `allow_uids` names others (a
+/// Prometheus running as another user needs its uid there).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsListener {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// Peers allowed besides loopback; required for a non-loopback `listen`.
+    pub allow: Vec<IpNet>,
+    /// Local users besides the daemon's own who may read it.
+    pub allow_uids: Vec<u32>,
+    /// Extra names accepted in the `Host` header.
+    pub hosts: Vec<String>,
 }
 
 /// One `[[imds]]` listener.
@@ -217,6 +237,7 @@ impl Default for DaemonConfig {
             refresh: RefreshSettings::default(),
             prewarm: Vec::new(),
             limits: Limits::default(),
+            metrics: None,
         }
     }
 }
@@ -239,6 +260,22 @@ struct RawConfig {
     refresh: Option<RawRefresh>,
     #[serde(default)]
     limits: Option<RawLimits>,
+    #[serde(default)]
+    metrics: Option<RawMetrics>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<String>,
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    allow_uids: Vec<UserSpec>,
+    #[serde(default)]
+    hosts: Vec<String>,
+    #[serde(default = "yes")]
+    enabled: bool,
 }
 
 #[derive(Deserialize)]
@@ -599,6 +636,26 @@ fn parse_ecs(
     }))
 }
 
+/// The `[metrics]` section; `None` when disabled.
+fn parse_metrics(
+    r: RawMetrics,
+    what: &str,
+    users: UserLookup<'_>,
+) -> Result<Option<MetricsListener>, ConfigError> {
+    if !r.enabled {
+        return Ok(None);
+    }
+    let listen = parse_listen(r.listen, DEFAULT_METRICS_LISTEN, what)?;
+    let allow = parse_allow(r.allow, what)?;
+    check_exposure(listen, &allow, &[], what)?;
+    Ok(Some(MetricsListener {
+        listen,
+        allow,
+        allow_uids: parse_uids(r.allow_uids, users, what)?,
+        hosts: r.hosts,
+    }))
+}
+
 impl DaemonConfig {
     /// Parses and validates `config.toml` text. `source` names the file in messages; user names
     /// in `allow_uids` are looked up in the system's user database.
@@ -642,12 +699,17 @@ impl DaemonConfig {
                 users,
             )?,
         };
+        let metrics = match raw.metrics {
+            None => None,
+            Some(r) => parse_metrics(r, &format!("{source}: [metrics]"), users)?,
+        };
         let mut seen = std::collections::HashSet::new();
         for addr in imds
             .iter()
             .map(|l| l.listen)
             .chain(ecs.iter().map(|e| e.listen))
             .chain(ecs_agent.iter().map(|e| e.listen))
+            .chain(metrics.iter().map(|m| m.listen))
         {
             if addr.port() != 0 && !seen.insert(addr) {
                 return Err(ConfigError(format!(
@@ -700,6 +762,7 @@ impl DaemonConfig {
             refresh,
             prewarm,
             limits,
+            metrics,
         })
     }
 }
@@ -813,6 +876,46 @@ prewarm = ["ci"]
         let e = DaemonConfig::parse_with("[[imds]]\nallow_uids = [\"bob\"]\n", "c", &users)
             .unwrap_err();
         assert!(e.0.contains("\"bob\" is not a user"), "{e}");
+    }
+
+    #[test]
+    fn metrics_is_off_unless_configured_and_guarded_like_the_others() {
+        assert_eq!(DaemonConfig::parse("", "c").unwrap().metrics, None);
+        let m = DaemonConfig::parse("[metrics]\n", "c")
+            .unwrap()
+            .metrics
+            .unwrap();
+        assert_eq!(m.listen, "127.0.0.1:9256".parse().unwrap());
+        assert!(m.allow.is_empty() && m.allow_uids.is_empty());
+        let users = |name: &str| (name == "prometheus").then_some(120);
+        let m = DaemonConfig::parse_with(
+            "[metrics]\nlisten = \"10.0.0.1:9256\"\nallow = [\"10.0.0.0/8\"]\nallow_uids = [\"prometheus\"]\n",
+            "c",
+            &users,
+        )
+        .unwrap()
+        .metrics
+        .unwrap();
+        assert_eq!((m.allow.len(), m.allow_uids[0]), (1, 120));
+        let e = DaemonConfig::parse("[metrics]\nlisten = \"0.0.0.0:9256\"\n", "cfg").unwrap_err();
+        assert!(
+            e.0.contains("cfg: [metrics]") && e.0.contains("allow"),
+            "{e}"
+        );
+        let e = DaemonConfig::parse(
+            "[ecs]\nlisten = \"127.0.0.1:9\"\n[metrics]\nlisten = \"127.0.0.1:9\"\n",
+            "c",
+        )
+        .unwrap_err();
+        assert!(e.0.contains("two listeners"), "{e}");
+        assert_eq!(
+            DaemonConfig::parse("[metrics]\nenabled = false\n", "c")
+                .unwrap()
+                .metrics,
+            None
+        );
+        let e = DaemonConfig::parse("[metrics]\npath = \"/m\"\n", "c").unwrap_err();
+        assert!(e.0.contains("unknown field"), "{e}");
     }
 
     #[test]

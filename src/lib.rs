@@ -8,7 +8,8 @@
 //! - pure core (no IO; unit-, property- and fuzz-tested): [`sigv4`], [`sts::wire`],
 //!   [`sts::endpoint`], `profile` (config parser, credentials-file editor, chain resolution),
 //!   `config` (daemon TOML), `problem`, `daemon::policy`, `daemon::imds::route`,
-//!   [`daemon::token`], `control::proto`, [`sso::pkce`], [`sso::cache`] (parse/render);
+//!   [`daemon::token`], `control::proto`, [`sso::pkce`], [`sso::cache`] (parse/render),
+//!   `metrics::openmetrics` (the metrics text format);
 //! - IO edges: [`sts::client`], [`iam`] (access keys), [`sso`] (IAM Identity Center OIDC and
 //!   portal calls), [`keystore`], `mint`, `daemon` (listeners, refreshers, reconciliation),
 //!   `control` (the control socket), `cli`, `sys`.
@@ -28,6 +29,7 @@ pub mod fuzz;
 pub mod iam;
 pub mod keystore;
 pub(crate) mod logging;
+pub(crate) mod metrics;
 pub(crate) mod mint;
 pub(crate) mod paths;
 pub(crate) mod problem;

@@ -51,6 +51,34 @@ pub enum ProblemCode {
 }
 
 impl ProblemCode {
+    /// Every code, in declaration order (`ALL[c.index()] == c`): what the per-code counters of
+    /// the metrics are indexed by.
+    pub const ALL: [ProblemCode; 18] = [
+        ProblemCode::NeedsMfa,
+        ProblemCode::NeedsLogin,
+        ProblemCode::MissingKeys,
+        ProblemCode::KeyringUnavailable,
+        ProblemCode::KeyringError,
+        ProblemCode::InvalidKeys,
+        ProblemCode::AssumeRoleUnauthorizedAccess,
+        ProblemCode::StsError,
+        ProblemCode::StsThrottled,
+        ProblemCode::StsUnavailable,
+        ProblemCode::StsBadResponse,
+        ProblemCode::InvalidConfiguration,
+        ProblemCode::CredentialProcessFailed,
+        ProblemCode::WebIdentityTokenUnreadable,
+        ProblemCode::CredentialsLocked,
+        ProblemCode::CredentialsPending,
+        ProblemCode::CredentialsTooShort,
+        ProblemCode::CredentialsExpired,
+    ];
+
+    /// The position of this code in [`ProblemCode::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The IMDS `Code` value (and ECS `code`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -150,6 +178,16 @@ mod tests {
         assert!(!ProblemCode::NeedsLogin.is_transient());
         assert_eq!(ProblemCode::CredentialsLocked.ecs_status(), 403);
         assert_eq!(ProblemCode::InvalidKeys.ecs_status(), 403);
+    }
+
+    #[test]
+    fn all_lists_every_code_at_its_index() {
+        for (i, c) in ProblemCode::ALL.iter().enumerate() {
+            assert_eq!(c.index(), i, "{c}");
+        }
+        let names: std::collections::HashSet<&str> =
+            ProblemCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), ProblemCode::ALL.len());
     }
 
     #[test]

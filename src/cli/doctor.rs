@@ -260,11 +260,13 @@ fn connect_address(address: &str) -> Option<SocketAddr> {
 }
 
 /// The harmless request a listener of `kind` gets: an IMDSv2 token request (answered 200 with a
-/// token), an ECS credentials request without a token (answered 401), or an ECS-agent
-/// credentials request without an ID (answered 400).
+/// token), an ECS credentials request without a token (answered 401), an ECS-agent
+/// credentials request without an ID (answered 400), or the metrics (answered 200).
 fn probe_request(kind: &str, port: u16, profiles: &[String]) -> String {
     let host = format!("localhost:{port}");
-    if kind == "ecs-agent" {
+    if kind == "metrics" {
+        format!("GET /metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+    } else if kind == "ecs-agent" {
         format!(
             "GET {} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",
             crate::daemon::ecs_agent::PATH_PREFIX
@@ -299,6 +301,7 @@ pub(crate) fn listener_verdict(kind: &str, answer: Result<u16, String>) -> (Stat
     let (want, what) = match kind {
         "imds" => (200, "IMDSv2 token request"),
         "ecs-agent" => (400, "request without an ID"),
+        "metrics" => (200, "GET /metrics"),
         _ => (401, "request without a token"),
     };
     match answer {
@@ -947,6 +950,8 @@ mod tests {
         assert!(probe_request("ecs-agent", 80, &["a".into()]).starts_with("GET /v2/credentials/ "));
         assert_eq!(listener_verdict("ecs-agent", Ok(400)).0, Status::Ok);
         assert_eq!(listener_verdict("ecs-agent", Ok(200)).0, Status::Fail);
+        assert!(probe_request("metrics", 9256, &[]).starts_with("GET /metrics "));
+        assert_eq!(listener_verdict("metrics", Ok(200)).0, Status::Ok);
         assert_eq!(
             connect_address("0.0.0.0:9254"),
             Some("127.0.0.1:9254".parse().unwrap())

@@ -5,6 +5,7 @@
 mod client;
 mod doctor;
 mod keys;
+mod metrics;
 mod rotate;
 mod serve;
 mod service;
@@ -109,7 +110,7 @@ enum Command {
         those in use before a restart; every other served profile is minted on its first request and \
         goes idle (credentials dropped, no rotation) after [refresh] idle_after_seconds without one. \
         Then prints one line when every \
-        listener is bound:\n\n  credvend ready imds=ADDR ecs=ADDR [ecs-agent=ADDR] control=PATH\n\n\
+        listener is bound:\n\n  credvend ready imds=ADDR ecs=ADDR [ecs-agent=ADDR] [metrics=ADDR] control=PATH\n\n\
         and tells systemd READY=1 when run under it. SIGTERM/SIGINT: stop accepting, finish in-flight \
         requests, exit. SIGHUP: reload both config files; a broken file is reported and the running \
         configuration keeps serving."
@@ -117,6 +118,23 @@ enum Command {
     Serve,
     /// Show what the running daemon is doing
     Status(client::StatusArgs),
+    /// Print the running daemon's metrics (OpenMetrics text)
+    #[command(
+        long_about = "Print the running daemon's metrics in OpenMetrics text format (the same text its \
+        [metrics] listener serves at GET /metrics), fetched over the control socket.\n\n\
+        Per profile (label profile): phase (a state set), credentials expiry (Unix time) and seconds \
+        left, successful refreshes, failures by problem code, requests served, requests refused by \
+        problem code. Per listener (labels listener, address): connections accepted, refused and \
+        open; requests refused by reason (missing_token, bad_token, user_not_allowed, unknown_id, \
+        no_credentials...). STS call latency by action (a histogram), STS clock skew, start time, \
+        version, whether the last reload succeeded. No metric holds a secret, token, ID or access \
+        key id.\n\n\
+        [metrics] in config.toml (off by default) serves GET /metrics and GET /healthz (200 when every \
+        profile of an [[imds]] listener has credentials it can serve, else 503 naming those that do \
+        not) on 127.0.0.1:9256, with the same access rules as the other listeners (allow, allow_uids, \
+        hosts)."
+    )]
+    Metrics,
     /// Sign in to IAM Identity Center for PROFILE, or give the daemon an MFA code for it
     #[command(
         long_about = "Sign in to IAM Identity Center for PROFILE, or give the daemon an MFA code for it.\n\n\
@@ -271,6 +289,7 @@ async fn dispatch(ctx: Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::List(a) => keys::list(&ctx, a).await,
         Command::Remove(a) => keys::remove(&ctx, a).await,
         Command::Status(a) => client::status(&ctx, a).await,
+        Command::Metrics => metrics::metrics(&ctx).await,
         Command::Login(a) => client::login(&ctx, a).await,
         Command::Refresh(a) => client::refresh(&ctx, a).await,
         Command::Lock(a) => client::lock(&ctx, a).await,

@@ -9,6 +9,7 @@
 //! -> {"v":2,"cmd":"credentials","profile":"dev"}  <- {"v":2,"err":{"kind":"not-served","message":"..."}}
 //! -> {"v":2,"cmd":"sign-in-changed","session":"corp"}  <- {"v":2,"ok":{"reply":"refreshing","profiles":[...]}}
 //! -> {"v":2,"cmd":"rotate-agent-id","profile":"dev"}  <- {"v":2,"ok":{"reply":"agent-id-rotated","profile":"dev"}}
+//! -> {"v":2,"cmd":"metrics"}                      <- {"v":2,"ok":{"reply":"metrics","text":"# TYPE ...# EOF\n"}}
 //! ```
 //!
 //! No answer carries an ECS token or an ECS-agent ID: `status` names the files holding them
@@ -83,6 +84,8 @@ pub(crate) enum Request {
         /// Profile.
         profile: String,
     },
+    /// The daemon's metrics (`credvend metrics`).
+    Metrics,
 }
 
 /// A successful answer.
@@ -123,6 +126,11 @@ pub(crate) enum Reply {
     AgentIdRotated {
         /// The profile.
         profile: String,
+    },
+    /// To `metrics`: the OpenMetrics text exposition, `# EOF` line included.
+    Metrics {
+        /// The text.
+        text: String,
     },
 }
 
@@ -489,6 +497,8 @@ mod tests {
         assert!(matches!(signed, Request::SignInChanged { session } if session == "corp"));
         let rotate = parse_request(r#"{"v":2,"cmd":"rotate-agent-id","profile":"dev"}"#).unwrap();
         assert!(matches!(rotate, Request::RotateAgentId { profile } if profile == "dev"));
+        let metrics = parse_request(r#"{"v":2,"cmd":"metrics"}"#).unwrap();
+        assert!(matches!(metrics, Request::Metrics));
         let old = parse_request(r#"{"v":1,"cmd":"status"}"#).unwrap_err();
         assert!(old.message.contains("restart the daemon"), "{old}");
     }

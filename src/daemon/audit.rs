@@ -20,6 +20,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::http::Refusal;
+use super::metrics::{ListenerStats, RefusedReason};
 
 /// The endpoint name of the ECS-agent-compatible listener in audit calls (`IMDS`, `ECS`, this).
 pub(crate) const ENDPOINT_ECS_AGENT: &str = "ECS agent";
@@ -86,17 +87,38 @@ pub(crate) struct ConnAudit {
     /// The uid owning the client's socket, when the client runs on this machine.
     peer_uid: Option<u32>,
     last: Mutex<Option<(Answer, u64)>>,
+    /// The listener's counters: every refusal recorded here is counted there too.
+    stats: Arc<ListenerStats>,
 }
 
 impl ConnAudit {
-    /// State for a new connection from `peer` (owned by `peer_uid`) to `listener`.
+    /// State for a new connection from `peer` (owned by `peer_uid`) to `listener`, with counters
+    /// of its own (tests; the accept loop uses [`ConnAudit::counted`]).
+    #[cfg(test)]
     pub fn new(listener: SocketAddr, peer: SocketAddr, peer_uid: Option<u32>) -> Arc<ConnAudit> {
+        ConnAudit::counted(listener, peer, peer_uid, ListenerStats::new())
+    }
+
+    /// State for a new connection from `peer` (owned by `peer_uid`) to `listener`, counting its
+    /// refusals in the listener's `stats`.
+    pub fn counted(
+        listener: SocketAddr,
+        peer: SocketAddr,
+        peer_uid: Option<u32>,
+        stats: Arc<ListenerStats>,
+    ) -> Arc<ConnAudit> {
         Arc::new(ConnAudit {
             listener,
             peer,
             peer_uid,
             last: Mutex::new(None),
+            stats,
         })
+    }
+
+    /// Counts a refusal that has no access line of its own (an IMDS token refusal).
+    pub fn count_refused(&self, reason: RefusedReason) {
+        self.stats.refused(reason);
     }
 
     fn identity(&self) -> Identity {
@@ -143,11 +165,13 @@ impl ConnAudit {
             ENDPOINT_ECS_AGENT => "no credentials to vend over the ECS agent endpoint",
             _ => "no credentials to vend over ECS",
         };
+        self.stats.refused(RefusedReason::NoCredentials);
         self.record(event, profile, truncate(user_agent), code);
     }
 
     /// Records a request refused before routing: a user, host or browser not allowed.
     pub fn refused_peer(&self, refusal: Refusal, path: &str) {
+        self.stats.refused(RefusedReason::of_refusal(refusal));
         let what = format!("{refusal:?} {}", truncate(path));
         self.record("refused a request", "-", "-", &what);
     }
@@ -166,6 +190,7 @@ impl ConnAudit {
         reason: &'static str,
         path: &str,
     ) {
+        self.stats.refused(RefusedReason::of_audit_code(reason));
         let event = match endpoint {
             ENDPOINT_ECS_AGENT => "refused an ECS agent endpoint request",
             "IMDS" => "refused an IMDS request",

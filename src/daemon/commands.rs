@@ -25,6 +25,9 @@ impl Service for Daemon {
             Request::KeysChanged { profile, removed } => self.keys_changed(&profile, removed).await,
             Request::SignInChanged { session } => self.sign_in_changed(&session).await,
             Request::RotateAgentId { profile } => self.rotate_agent_id(profile).await,
+            Request::Metrics => Ok(Reply::Metrics {
+                text: self.metrics_text().await,
+            }),
         }
     }
 }

@@ -5,6 +5,7 @@ use super::ecs::EcsHandler;
 use super::ecs_agent::EcsAgentHandler;
 use super::http::{Handler, Head, Refusal, Reply};
 use super::imds::ImdsHandler;
+use super::metrics_http::MetricsHandler;
 use super::routes::{RouteCounters, RouteStat};
 
 /// A listener's handler.
@@ -15,6 +16,8 @@ pub(crate) enum Endpoint {
     Ecs(EcsHandler),
     /// The ECS-agent-compatible endpoint (`/v2/credentials/ID`).
     EcsAgent(EcsAgentHandler),
+    /// The metrics listener (`/metrics`, `/healthz`).
+    Metrics(MetricsHandler),
 }
 
 impl Handler for Endpoint {
@@ -23,6 +26,7 @@ impl Handler for Endpoint {
             Endpoint::Imds(h) => h.handle(head).await,
             Endpoint::Ecs(h) => h.handle(head).await,
             Endpoint::EcsAgent(h) => h.handle(head).await,
+            Endpoint::Metrics(h) => h.handle(head).await,
         }
     }
 
@@ -31,6 +35,7 @@ impl Handler for Endpoint {
             Endpoint::Imds(h) => h.refuse(refusal),
             Endpoint::Ecs(h) => h.refuse(refusal),
             Endpoint::EcsAgent(h) => h.refuse(refusal),
+            Endpoint::Metrics(h) => h.refuse(refusal),
         }
     }
 }
@@ -41,7 +46,7 @@ impl Endpoint {
         match self {
             Endpoint::Imds(h) => h.roles.routes().map(|t| t.counters()),
             Endpoint::EcsAgent(h) => h.routes.as_ref().map(|t| t.counters()),
-            Endpoint::Ecs(_) => None,
+            Endpoint::Ecs(_) | Endpoint::Metrics(_) => None,
         }
     }
 
@@ -51,7 +56,7 @@ impl Endpoint {
         match self {
             Endpoint::Imds(h) => h.roles.routes().map(|t| t.stats()),
             Endpoint::EcsAgent(h) => h.routes.as_ref().map(|t| t.stats()),
-            Endpoint::Ecs(_) => None,
+            Endpoint::Ecs(_) | Endpoint::Metrics(_) => None,
         }
     }
 }

@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::conns::{Access, Peer, Registry, Ticket, access};
+use super::metrics::{ConnRefused, ListenerStats, OpenConn};
 use crate::config::Limits;
 use crate::shutdown::Shutdown;
 
@@ -281,18 +282,22 @@ struct Shared<H> {
     shutdown: Shutdown,
     /// Every connection task holds a clone; when all are gone, draining is done.
     alive: tokio::sync::mpsc::Sender<()>,
+    /// The listener's counters (kept across reloads by the listener, not by this loop).
+    stats: Arc<ListenerStats>,
 }
 
 /// Serves `listener` until `shutdown` fires, then stops accepting, lets in-flight requests
 /// finish, and returns once every connection has closed. The handler and options are read per
 /// request, so a reload can swap them without rebinding. The loop accepts as fast as
 /// connections arrive: a connection that gets no place in the budget is closed at once rather
-/// than left in the kernel's queue ahead of real clients.
-pub async fn serve<H: Handler>(
+/// than left in the kernel's queue ahead of real clients. Connections and refusals are counted
+/// in `stats`.
+pub(crate) async fn serve<H: Handler>(
     listener: TcpListener,
     handler: watch::Receiver<Arc<H>>,
     options: watch::Receiver<Arc<ServeOptions>>,
     shutdown: Shutdown,
+    stats: Arc<ListenerStats>,
 ) {
     let max = options.borrow().limits.max_connections;
     let bound = listener.local_addr().ok();
@@ -306,6 +311,7 @@ pub async fn serve<H: Handler>(
         registry: Registry::new(max, me),
         shutdown: shutdown.clone(),
         alive,
+        stats,
     });
     let mut stop = shutdown;
     loop {
@@ -348,10 +354,12 @@ fn admit<H: Handler>(shared: &Arc<Shared<H>>, stream: tokio::net::TcpStream, pee
     let who = Peer::identify(peer, local);
     let access = access(who, &opts.allow, &opts.allow_uids, shared.me);
     if access == Access::Closed {
+        shared.stats.conn_refused(ConnRefused::NotAllowed);
         tracing::warn!(%peer, "refused a connection from a peer outside the allow list");
         return;
     }
     let Some(ticket) = shared.registry.admit(who, access) else {
+        shared.stats.conn_refused(ConnRefused::NoRoom);
         tracing::debug!(%peer, peer_uid = who.uid(), "no room for another connection of this peer; closed");
         return;
     };
@@ -363,8 +371,14 @@ fn admit<H: Handler>(shared: &Arc<Shared<H>>, stream: tokio::net::TcpStream, pee
         shared: shared.clone(),
         peer,
         who,
-        audit: super::audit::ConnAudit::new(local.unwrap_or(peer), peer, who.uid()),
+        audit: super::audit::ConnAudit::counted(
+            local.unwrap_or(peer),
+            peer,
+            who.uid(),
+            shared.stats.clone(),
+        ),
         ticket,
+        _open: shared.stats.opened(),
     };
     tokio::spawn(conn.run(stream, opts.limits));
 }
@@ -376,6 +390,8 @@ struct Conn<H> {
     who: Peer,
     audit: Arc<super::audit::ConnAudit>,
     ticket: Ticket,
+    /// Counts the connection as open until it ends.
+    _open: OpenConn,
 }
 
 impl<H: Handler> Conn<H> {

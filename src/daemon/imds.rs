@@ -22,6 +22,7 @@ use hyper::{Method, StatusCode};
 use time::OffsetDateTime;
 
 use super::http::{Head, Refusal, Reply};
+use super::metrics::RefusedReason;
 use super::policy::{HTTP_COLD_START_WAIT, Policy};
 use super::routes::{Pick, Serves};
 use super::state::{Asker, ProfileCell};
@@ -183,6 +184,7 @@ impl ImdsHandler {
             .find(|h| head.headers.contains_key(*h))
         {
             tracing::warn!(peer = %head.peer, header = h, "refused an IMDS token request that came through a proxy");
+            head.audit.count_refused(RefusedReason::ProxiedTokenRequest);
             return page(StatusCode::FORBIDDEN);
         }
         let ttl = head
@@ -207,10 +209,16 @@ impl ImdsHandler {
                             .verify(&self.listener_id, t.trim(), Self::now_unix())
                     })
                     .unwrap_or(false);
-                (!ok).then(|| page(StatusCode::UNAUTHORIZED))
+                (!ok).then(|| {
+                    head.audit.count_refused(RefusedReason::BadToken);
+                    page(StatusCode::UNAUTHORIZED)
+                })
             }
             None if self.imds_v1 => None,
-            None => Some(page(StatusCode::UNAUTHORIZED)),
+            None => {
+                head.audit.count_refused(RefusedReason::MissingToken);
+                Some(page(StatusCode::UNAUTHORIZED))
+            }
         }
     }
 

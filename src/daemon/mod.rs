@@ -13,6 +13,8 @@ pub(crate) mod ecs_agent;
 pub(crate) mod endpoint;
 pub(crate) mod http;
 pub(crate) mod imds;
+pub(crate) mod metrics;
+pub(crate) mod metrics_http;
 pub(crate) mod notify;
 pub(crate) mod policy;
 pub(crate) mod reconcile;
@@ -73,6 +75,8 @@ pub(crate) struct State {
 
 /// The running daemon.
 pub(crate) struct Daemon {
+    /// Itself, for handlers that answer from the daemon's state (the metrics listener).
+    me: std::sync::Weak<Daemon>,
     state_dir: PathBuf,
     key: Arc<TokenKey>,
     minter: Arc<Minter>,
@@ -91,7 +95,8 @@ impl Daemon {
         minter: Arc<Minter>,
         inherited: Vec<Inherited>,
     ) -> Arc<Daemon> {
-        Arc::new(Daemon {
+        Arc::new_cyclic(|me| Daemon {
+            me: me.clone(),
             usage: Arc::new(usage::Usage::load(&state_dir)),
             state_dir,
             key: Arc::new(key),
@@ -144,8 +149,9 @@ impl Daemon {
         }
     }
 
-    /// The ready line: `credvend ready imds=ADDR[,ADDR] ecs=ADDR [ecs-agent=ADDR] control=PATH`
-    /// (`ecs-agent=` only when that listener is configured).
+    /// The ready line: `credvend ready imds=ADDR[,ADDR] ecs=ADDR [ecs-agent=ADDR]
+    /// [metrics=ADDR] control=PATH` (`ecs-agent=` and `metrics=` only when those listeners are
+    /// configured).
     pub async fn ready_line(&self, control: &Path) -> String {
         let state = self.state.lock().await;
         let join = |kind: &str| {
@@ -165,8 +171,12 @@ impl Daemon {
             "none" => String::new(),
             addr => format!(" ecs-agent={addr}"),
         };
+        let metrics = match join("metrics").as_str() {
+            "none" => String::new(),
+            addr => format!(" metrics={addr}"),
+        };
         format!(
-            "credvend ready imds={} ecs={}{agent} control={}",
+            "credvend ready imds={} ecs={}{agent}{metrics} control={}",
             join("imds"),
             join("ecs"),
             control.display()

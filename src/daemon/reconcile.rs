@@ -20,11 +20,13 @@ use super::ecs_agent::{self, AgentProfile, EcsAgentHandler};
 use super::endpoint::Endpoint;
 use super::http::{HostPolicy, ServeOptions, serve};
 use super::imds::{ImdsHandler, ImdsRole, instance_id};
+use super::metrics::ListenerStats;
+use super::metrics_http::MetricsHandler;
 use super::policy::Policy;
 use super::routes::{RouteCounters, RouteTable, Serves};
 use super::state::ProfileCell;
 use super::{Daemon, State, Unit, refresher, role_name_for};
-use crate::config::{EcsListener, ImdsListener};
+use crate::config::{EcsListener, ImdsListener, MetricsListener};
 use crate::context::Loaded;
 use crate::mint::Minter;
 use crate::paths;
@@ -41,6 +43,8 @@ pub(crate) enum ListenerSpec {
     Ecs(EcsListener),
     /// The `[ecs_agent]` listener.
     EcsAgent(EcsListener),
+    /// The `[metrics]` listener.
+    Metrics(MetricsListener),
 }
 
 impl ListenerSpec {
@@ -48,6 +52,7 @@ impl ListenerSpec {
         match self {
             ListenerSpec::Imds(l) => l.listen,
             ListenerSpec::Ecs(l) | ListenerSpec::EcsAgent(l) => l.listen,
+            ListenerSpec::Metrics(l) => l.listen,
         }
     }
 
@@ -56,6 +61,7 @@ impl ListenerSpec {
             ListenerSpec::Imds(_) => "imds",
             ListenerSpec::Ecs(_) => "ecs",
             ListenerSpec::EcsAgent(_) => "ecs-agent",
+            ListenerSpec::Metrics(_) => "metrics",
         }
     }
 }
@@ -76,10 +82,12 @@ pub(crate) struct Listener {
     stop: Trigger,
     /// The accept loop; it ends once its connections have drained.
     pub task: tokio::task::JoinHandle<()>,
+    /// Its counters (connections, refusals), kept while the listener keeps its socket.
+    pub stats: Arc<ListenerStats>,
 }
 
 impl Listener {
-    /// `imds`, `ecs` or `ecs-agent` (also the `FileDescriptorName` of its inherited socket).
+    /// `imds`, `ecs`, `ecs-agent` or `metrics` (also the `FileDescriptorName` of its inherited socket).
     pub fn kind(&self) -> &'static str {
         self.spec.kind()
     }
@@ -105,6 +113,7 @@ impl Listener {
             ListenerSpec::Imds(l) => l.profiles(),
             ListenerSpec::Ecs(_) => names(ecs_tokens),
             ListenerSpec::EcsAgent(_) => names(agent_ids),
+            ListenerSpec::Metrics(_) => Vec::new(),
         }
     }
 }
@@ -209,6 +218,15 @@ pub(crate) fn warm_profiles(config: &crate::config::DaemonConfig) -> BTreeSet<St
         .collect()
 }
 
+/// The warm profiles of the configuration in effect, sorted: `/healthz` reports on exactly these.
+pub(crate) fn prewarmed(state: &State) -> Vec<String> {
+    state
+        .loaded
+        .as_ref()
+        .map(|l| warm_profiles(&l.config).into_iter().collect())
+        .unwrap_or_default()
+}
+
 pub(crate) fn resolve_in(loaded: &Loaded, name: &str) -> Result<Chain, ResolveError> {
     resolve::resolve(&loaded.profiles, name, &loaded.env, &resolve::read_file)
 }
@@ -244,7 +262,8 @@ pub(crate) fn plan(
             .cloned()
             .map(ListenerSpec::Imds)
             .chain(config.ecs.iter().cloned().map(ListenerSpec::Ecs))
-            .chain(config.ecs_agent.iter().cloned().map(ListenerSpec::EcsAgent)),
+            .chain(config.ecs_agent.iter().cloned().map(ListenerSpec::EcsAgent))
+            .chain(config.metrics.iter().cloned().map(ListenerSpec::Metrics)),
     );
     let mut bound: Vec<Bound> = Vec::new();
     for (key, spec) in &specs {
@@ -574,11 +593,13 @@ fn commit_listeners(
         let handler = watch::channel(Arc::new(endpoint(daemon, state, &b.spec, b.addr))).0;
         let options = watch::channel(Arc::new(serve_options(daemon, loaded, &b.spec, b.addr))).0;
         let stop = Trigger::child_of(&daemon.shutdown.subscribe());
+        let stats = ListenerStats::new();
         let task = tokio::spawn(serve(
             b.socket,
             handler.subscribe(),
             options.subscribe(),
             stop.subscribe(),
+            stats.clone(),
         ));
         tracing::info!(address = %b.addr, kind = b.spec.kind(), "listening");
         state.listeners.push(Listener {
@@ -589,6 +610,7 @@ fn commit_listeners(
             options,
             stop,
             task,
+            stats,
         });
     }
 }
@@ -626,7 +648,7 @@ fn serve_options(
             l.hosts.clone(),
             Some(l.hop_limit),
             imds_headers(daemon.started),
-            &l.routes,
+            l.routes.as_slice(),
         ),
         ListenerSpec::Ecs(l) | ListenerSpec::EcsAgent(l) => (
             l.allow.clone(),
@@ -634,7 +656,15 @@ fn serve_options(
             l.hosts.clone(),
             None,
             common_headers(),
-            &l.routes,
+            l.routes.as_slice(),
+        ),
+        ListenerSpec::Metrics(l) => (
+            l.allow.clone(),
+            l.allow_uids.clone(),
+            l.hosts.clone(),
+            None,
+            Vec::new(),
+            <&[crate::config::Route]>::default(),
         ),
     };
     // A route admits its peers as an `allow` / `allow_uids` entry would (daemon/routes.rs).
@@ -689,6 +719,7 @@ fn endpoint(daemon: &Daemon, state: &State, spec: &ListenerSpec, addr: SocketAdd
                 })
                 .collect(),
         }),
+        ListenerSpec::Metrics(_) => Endpoint::Metrics(MetricsHandler::new(daemon.me.clone())),
     }
 }
 

@@ -159,6 +159,12 @@ pub(crate) struct ProfileCell {
     demand: Notify,
     /// A mint attempt ended (credentials installed, or a failure recorded).
     settled: Notify,
+    /// Counters of the metrics (`daemon::metrics`): requests refused and failures recorded, by
+    /// [`ProblemCode::index`].
+    refused: [AtomicU64; ProblemCode::ALL.len()],
+    failures: [AtomicU64; ProblemCode::ALL.len()],
+    /// When the cell was made: its counters start from 0 then.
+    created: OffsetDateTime,
 }
 
 impl std::fmt::Debug for ProfileCell {
@@ -187,6 +193,9 @@ impl ProfileCell {
             last_use: AtomicI64::new(0),
             demand: Notify::new(),
             settled: Notify::new(),
+            refused: [const { AtomicU64::new(0) }; ProblemCode::ALL.len()],
+            failures: [const { AtomicU64::new(0) }; ProblemCode::ALL.len()],
+            created: OffsetDateTime::now_utc(),
         })
     }
 
@@ -224,6 +233,7 @@ impl ProfileCell {
             }
             None => {
                 let problem = self.unavailable();
+                self.refused[problem.code.index()].fetch_add(1, Ordering::Relaxed);
                 if let Some((audit, endpoint)) = asker.audit {
                     audit.refused(
                         endpoint,
@@ -336,6 +346,7 @@ impl ProfileCell {
 
     /// Records a failure (refresher only); current credentials stay.
     pub fn fail(&self, phase: Phase, problem: Problem, next_refresh: Option<OffsetDateTime>) {
+        self.failures[problem.code.index()].fetch_add(1, Ordering::Relaxed);
         let mut s = self.status.lock().expect("status lock");
         s.phase = phase;
         s.last_error = Some(problem);
@@ -388,6 +399,22 @@ impl ProfileCell {
     /// Credential responses served so far.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Requests answered without credentials so far, by [`ProblemCode::index`].
+    pub fn refused_by_code(&self) -> [u64; ProblemCode::ALL.len()] {
+        std::array::from_fn(|i| self.refused[i].load(Ordering::Relaxed))
+    }
+
+    /// Failures recorded so far (failed mints, a code or sign-in needed, a broken configuration,
+    /// keys removed), by [`ProblemCode::index`].
+    pub fn failures_by_code(&self) -> [u64; ProblemCode::ALL.len()] {
+        std::array::from_fn(|i| self.failures[i].load(Ordering::Relaxed))
+    }
+
+    /// When the cell was made (its counters started from 0).
+    pub fn created(&self) -> OffsetDateTime {
+        self.created
     }
 }
 
@@ -461,5 +488,33 @@ mod tests {
         assert!(waiter.await.unwrap().is_ok());
         assert_eq!(cell.status().phase, Phase::Fresh);
         assert_eq!(cell.requests(), 1);
+        assert_eq!(
+            cell.refused_by_code()[ProblemCode::CredentialsPending.index()],
+            1,
+            "the first answer, before any credentials, was a refusal"
+        );
+        assert_eq!(cell.refused_by_code().iter().sum::<u64>(), 1);
+    }
+
+    #[test]
+    fn failures_are_counted_by_code() {
+        let cell = ProfileCell::broken(
+            "p",
+            Problem::new(ProblemCode::InvalidConfiguration, "broken"),
+        );
+        cell.fail(
+            Phase::Error,
+            Problem::new(ProblemCode::StsUnavailable, "down"),
+            None,
+        );
+        cell.fail(
+            Phase::Error,
+            Problem::new(ProblemCode::StsUnavailable, "down"),
+            None,
+        );
+        let f = cell.failures_by_code();
+        assert_eq!(f[ProblemCode::InvalidConfiguration.index()], 1);
+        assert_eq!(f[ProblemCode::StsUnavailable.index()], 2);
+        assert_eq!(f.iter().sum::<u64>(), 3);
     }
 }

@@ -265,7 +265,10 @@ impl StsClient {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.send_once(endpoint, req, key).await {
+            let started = std::time::Instant::now();
+            let result = self.send_once(endpoint, req, key).await;
+            crate::metrics::histogram::record_sts_call(req.action(), started.elapsed());
+            match result {
                 Err(e)
                     if e.is_retryable()
                         && (!one_time || e.is_throttled())

@@ -431,6 +431,7 @@ fn every_command_has_help_that_explains_it() {
         ("remove", "PROFILE"),
         ("serve", "credvend ready"),
         ("status", "--json"),
+        ("metrics", "OpenMetrics"),
         ("login", "--code-stdin"),
         ("refresh", "PROFILE"),
         ("lock", "PROFILE"),

@@ -23,6 +23,7 @@ mod layout;
 mod lazy;
 mod lifecycle;
 mod logs;
+mod metrics;
 mod netns;
 mod profiles;
 mod query_botocore;

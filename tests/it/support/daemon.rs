@@ -302,6 +302,8 @@ pub struct Ready {
     pub ecs: Option<SocketAddr>,
     /// ECS-agent listener.
     pub ecs_agent: Option<SocketAddr>,
+    /// Metrics listener.
+    pub metrics: Option<SocketAddr>,
     /// Control socket.
     pub control: PathBuf,
 }
@@ -367,6 +369,11 @@ impl Daemon {
         self.ready.ecs_agent.expect("an ECS agent listener")
     }
 
+    /// The metrics listener.
+    pub fn metrics(&self) -> SocketAddr {
+        self.ready.metrics.expect("a metrics listener")
+    }
+
     /// Process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -424,7 +431,7 @@ pub fn phase_is(phase: &'static str) -> impl Fn(&serde_json::Value) -> bool {
     move |p| p["phase"] == phase
 }
 
-/// Parses `credvend ready imds=A[,B] ecs=C [ecs-agent=D] control=P`.
+/// Parses `credvend ready imds=A[,B] ecs=C [ecs-agent=D] [metrics=E] control=P`.
 pub fn parse_ready(line: &str) -> Ready {
     assert!(
         line.starts_with("credvend ready "),
@@ -433,6 +440,7 @@ pub fn parse_ready(line: &str) -> Ready {
     let mut imds = Vec::new();
     let mut ecs = None;
     let mut ecs_agent = None;
+    let mut metrics = None;
     let mut control = PathBuf::new();
     for field in line.trim().split(' ').skip(2) {
         let (k, v) = field.split_once('=').unwrap();
@@ -440,6 +448,7 @@ pub fn parse_ready(line: &str) -> Ready {
             "imds" if v != "none" => imds = v.split(',').map(|a| a.parse().unwrap()).collect(),
             "ecs" if v != "none" => ecs = Some(v.parse().unwrap()),
             "ecs-agent" => ecs_agent = Some(v.parse().unwrap()),
+            "metrics" => metrics = Some(v.parse().unwrap()),
             "control" => control = PathBuf::from(v),
             _ => {}
         }
@@ -448,6 +457,7 @@ pub fn parse_ready(line: &str) -> Ready {
         imds,
         ecs,
         ecs_agent,
+        metrics,
         control,
     }
 }
