@@ -19,6 +19,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::scope::Scope;
+
 /// Default IMDS listen address.
 pub const DEFAULT_IMDS_LISTEN: &str = "127.0.0.1:9254";
 /// Default ECS listen address.
@@ -88,24 +90,49 @@ pub struct ImdsListener {
     /// Role name shown in the listing; defaults to the profile name (routed roles are always
     /// named after their profiles).
     pub role_name: Option<String>,
+    /// The session policy `profile`'s credentials are minted with here (`policy` /
+    /// `policy_arns`; `scope.rs`); routes carry their own.
+    pub scope: Option<Scope>,
 }
 
 impl ImdsListener {
-    /// Every profile the listener serves: its `profile`, or each route's (once, in order).
+    /// Every unit the listener serves: its `profile` (or that profile's scoped session), or
+    /// each route's (once, in order).
     pub fn profiles(&self) -> Vec<String> {
         match &self.profile {
-            Some(p) => vec![p.clone()],
+            Some(p) => vec![unit_of(p, self.scope.as_ref())],
             None => route_profiles(&self.routes),
         }
     }
+
+    /// Every scoped session the listener serves: (unit, profile, scope).
+    pub fn scoped(&self) -> Vec<(String, String, Scope)> {
+        let own = self.profile.iter().zip(&self.scope);
+        let routed = self
+            .routes
+            .iter()
+            .filter_map(|r| Some((&r.profile, r.scope.as_ref()?)));
+        own.chain(routed)
+            .map(|(p, s)| (s.unit(p), p.clone(), s.clone()))
+            .collect()
+    }
 }
 
-/// The profiles `routes` name, each once, in order.
+/// The unit serving `profile` with `scope` (the profile itself without one).
+pub(crate) fn unit_of(profile: &str, scope: Option<&Scope>) -> String {
+    match scope {
+        Some(s) => s.unit(profile),
+        None => profile.to_owned(),
+    }
+}
+
+/// The units `routes` name (a profile, or its scoped session), each once, in order.
 pub fn route_profiles(routes: &[Route]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for r in routes {
-        if !out.contains(&r.profile) {
-            out.push(r.profile.clone());
+        let unit = r.unit();
+        if !out.contains(&unit) {
+            out.push(unit);
         }
     }
     out
@@ -130,18 +157,23 @@ impl std::fmt::Display for RouteFrom {
     }
 }
 
-/// One entry of a listener's `routes`: the peers it is for and the profile they get.
-///
-/// Scoped sessions per route (`policy` / `policy_arns`, issue 16) are meant to become fields of
-/// this struct: the route would then name a profile *and* the session policy its peers get. They
-/// are not parsed yet (`RawRoute` refuses unknown keys, so such a config fails at load instead of
-/// serving unscoped credentials).
+/// One entry of a listener's `routes`: the peers it is for, the profile they get, and the
+/// session policy it is minted with for them (`policy` / `policy_arns`, on `[[imds]]` routes).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
     /// Who.
     pub from: RouteFrom,
     /// The profile they get.
     pub profile: String,
+    /// Its scope for them.
+    pub scope: Option<Scope>,
+}
+
+impl Route {
+    /// The unit the route's peers get: the profile, or its scoped session.
+    pub fn unit(&self) -> String {
+        unit_of(&self.profile, self.scope.as_ref())
+    }
 }
 
 /// The `[ecs]` listener, and the `[ecs_agent]` one (same settings, another default address).
@@ -224,6 +256,7 @@ impl Default for DaemonConfig {
                 hosts: Vec::new(),
                 hop_limit: 1,
                 role_name: None,
+                scope: None,
             }],
             ecs: Some(EcsListener {
                 listen: DEFAULT_ECS_LISTEN.parse().expect("constant"),
@@ -294,6 +327,8 @@ struct RawImds {
     hop_limit: Option<u8>,
     role_name: Option<String>,
     routes: Option<Vec<RawRoute>>,
+    policy: Option<String>,
+    policy_arns: Option<Vec<String>>,
 }
 
 /// One entry of `routes`, as written.
@@ -303,6 +338,22 @@ struct RawRoute {
     from: Option<String>,
     uid: Option<UserSpec>,
     profile: String,
+    policy: Option<String>,
+    policy_arns: Option<Vec<String>>,
+}
+
+/// The scope of `policy` / `policy_arns` as written (`None` when neither is).
+fn parse_scope(
+    policy: Option<String>,
+    policy_arns: Option<Vec<String>>,
+    what: &str,
+) -> Result<Option<Scope>, ConfigError> {
+    if policy.is_none() && policy_arns.is_none() {
+        return Ok(None);
+    }
+    Scope::new(policy, policy_arns.unwrap_or_default(), what)
+        .map(Some)
+        .map_err(ConfigError)
 }
 
 #[derive(Deserialize)]
@@ -439,9 +490,11 @@ fn parse_routes(
                 }
             )));
         }
+        let scope = parse_scope(r.policy, r.policy_arns, &at)?;
         routes.push(Route {
             from,
             profile: r.profile,
+            scope,
         });
     }
     Ok(routes)
@@ -560,6 +613,11 @@ fn parse_imds(r: RawImds, what: &str, users: UserLookup<'_>) -> Result<ImdsListe
                 "{what}: role_name applies to `profile`; routed roles are named after their profiles: remove role_name"
             )));
         }
+        (_, Some(_)) if r.policy.is_some() || r.policy_arns.is_some() => {
+            return Err(ConfigError(format!(
+                "{what}: with routes, give each route its own `policy` / `policy_arns`"
+            )));
+        }
         (None, Some(raw)) => (None, parse_routes(raw, users, what)?),
         (profile, None) => {
             let profile = profile.unwrap_or_else(|| "default".into());
@@ -593,6 +651,7 @@ fn parse_imds(r: RawImds, what: &str, users: UserLookup<'_>) -> Result<ImdsListe
         hosts: r.hosts,
         hop_limit,
         role_name: r.role_name,
+        scope: parse_scope(r.policy, r.policy_arns, what)?,
     })
 }
 
@@ -623,7 +682,16 @@ fn parse_ecs(
                 "{what}: give `profiles` or `routes`, not both: with routes, the routes name the profiles served"
             )));
         }
-        Some(raw) => parse_routes(raw, users, what)?,
+        Some(raw) => {
+            let routes = parse_routes(raw, users, what)?;
+            if routes.iter().any(|r| r.scope.is_some()) {
+                return Err(ConfigError(format!(
+                    "{what}: `policy` / `policy_arns` on [ecs_agent] routes are not supported; scope the role with an \
+                     [[imds]] route, or `credvend exec PROFILE --policy` for one command"
+                )));
+            }
+            routes
+        }
     };
     check_exposure(listen, &allow, &routes, what)?;
     Ok(Some(EcsListener {
@@ -1010,6 +1078,41 @@ prewarm = ["ci"]
     }
 
     #[test]
+    fn listeners_and_routes_take_session_policies() {
+        let text = "[[imds]]\nprofile = \"dev\"\npolicy = \"file://~/p.json\"\n\
+                    [[imds]]\nlisten = \"127.0.0.1:0\"\nroutes = [{ uid = \"builder\", profile = \"dev\", \
+                    policy_arns = [\"arn:aws:iam::aws:policy/ReadOnlyAccess\"] }]\n";
+        let users = |name: &str| (name == "builder").then_some(1001);
+        let c = DaemonConfig::parse_with(text, "c", &users).unwrap();
+        let own = c.imds[0].profiles();
+        let routed = c.imds[1].profiles();
+        assert!(
+            own[0].starts_with("dev~") && routed[0].starts_with("dev~"),
+            "{own:?} {routed:?}"
+        );
+        assert_ne!(own, routed, "two scopes, two sessions");
+        assert_eq!(c.imds[1].scoped()[0].1, "dev");
+        for (text, want) in [
+            (
+                "[[imds]]\nprofile = \"dev\"\npolicy = \"{nope\"\n",
+                "the policy is not JSON",
+            ),
+            ("[[imds]]\npolicy_arns = [\"ReadOnly\"]\n", "is not an ARN"),
+            (
+                "[[imds]]\npolicy = \"{}\"\nroutes = [{ uid = 0, profile = \"a\" }]\n",
+                "give each route its own `policy`",
+            ),
+            (
+                "[ecs_agent]\nlisten = \"127.0.0.1:0\"\nroutes = [{ uid = 0, profile = \"a\", policy = \"{}\" }]\n",
+                "on [ecs_agent] routes are not supported",
+            ),
+        ] {
+            let e = DaemonConfig::parse_with(text, "c", &users).unwrap_err();
+            assert!(e.0.contains(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn route_mistakes_are_named_with_the_fix() {
         for (text, want) in [
             (
@@ -1060,10 +1163,6 @@ prewarm = ["ci"]
             (
                 "[[imds]]\nrole_name = \"x\"\nroutes = [{ uid = 0, profile = \"b\" }]\n",
                 "remove role_name",
-            ),
-            (
-                "[[imds]]\nroutes = [{ uid = 0, profile = \"b\", policy = \"{}\" }]\n",
-                "unknown field `policy`",
             ),
             (
                 "[ecs]\nroutes = [{ uid = 0, profile = \"b\" }]\n",

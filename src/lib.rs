@@ -34,6 +34,7 @@ pub(crate) mod mint;
 pub(crate) mod paths;
 pub(crate) mod problem;
 pub(crate) mod profile;
+pub(crate) mod scope;
 pub(crate) mod shutdown;
 pub mod sigv4;
 pub mod sso;

@@ -94,6 +94,16 @@ pub struct EnvArgs {
 pub struct ExecArgs {
     /// Profile name
     profile: String,
+    /// Give the command a scoped-down session: PROFILE's credentials minted with this session
+    /// policy (a JSON document, or a file holding one), so the command gets at most the
+    /// intersection of the profile's permissions and the policy. Needs a role or federation
+    /// profile without credvend_policy of its own, and the ECS endpoint (`[ecs]`). The scoped session is
+    /// cached and refreshed like a profile: the same policy again reuses it.
+    #[arg(long, value_name = "FILE|JSON")]
+    policy: Option<String>,
+    /// A managed policy to scope the session with, as with --policy (repeatable, at most 10)
+    #[arg(long = "policy-arn", value_name = "ARN")]
+    policy_arn: Vec<String>,
     /// The command and its arguments
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -364,6 +374,39 @@ fn process_json(c: &Credentials) -> serde_json::Value {
     out
 }
 
+/// What `exec` serves its child: the profile, or (with `--policy` / `--policy-arn`) the
+/// daemon's scoped session of it.
+async fn scoped_unit(ctx: &Context, args: &ExecArgs) -> anyhow::Result<String> {
+    if args.policy.is_none() && args.policy_arn.is_empty() {
+        return Ok(args.profile.clone());
+    }
+    let policy = args.policy.as_deref().map(policy_document).transpose()?;
+    let req = Request::Scope {
+        profile: args.profile.clone(),
+        policy,
+        policy_arns: args.policy_arn.clone(),
+    };
+    match call(ctx, &req).await? {
+        Reply::Scoped { unit } => Ok(unit),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// The policy document `--policy` names: JSON as given, or the JSON of the file it names
+/// (`file://PATH` or `PATH`), as compact JSON.
+fn policy_document(arg: &str) -> anyhow::Result<String> {
+    let text = if arg.trim_start().starts_with('{') {
+        arg.to_owned()
+    } else {
+        let path = arg.strip_prefix("file://").unwrap_or(arg);
+        std::fs::read_to_string(path).with_context(|| {
+            format!("--policy {arg}: cannot read the policy file (give a JSON document or a file holding one)")
+        })?
+    };
+    crate::scope::compact(&text)
+        .with_context(|| format!("--policy {arg}: not a JSON policy document"))
+}
+
 /// `credvend credential-process PROFILE`.
 pub async fn credential_process(ctx: &Context, args: ProfileArg) -> anyhow::Result<ExitCode> {
     let creds = current_credentials(ctx, &args.profile).await?;
@@ -598,7 +641,10 @@ pub fn exec(ctx: Context, args: ExecArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     // The child runs on this machine: the ECS endpoint on loopback when it serves the profile.
-    let vars = rt.block_on(endpoint_env(&ctx, &args.profile, true, false))?;
+    let vars = rt.block_on(async {
+        let served = scoped_unit(&ctx, &args).await?;
+        endpoint_env(&ctx, &served, true, false).await
+    })?;
     drop(rt);
     let mut cmd = std::process::Command::new(&args.command[0]);
     cmd.args(&args.command[1..]);

@@ -412,13 +412,21 @@ fn served_profiles(
     set: Option<&ProfileSet>,
     report: Option<&StatusReport>,
 ) -> Vec<String> {
+    // Scoped sessions (`PROFILE~ID`) are checked as their profile.
+    let base = |n: &str| crate::scope::base_profile(n).to_owned();
     if let Some(r) = report {
-        return r.profiles.iter().map(|p| p.name.clone()).collect();
+        let names: BTreeSet<String> = r.profiles.iter().map(|p| base(&p.name)).collect();
+        return names.into_iter().collect();
     }
     let Ok(config) = ctx.load_daemon_config() else {
         return Vec::new();
     };
-    let mut names: BTreeSet<String> = config.imds.iter().flat_map(|l| l.profiles()).collect();
+    let mut names: BTreeSet<String> = config
+        .imds
+        .iter()
+        .flat_map(|l| l.profiles())
+        .map(|n| base(&n))
+        .collect();
     match config.ecs.as_ref().map(|e| e.profiles.clone()) {
         Some(Some(list)) => names.extend(list),
         // Every profile that can be minted for: those that resolve.

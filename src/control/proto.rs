@@ -86,6 +86,17 @@ pub(crate) enum Request {
     },
     /// The daemon's metrics (`credvend metrics`).
     Metrics,
+    /// Serve `profile`'s credentials minted with this session policy too, as a unit of its own
+    /// over the ECS endpoint (`credvend exec --policy`); minted before the answer.
+    Scope {
+        /// Profile.
+        profile: String,
+        /// Inline JSON policy document.
+        policy: Option<String>,
+        /// Managed session policy ARNs.
+        #[serde(default)]
+        policy_arns: Vec<String>,
+    },
 }
 
 /// A successful answer.
@@ -126,6 +137,11 @@ pub(crate) enum Reply {
     AgentIdRotated {
         /// The profile.
         profile: String,
+    },
+    /// To `scope`: the unit serving the scoped session (`PROFILE~ID`), its ECS token in its file.
+    Scoped {
+        /// The unit's name, served under `/credentials/UNIT`.
+        unit: String,
     },
     /// To `metrics`: the OpenMetrics text exposition, `# EOF` line included.
     Metrics {
@@ -497,6 +513,11 @@ mod tests {
         assert!(matches!(signed, Request::SignInChanged { session } if session == "corp"));
         let rotate = parse_request(r#"{"v":2,"cmd":"rotate-agent-id","profile":"dev"}"#).unwrap();
         assert!(matches!(rotate, Request::RotateAgentId { profile } if profile == "dev"));
+        let scope =
+            parse_request(r#"{"v":2,"cmd":"scope","profile":"dev","policy":"{}"}"#).unwrap();
+        assert!(
+            matches!(scope, Request::Scope { profile, policy: Some(_), policy_arns } if profile == "dev" && policy_arns.is_empty())
+        );
         let metrics = parse_request(r#"{"v":2,"cmd":"metrics"}"#).unwrap();
         assert!(matches!(metrics, Request::Metrics));
         let old = parse_request(r#"{"v":1,"cmd":"status"}"#).unwrap_err();

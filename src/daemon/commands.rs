@@ -25,6 +25,11 @@ impl Service for Daemon {
             Request::KeysChanged { profile, removed } => self.keys_changed(&profile, removed).await,
             Request::SignInChanged { session } => self.sign_in_changed(&session).await,
             Request::RotateAgentId { profile } => self.rotate_agent_id(profile).await,
+            Request::Scope {
+                profile,
+                policy,
+                policy_arns,
+            } => self.scope(profile, policy, policy_arns).await,
             Request::Metrics => Ok(Reply::Metrics {
                 text: self.metrics_text().await,
             }),
@@ -260,6 +265,66 @@ impl Daemon {
             tracing::warn!("could not re-apply the configuration after a key change: {e}");
         }
         Ok(Reply::Affected { profiles: affected })
+    }
+
+    /// `scope`: `profile`'s session with a consumer's session policy, served over the ECS
+    /// endpoint as a unit of its own (`scope.rs`), minted before the answer.
+    async fn scope(
+        &self,
+        profile: String,
+        policy: Option<String>,
+        policy_arns: Vec<String>,
+    ) -> Result<Reply, Failure> {
+        let bad = |m: String| Failure::new(FailureKind::NotApplicable, m);
+        if policy
+            .as_deref()
+            .is_some_and(|p| p.trim_start().starts_with("file://"))
+        {
+            return Err(bad(
+                "send the policy document itself, not a file:// name".into()
+            ));
+        }
+        let scope = crate::scope::Scope::new(policy, policy_arns, "--policy").map_err(bad)?;
+        let unit = scope.unit(&profile);
+        let new = {
+            let mut state = self.state.lock().await;
+            let Some(loaded) = state.loaded.as_ref() else {
+                return Err(Failure::new(
+                    FailureKind::Unavailable,
+                    "the daemon is starting; retry",
+                ));
+            };
+            if loaded.config.ecs.is_none() {
+                return Err(Failure::new(
+                    FailureKind::NotServed,
+                    "a scoped session is served over the ECS endpoint, and the daemon has none: add an [ecs] \
+                     section to config.toml, then reload",
+                ));
+            }
+            if let Err(e) = super::reconcile::resolve_scoped(loaded, &profile, &scope) {
+                return Err(match super::reconcile::resolve_in(loaded, &profile) {
+                    Err(_) => why::not_served(&state, &profile, false),
+                    Ok(_) => Failure::new(FailureKind::Unservable, e.message),
+                });
+            }
+            state
+                .scopes
+                .insert(unit.clone(), (profile.clone(), scope))
+                .is_none()
+        };
+        if new {
+            tracing::info!(
+                profile,
+                unit,
+                "serving a scoped session for `credvend exec --policy`"
+            );
+            if let Err(e) = self.reapply().await {
+                self.state.lock().await.scopes.remove(&unit);
+                return Err(Failure::new(FailureKind::Unavailable, e));
+            }
+        }
+        self.check(&unit, true).await?;
+        Ok(Reply::Scoped { unit })
     }
 
     /// `rotate-agent-id`: a new ECS-agent ID for `profile`, the old one refused at once.

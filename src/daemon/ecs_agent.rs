@@ -361,10 +361,12 @@ mod tests {
             Route {
                 from: RouteFrom::Uid(1001),
                 profile: "a".into(),
+                scope: None,
             },
             Route {
                 from: RouteFrom::Net("198.18.0.0/24".parse().unwrap()),
                 profile: "b".into(),
+                scope: None,
             },
         ];
         h.routes = Some(RouteTable::new(&routes, None, |_| ()));

@@ -501,12 +501,14 @@ mod tests {
                     ConfigRoute {
                         from: RouteFrom::Net(net.parse().unwrap()),
                         profile: profile.into(),
+                        scope: None,
                     }
                 });
             let mut routes = routes.to_vec();
             routes.push(ConfigRoute {
                 from: RouteFrom::Uid(1001),
                 profile: "build".into(),
+                scope: None,
             });
             let table = RouteTable::new(&routes, None, |r| match r.profile.as_str() {
                 "ci" => role("ci", "ASIACI", "eu-west-1"),

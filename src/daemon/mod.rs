@@ -71,6 +71,9 @@ pub(crate) struct State {
     listed_keys: Option<std::collections::BTreeSet<String>>,
     /// When and why the last reload failed, if the configuration serving is not the newest.
     reload_error: Option<(OffsetDateTime, String)>,
+    /// The scoped sessions `credvend exec --policy` asked for: unit name → (profile, scope).
+    /// Served over the ECS endpoint until the daemon stops (idle when unused).
+    scopes: BTreeMap<String, (String, crate::scope::Scope)>,
 }
 
 /// The running daemon.
@@ -112,6 +115,7 @@ impl Daemon {
                 inherited,
                 listed_keys: None,
                 reload_error: None,
+                scopes: BTreeMap::new(),
             }),
         })
     }

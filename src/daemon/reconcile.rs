@@ -32,6 +32,7 @@ use crate::mint::Minter;
 use crate::paths;
 use crate::problem::{Problem, ProblemCode};
 use crate::profile::resolve::{self, Chain, ResolveError, Source};
+use crate::scope::Scope;
 use crate::shutdown::Trigger;
 
 /// What a listener is, as configured.
@@ -231,6 +232,38 @@ pub(crate) fn resolve_in(loaded: &Loaded, name: &str) -> Result<Chain, ResolveEr
     resolve::resolve(&loaded.profiles, name, &loaded.env, &resolve::read_file)
 }
 
+/// Every scoped session to serve: those of `[[imds]]` listeners and their routes, and those
+/// `credvend exec --policy` asked for (`state.scopes`), by unit name.
+fn scoped_units(loaded: &Loaded, state: &State) -> BTreeMap<String, (String, Scope)> {
+    let mut out: BTreeMap<String, (String, Scope)> = state.scopes.clone();
+    for l in &loaded.config.imds {
+        for (unit, profile, scope) in l.scoped() {
+            out.insert(unit, (profile, scope));
+        }
+    }
+    out
+}
+
+/// The chain of `profile`'s session scoped by `scope`: the profile's chain with the scope's
+/// session policy on its last call (a `file://` policy read now).
+pub(crate) fn resolve_scoped(
+    loaded: &Loaded,
+    profile: &str,
+    scope: &Scope,
+) -> Result<Chain, ResolveError> {
+    let chain = resolve_in(loaded, profile)?;
+    let read =
+        |p: &std::path::Path| resolve::read_file(&crate::paths::expand_tilde(&p.to_string_lossy()));
+    let (policy, arns) = scope.document(&read).map_err(|e| ResolveError {
+        kind: resolve::ErrorKind::BadValue,
+        message: format!(
+            "profile `{profile}`, scoped session {}: {e}",
+            scope.unit(profile)
+        ),
+    })?;
+    chain.scoped(&scope.id(), policy, arns)
+}
+
 /// Resolves, binds and writes token and ID files for `loaded`. Changes nothing the daemon
 /// serves; dropping the plan undoes it (new sockets close; a file written stays for next time).
 pub(crate) fn plan(
@@ -239,8 +272,13 @@ pub(crate) fn plan(
     loaded: Loaded,
     listed_keys: Option<BTreeSet<String>>,
 ) -> Result<Plan, String> {
-    let ecs_profiles = ecs_profiles(&loaded, listed_keys.as_ref());
+    let mut ecs_profiles = ecs_profiles(&loaded, listed_keys.as_ref());
+    if loaded.config.ecs.is_some() {
+        // `exec --policy` sessions are served over the ECS endpoint, each with its own token.
+        ecs_profiles.extend(state.scopes.keys().cloned());
+    }
     let agent_profiles = agent_profiles(&loaded, listed_keys.as_ref());
+    let scoped = scoped_units(&loaded, state);
     let config = &loaded.config;
     let mut wanted: BTreeSet<String> = warm_profiles(config);
     wanted.extend(ecs_profiles.iter().cloned());
@@ -248,7 +286,11 @@ pub(crate) fn plan(
     let chains = wanted
         .into_iter()
         .map(|name| {
-            let chain = resolve_in(&loaded, &name).map(Arc::new);
+            let chain = match scoped.get(&name) {
+                Some((profile, scope)) => resolve_scoped(&loaded, profile, scope),
+                None => resolve_in(&loaded, &name),
+            }
+            .map(Arc::new);
             if let Err(e) = &chain {
                 tracing::error!(profile = %name, "{e}");
             }
@@ -730,8 +772,10 @@ fn imds_handler(
     addr: SocketAddr,
     counters: Option<RouteCounters>,
 ) -> ImdsHandler {
-    let role = |profile: &str, role_name: Option<&String>| {
-        let unit = &state.units[profile];
+    // `unit` is the profile's, or its scoped session's; the role is named after the profile.
+    let role = |unit: &str, role_name: Option<&String>| {
+        let profile = crate::scope::base_profile(unit);
+        let unit = &state.units[unit];
         ImdsRole {
             cell: unit.cell.clone(),
             role_name: role_name.cloned().unwrap_or_else(|| role_name_for(profile)),
@@ -743,9 +787,12 @@ fn imds_handler(
         }
     };
     let roles = match &l.profile {
-        Some(profile) => Serves::All(role(profile, l.role_name.as_ref())),
+        Some(profile) => Serves::All(role(
+            &crate::config::unit_of(profile, l.scope.as_ref()),
+            l.role_name.as_ref(),
+        )),
         None => Serves::Routes(RouteTable::new(&l.routes, counters.as_ref(), |r| {
-            role(&r.profile, None)
+            role(&r.unit(), None)
         })),
     };
     let listener_id = addr.to_string();

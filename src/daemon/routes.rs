@@ -318,6 +318,7 @@ mod tests {
         Route {
             from,
             profile: profile.into(),
+            scope: None,
         }
     }
 

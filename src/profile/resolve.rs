@@ -350,6 +350,8 @@ pub(crate) struct Chain {
     pub region: String,
     /// Where the chain starts and what follows.
     pub source: Source,
+    /// The ID of the consumer's session policy the last call carries (`scope.rs`), if any.
+    pub scope: Option<String>,
 }
 
 impl Chain {
@@ -463,7 +465,67 @@ impl Chain {
             _ => {}
         }
         parts.extend(self.roles().into_iter().map(RoleStep::describe));
-        parts.join(" -> ")
+        let mut text = parts.join(" -> ");
+        if let Some(id) = &self.scope {
+            text.push_str(&format!(" [scoped: session policy {id}]"));
+        }
+        text
+    }
+
+    /// This chain with a consumer's session policy (`policy`, `policy_arns`, the scope `id`) on
+    /// its last call. Refused when that call takes no session policy, and when the profile
+    /// already sets one (a second set would replace it, not narrow it).
+    pub fn scoped(
+        mut self,
+        id: &str,
+        policy: Option<String>,
+        policy_arns: Vec<String>,
+    ) -> Result<Chain, ResolveError> {
+        let name = self.profile.clone();
+        let slot: Option<(&mut Option<String>, &mut Vec<String>)> = match &mut self.source {
+            Source::Keys {
+                then: FromKeys::Federation(f),
+                ..
+            } => Some((&mut f.policy, &mut f.policy_arns)),
+            Source::Keys {
+                then: FromKeys::Roles { roles, .. },
+                ..
+            } => {
+                let last = roles.rest.last_mut().unwrap_or(&mut roles.first);
+                Some((&mut last.policy, &mut last.policy_arns))
+            }
+            Source::Process { roles, .. } | Source::Sso { roles, .. } => roles
+                .last_mut()
+                .map(|r| (&mut r.policy, &mut r.policy_arns)),
+            Source::WebIdentity { step, roles } => Some(match roles.last_mut() {
+                Some(r) => (&mut r.policy, &mut r.policy_arns),
+                None => (&mut step.policy, &mut step.policy_arns),
+            }),
+            Source::Keys { .. } => None,
+        };
+        let Some((p, arns)) = slot else {
+            return Err(err(
+                ErrorKind::Unsupported,
+                format!(
+                    "profile `{name}` is not served by AssumeRole or GetFederationToken, which are the calls that take a \
+                     session policy: scope a role or federation profile instead"
+                ),
+            ));
+        };
+        if p.is_some() || !arns.is_empty() {
+            return Err(err(
+                ErrorKind::BadValue,
+                format!(
+                    "profile `{name}` already restricts its sessions with credvend_policy / credvend_policy_arns, and \
+                     a second session policy would replace them rather than narrow them: put the policy in a profile \
+                     of its own (source_profile = {name}'s source) instead"
+                ),
+            ));
+        }
+        *p = policy;
+        *arns = policy_arns;
+        self.scope = Some(id.to_owned());
+        Ok(self)
     }
 
     /// Every profile the chain reads, served profile first.
@@ -1046,6 +1108,7 @@ impl<'a> Resolver<'a> {
             profile: name.to_owned(),
             region: self.region(leaf),
             source,
+            scope: None,
         })
     }
 

@@ -21,6 +21,7 @@ mod iam_moto;
 mod keystore;
 mod layout;
 mod lazy;
+mod least_privilege;
 mod lifecycle;
 mod logs;
 mod metrics;
