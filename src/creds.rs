@@ -129,6 +129,22 @@ pub fn parse_aws_time(s: &str) -> Result<OffsetDateTime, time::error::Parse> {
 }
 
 #[cfg(test)]
+impl TemporaryCredentials {
+    /// Credentials for unit tests: key id `key`, secret `s`, token `t`, account 123456789012.
+    pub(crate) fn sample(key: &str, expiration: OffsetDateTime) -> Self {
+        TemporaryCredentials {
+            access_key_id: key.into(),
+            secret_access_key: SecretString::from("s"),
+            session_token: Some(SecretString::from("t")),
+            expiration,
+            account_id: Some("123456789012".into()),
+            arn: None,
+            packed_policy_size: None,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use time::macros::datetime;

@@ -20,7 +20,8 @@ use subtle::ConstantTimeEq;
 
 use super::http::{Head, Refusal, Reply};
 use super::policy::CONTAINER_COLD_START_WAIT;
-use super::state::{Asker, ProfileCell};
+use super::state::{Asker, ProfileCell, Vended};
+use crate::problem::Problem;
 
 /// The 401 message. It names both token variables: clients built before SDKs learned
 /// `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` (Debian 12's AWS CLI v2, Go SDK v1 clients such as
@@ -150,25 +151,36 @@ impl EcsHandler {
             audit: Some((&head.audit, "ECS")),
             user_agent,
         };
-        match profile.cell.serve(&asker).await {
-            Ok(v) => Reply::new(StatusCode::OK, "application/json", v.ecs_json.clone()),
-            Err(problem) => json_error(
-                StatusCode::from_u16(problem.code.ecs_status())
-                    .unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
-                problem.code.as_str(),
-                &problem.public_message(&profile.cell.name),
-            ),
-        }
+        served_reply(&profile.cell.serve(&asker).await, &profile.cell.name)
     }
 
     /// The answer to a refused request.
     pub fn refuse(&self, refusal: Refusal) -> Reply {
-        let code = match refusal.status() {
-            StatusCode::BAD_REQUEST => "BadRequest",
-            _ => "Forbidden",
-        };
-        json_error(refusal.status(), code, refusal.message())
+        refusal_reply(refusal)
     }
+}
+
+/// The answer to a request that reached profile `name`: its credentials, or the problem with
+/// the status and code container clients act on (also the ECS-agent endpoint's).
+pub(crate) fn served_reply(served: &Result<Arc<Vended>, Problem>, name: &str) -> Reply {
+    match served {
+        Ok(v) => Reply::new(StatusCode::OK, "application/json", v.ecs_json.clone()),
+        Err(problem) => json_error(
+            StatusCode::from_u16(problem.code.ecs_status())
+                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            problem.code.as_str(),
+            &problem.public_message(name),
+        ),
+    }
+}
+
+/// The answer to a request the guards refused (also the ECS-agent endpoint's).
+pub(crate) fn refusal_reply(refusal: Refusal) -> Reply {
+    let code = match refusal.status() {
+        StatusCode::BAD_REQUEST => "BadRequest",
+        _ => "Forbidden",
+    };
+    json_error(refusal.status(), code, refusal.message())
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ use secrecy::{ExposeSecret, SecretString};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 use super::audit::ENDPOINT_ECS_AGENT;
-use super::ecs::json_error;
+use super::ecs::{json_error, refusal_reply, served_reply};
 use super::http::{Head, Refusal, Reply};
 use super::policy::CONTAINER_COLD_START_WAIT;
 use super::routes::{RouteTable, Routed};
@@ -126,16 +126,7 @@ impl EcsAgentHandler {
 
     /// Answers one request that passed the guards.
     pub async fn handle(&self, head: Head) -> Reply {
-        let user_agent = head.header("user-agent").unwrap_or("-");
-        let refused = |reason, profile: &str| {
-            head.audit.refused_request(
-                ENDPOINT_ECS_AGENT,
-                profile,
-                user_agent,
-                reason,
-                &redacted_path(&head.path),
-            )
-        };
+        let refused = |reason, profile: &str| audit_refusal(&head, reason, profile);
         let id = match head.path.strip_prefix(PATH_PREFIX) {
             Some(id) => id,
             None if head.path == PATH_PREFIX.trim_end_matches('/') => "",
@@ -172,15 +163,7 @@ impl EcsAgentHandler {
     /// listener has routes, only those of the peer's route's profile.
     async fn credentials(&self, head: &Head, id: &str) -> Reply {
         let user_agent = head.header("user-agent").unwrap_or("-");
-        let refused = |reason, profile: &str| {
-            head.audit.refused_request(
-                ENDPOINT_ECS_AGENT,
-                profile,
-                user_agent,
-                reason,
-                &redacted_path(&head.path),
-            )
-        };
+        let refused = |reason, profile: &str| audit_refusal(head, reason, profile);
         let route: Option<&Routed<()>> = match &self.routes {
             None => None,
             Some(table) => match table.pick(head.who) {
@@ -222,25 +205,24 @@ impl EcsAgentHandler {
                 Err(_) => r.counts.refused(),
             }
         }
-        match served {
-            Ok(v) => Reply::new(StatusCode::OK, "application/json", v.ecs_json.clone()),
-            Err(problem) => json_error(
-                StatusCode::from_u16(problem.code.ecs_status())
-                    .unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
-                problem.code.as_str(),
-                &problem.public_message(&profile.cell.name),
-            ),
-        }
+        served_reply(&served, &profile.cell.name)
     }
 
     /// The answer to a refused request.
     pub fn refuse(&self, refusal: Refusal) -> Reply {
-        let code = match refusal.status() {
-            StatusCode::BAD_REQUEST => "BadRequest",
-            _ => "Forbidden",
-        };
-        json_error(refusal.status(), code, refusal.message())
+        refusal_reply(refusal)
     }
+}
+
+/// Logs the refusal of `head` (its ID redacted from the path) for `reason`.
+fn audit_refusal(head: &Head, reason: &'static str, profile: &str) {
+    head.audit.refused_request(
+        ENDPOINT_ECS_AGENT,
+        profile,
+        head.header("user-agent").unwrap_or("-"),
+        reason,
+        &redacted_path(&head.path),
+    )
 }
 
 #[cfg(test)]
@@ -255,15 +237,7 @@ mod tests {
     fn cell(name: &str, key: &str) -> Arc<ProfileCell> {
         let cell = ProfileCell::new(name);
         let now = OffsetDateTime::now_utc();
-        let creds = TemporaryCredentials {
-            access_key_id: key.into(),
-            secret_access_key: SecretString::from("s"),
-            session_token: Some(SecretString::from("t")),
-            expiration: now + time::Duration::hours(1),
-            account_id: None,
-            arn: None,
-            packed_policy_size: None,
-        };
+        let creds = TemporaryCredentials::sample(key, now + time::Duration::hours(1));
         cell.install(Vended::new(creds, now, None), now);
         cell
     }

@@ -472,20 +472,11 @@ mod tests {
         use crate::daemon::routes::RouteTable;
         use crate::daemon::state::Vended;
         use hyper::header::HeaderMap;
-        use secrecy::SecretString;
 
         fn role(profile: &str, key: &str, region: &str) -> ImdsRole {
             let cell = ProfileCell::new(profile);
             let now = OffsetDateTime::now_utc();
-            let creds = TemporaryCredentials {
-                access_key_id: key.into(),
-                secret_access_key: SecretString::from("s"),
-                session_token: Some(SecretString::from("t")),
-                expiration: now + time::Duration::hours(1),
-                account_id: Some("123456789012".into()),
-                arn: None,
-                packed_policy_size: None,
-            };
+            let creds = TemporaryCredentials::sample(key, now + time::Duration::hours(1));
             cell.install(Vended::new(creds, now, None), now);
             ImdsRole {
                 cell,

@@ -964,15 +964,7 @@ mod tests {
             ClientOptions::default(),
         );
         let now = OffsetDateTime::now_utc();
-        let creds = |id: &str| TemporaryCredentials {
-            access_key_id: id.into(),
-            secret_access_key: SecretString::from("s"),
-            session_token: Some(SecretString::from("t")),
-            expiration: now + time::Duration::hours(1),
-            account_id: None,
-            arn: None,
-            packed_policy_size: None,
-        };
+        let creds = |id: &str| TemporaryCredentials::sample(id, now + time::Duration::hours(1));
         let link = |profile: &str| CacheKey::Link {
             profile: profile.into(),
             role_arn: "arn:aws:iam::123456789012:role/r".into(),

@@ -4,33 +4,15 @@
 
 use std::time::Duration;
 
-use credvend::creds::LongTermKey;
 use credvend::iam::{IamClient, IamEndpoint, IamError};
-use credvend::sts::{ClientOptions, RetryPolicy};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 
-use crate::support::fake_sts::{FakeSts, Reply, error_xml};
+use crate::support::fake_sts::{FakeSts, Reply, error_xml, fast_retry, key};
 
 const NEW_SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzNEWSECRETX";
 
-fn key() -> LongTermKey {
-    LongTermKey {
-        access_key_id: "AKIDEXAMPLE".into(),
-        secret_access_key: SecretString::from("fake-secret".to_owned()),
-    }
-}
-
 fn client(timeout: Duration) -> IamClient {
-    IamClient::new(ClientOptions {
-        timeout,
-        retry: RetryPolicy {
-            max_attempts: 4,
-            base: Duration::from_millis(10),
-            cap: Duration::from_millis(40),
-        },
-        ..ClientOptions::default()
-    })
-    .unwrap()
+    IamClient::new(fast_retry(timeout)).unwrap()
 }
 
 fn endpoint(fake: &FakeSts) -> IamEndpoint {

@@ -134,6 +134,22 @@ pub(crate) async fn honesty(home: &Path, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// botocore's SSO credential provider (`sso_honesty.py provider`) for `f`'s role, with the
+/// legacy profile shape (`session` None) or an `sso-session` of that name.
+async fn provider(f: &Fixture, home: &Path, session: Option<&str>) -> serde_json::Value {
+    let mut args = vec![
+        "provider",
+        &f.standin.url,
+        &f.moto.url,
+        ACCOUNT,
+        &f.role.role_name,
+        &f.role.role_arn,
+        START_URL,
+    ];
+    args.extend(session);
+    honesty(home, &args).await
+}
+
 #[tokio::test]
 async fn botocore_clients_and_providers_work_against_the_standin() {
     let f = fixture().await;
@@ -183,20 +199,7 @@ async fn botocore_clients_and_providers_work_against_the_standin() {
     // botocore's SSOTokenProvider finds the sign-in `wire` left under sha1("honesty"), refreshes
     // its expired access token through the stand-in and rewrites the file; SSOProvider gets role
     // credentials that moto accepts.
-    let provider = honesty(
-        home.path(),
-        &[
-            "provider",
-            &f.standin.url,
-            &f.moto.url,
-            ACCOUNT,
-            &f.role.role_name,
-            &f.role.role_arn,
-            START_URL,
-            "honesty",
-        ],
-    )
-    .await;
+    let provider = provider(&f, home.path(), Some("honesty")).await;
     assert_eq!(provider["refreshes"], 1, "{provider}");
     assert_eq!(provider["role_credentials_calls"], 1, "{provider}");
     assert_eq!(provider["cache_rewritten"], true, "{provider}");
@@ -239,19 +242,7 @@ async fn botocore_uses_the_cache_files_credvend_writes() {
     assert!(token.refresh_token.is_none());
     assert!(!token.can_refresh(OffsetDateTime::now_utc()));
     cache::write(&dir, &legacy, &token).unwrap();
-    let out = honesty(
-        home.path(),
-        &[
-            "provider",
-            &f.standin.url,
-            &f.moto.url,
-            ACCOUNT,
-            &f.role.role_name,
-            &f.role.role_arn,
-            START_URL,
-        ],
-    )
-    .await;
+    let out = provider(&f, home.path(), None).await;
     assert_eq!(out["refreshes"], 0, "{out}");
     assert_eq!(out["cache_rewritten"], false, "{out}");
 
@@ -262,20 +253,7 @@ async fn botocore_uses_the_cache_files_credvend_writes() {
     assert!(token.refresh_token.is_some());
     token.expires_at = OffsetDateTime::now_utc() - time::Duration::minutes(1);
     let path = cache::write(&dir, &named, &token).unwrap();
-    let out = honesty(
-        home.path(),
-        &[
-            "provider",
-            &f.standin.url,
-            &f.moto.url,
-            ACCOUNT,
-            &f.role.role_name,
-            &f.role.role_arn,
-            START_URL,
-            "credvend-written",
-        ],
-    )
-    .await;
+    let out = provider(&f, home.path(), Some("credvend-written")).await;
     assert_eq!(out["refreshes"], 1, "{out}");
     assert_eq!(out["cache_rewritten"], true, "{out}");
     // botocore's rewrite parses, and renders back byte for byte.

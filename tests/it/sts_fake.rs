@@ -2,33 +2,16 @@
 
 use std::time::Duration;
 
-use credvend::creds::LongTermKey;
 use credvend::sts::{
     ClientOptions, GetSessionToken, MfaToken, RetryPolicy, StsClient, StsEndpoint, StsError,
     StsRequest,
 };
 use secrecy::SecretString;
 
-use crate::support::fake_sts::{FakeSts, Reply, caller_identity_xml, error_xml};
-
-fn key() -> LongTermKey {
-    LongTermKey {
-        access_key_id: "AKIDEXAMPLE".into(),
-        secret_access_key: SecretString::from("fake-secret".to_owned()),
-    }
-}
+use crate::support::fake_sts::{FakeSts, Reply, caller_identity_xml, error_xml, fast_retry, key};
 
 fn client(timeout: Duration) -> StsClient {
-    StsClient::new(ClientOptions {
-        timeout,
-        retry: RetryPolicy {
-            max_attempts: 4,
-            base: Duration::from_millis(10),
-            cap: Duration::from_millis(40),
-        },
-        ..ClientOptions::default()
-    })
-    .unwrap()
+    StsClient::new(fast_retry(timeout)).unwrap()
 }
 
 fn endpoint(fake: &FakeSts) -> StsEndpoint {

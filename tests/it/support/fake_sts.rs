@@ -7,8 +7,33 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use credvend::creds::LongTermKey;
+use credvend::sts::{ClientOptions, RetryPolicy};
+use secrecy::SecretString;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
+
+/// The long-term key the clients under test sign with (the fake checks no signature).
+pub fn key() -> LongTermKey {
+    LongTermKey {
+        access_key_id: "AKIDEXAMPLE".into(),
+        secret_access_key: SecretString::from("fake-secret".to_owned()),
+    }
+}
+
+/// Client options with `timeout` and four attempts, backing off 10..40 ms, so retry tests are
+/// quick.
+pub fn fast_retry(timeout: std::time::Duration) -> ClientOptions {
+    ClientOptions {
+        timeout,
+        retry: RetryPolicy {
+            max_attempts: 4,
+            base: std::time::Duration::from_millis(10),
+            cap: std::time::Duration::from_millis(40),
+        },
+        ..ClientOptions::default()
+    }
+}
 
 /// What the fake does with one request.
 #[derive(Clone, Debug)]
