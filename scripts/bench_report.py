@@ -114,7 +114,7 @@ def main():
     per_hour = lambda k: num(k) * 3600 / num("cost_seconds")
     row("STS calls/hour, 200 profiles configured, 5 used: all minted / on demand",
         f"{per_hour('cost_prewarm_all_sts_calls'):,.0f} / {per_hour('cost_on_demand_sts_calls'):,.0f} "
-        "(900 s sessions rotating every few s)", "<= 5/200", num("cost_on_demand_sts_calls") * 200
+        "(900 s sessions rotating every 5 s)", "<= 5/200", num("cost_on_demand_sts_calls") * 200
         <= num("cost_prewarm_all_sts_calls") * 5 * 1.5)
     row("wake-ups/min, 200 idle profiles, no client", f"{num('idle_wakeups') * 60 / num('cost_seconds'):.1f}", "< 10",
         num("idle_wakeups") * 60 / num("cost_seconds") < 10)
