@@ -98,7 +98,9 @@ pub struct ExecArgs {
     /// policy (a JSON document, or a file holding one), so the command gets at most the
     /// intersection of the profile's permissions and the policy. Needs a role or federation
     /// profile without credvend_policy of its own, and the ECS endpoint (`[ecs]`). The scoped session is
-    /// cached and refreshed like a profile: the same policy again reuses it.
+    /// cached and refreshed like a profile: the same policy again reuses it, until the daemon
+    /// restarts. It limits what the command does through its SDK; the command still runs as you
+    /// (see README "Least privilege" for containing it).
     #[arg(long, value_name = "FILE|JSON")]
     policy: Option<String>,
     /// A managed policy to scope the session with, as with --policy (repeatable, at most 10)
@@ -422,18 +424,18 @@ async fn endpoint_env(
     container: bool,
     prefer_agent: bool,
 ) -> anyhow::Result<Vec<(String, Option<String>)>> {
-    match call(
-        ctx,
-        &Request::Check {
-            profile: profile.to_owned(),
+    let check = |unit: &str| {
+        let req = Request::Check {
+            profile: unit.to_owned(),
             container,
-        },
-    )
-    .await?
-    {
-        Reply::Served => {}
-        other => return Err(unexpected(other)),
-    }
+        };
+        async move {
+            match call(ctx, &req).await? {
+                Reply::Served => Ok(()),
+                other => Err(unexpected(other)),
+            }
+        }
+    };
     let report = daemon_status(ctx).await?;
     let mut vars: Vec<(String, Option<String>)> =
         CONFLICTING.iter().map(|k| (k.to_string(), None)).collect();
@@ -442,34 +444,25 @@ async fn endpoint_env(
         vars.push((k.to_owned(), Some(v)));
     };
     if container {
+        check(profile).await?;
         for (k, v) in container_env(&report, profile, prefer_agent)? {
             set(k, v);
         }
     } else {
-        // A routed listener serves this user only through a uid route of its own.
-        let me = crate::paths::current_uid();
-        let imds = report
-            .listeners
-            .iter()
-            .find(|l| {
-                l.kind == "imds"
-                    && if l.routes.is_empty() {
-                        l.profiles.iter().any(|p| p == profile)
-                    } else {
-                        l.routes
-                            .iter()
-                            .any(|r| r.uid == Some(me) && r.profile == profile)
-                    }
-            })
-            .with_context(|| {
-                format!(
-                    "no IMDS listener serves profile `{profile}`: add an [[imds]] listener with profile = \"{profile}\" \
-                     to config.toml and reload, or use `credvend env {profile} --container`"
-                )
-            })?;
+        let Some((address, unit)) = imds_for(&report, profile) else {
+            // Why the profile cannot be served, when that is the reason.
+            check(profile).await?;
+            bail!(
+                "no IMDS listener serves profile `{profile}`: add an [[imds]] listener with profile = \"{profile}\" \
+                 to config.toml and reload, or use `credvend env {profile} --container`"
+            );
+        };
+        // Warm what the child will be served: the profile, or the listener's (or this user's
+        // route's) scoped session of it.
+        check(&unit).await?;
         set(
             "AWS_EC2_METADATA_SERVICE_ENDPOINT",
-            format!("http://{}/", imds.address),
+            format!("http://{address}/"),
         );
     }
     if let Some(region) = report
@@ -482,6 +475,30 @@ async fn endpoint_env(
         set("AWS_DEFAULT_REGION", region);
     }
     Ok(vars)
+}
+
+/// The IMDS listener that serves `profile` to this user, and the unit it serves: a listener of
+/// that profile (or of a scoped session of it), or, on a routed listener, this user's uid route.
+fn imds_for(report: &StatusReport, profile: &str) -> Option<(String, String)> {
+    let me = crate::paths::current_uid();
+    report
+        .listeners
+        .iter()
+        .filter(|l| l.kind == "imds")
+        .find_map(|l| {
+            let unit = if l.routes.is_empty() {
+                l.profiles
+                    .iter()
+                    .find(|u| crate::scope::base_profile(u) == profile)
+                    .cloned()
+            } else {
+                l.routes
+                    .iter()
+                    .find(|r| r.uid == Some(me) && r.profile == profile)
+                    .map(|r| r.unit.clone().unwrap_or_else(|| r.profile.clone()))
+            };
+            unit.map(|u| (l.address.clone(), u))
+        })
 }
 
 /// Reads a secret the daemon keeps in a file of its state directory (an ECS token, an ECS-agent

@@ -130,8 +130,8 @@ enum Command {
         version, whether the last reload succeeded. No metric holds a secret, token, ID or access \
         key id.\n\n\
         [metrics] in config.toml (off by default) serves GET /metrics and GET /healthz (200 when every \
-        profile of an [[imds]] listener has credentials it can serve, else 503 naming those that do \
-        not) on 127.0.0.1:9256, with the same access rules as the other listeners (allow, allow_uids, \
+        prewarmed profile (those of the [[imds]] listeners and their routes, and [refresh] prewarm) \
+        has credentials it can serve, else 503 naming those that do not) on 127.0.0.1:9256, with the same access rules as the other listeners (allow, allow_uids, \
         hosts)."
     )]
     Metrics,

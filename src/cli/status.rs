@@ -86,7 +86,10 @@ fn routes(out: &mut String, l: &ListenerStatus) {
             out,
             "        route {:width$} -> {}: served {}, refused {}",
             who(r),
-            r.profile,
+            match &r.unit {
+                Some(unit) => format!("{} (scoped session {unit})", r.profile),
+                None => r.profile.clone(),
+            },
             r.served,
             r.refused
         );
@@ -254,6 +257,7 @@ mod tests {
             from: from.map(str::to_owned),
             uid,
             profile: profile.into(),
+            unit: None,
             served,
             refused,
         };

@@ -264,6 +264,9 @@ pub(crate) struct RouteStatus {
     pub uid: Option<u32>,
     /// The profile they get.
     pub profile: String,
+    /// The scoped session of `profile` they get (the route's `policy`), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
     /// Credential requests served.
     pub served: u64,
     /// Requests refused (nothing to serve, another route's role or ID).

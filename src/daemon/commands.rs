@@ -71,7 +71,8 @@ impl Daemon {
             };
             Failure::new(kind, e.describe())
         })?;
-        // Every served profile sharing this MFA session mints now.
+        // Every served profile sharing this MFA session and in use mints now (idle ones stay
+        // idle: `mint_or_idle`).
         let session = chain.mfa_session();
         let sharing = self.units_where(|c| c.mfa_session() == session).await;
         for name in sharing {
@@ -286,6 +287,9 @@ impl Daemon {
         }
         let scope = crate::scope::Scope::new(policy, policy_arns, "--policy").map_err(bad)?;
         let unit = scope.unit(&profile);
+        // A second `exec` with the same policy waits here until the first one's scope is
+        // committed (served, its token file written).
+        let applying = self.applying.lock().await;
         let new = {
             let mut state = self.state.lock().await;
             let Some(loaded) = state.loaded.as_ref() else {
@@ -318,11 +322,12 @@ impl Daemon {
                 unit,
                 "serving a scoped session for `credvend exec --policy`"
             );
-            if let Err(e) = self.reapply().await {
+            if let Err(e) = self.reapply_locked().await {
                 self.state.lock().await.scopes.remove(&unit);
                 return Err(Failure::new(FailureKind::Unavailable, e));
             }
         }
+        drop(applying);
         self.check(&unit, true).await?;
         Ok(Reply::Scoped { unit })
     }

@@ -87,6 +87,9 @@ pub(crate) struct Daemon {
     usage: Arc<usage::Usage>,
     started: OffsetDateTime,
     shutdown: Trigger,
+    /// Held across a whole apply (and a scope's insertion with its apply), so that a re-apply
+    /// cannot interleave with a reload and a scope is committed before anyone else sees it.
+    applying: tokio::sync::Mutex<()>,
     state: tokio::sync::Mutex<State>,
 }
 
@@ -106,6 +109,7 @@ impl Daemon {
             minter,
             started: OffsetDateTime::now_utc(),
             shutdown: Trigger::new(),
+            applying: tokio::sync::Mutex::new(()),
             state: tokio::sync::Mutex::new(State {
                 loaded: None,
                 units: BTreeMap::new(),
@@ -122,12 +126,21 @@ impl Daemon {
 
     /// Applies `loaded`: the initial start-up and every reload. On error nothing has changed.
     pub async fn apply(&self, loaded: Loaded) -> Result<(), String> {
+        let _applying = self.applying.lock().await;
+        self.apply_locked(loaded, true).await
+    }
+
+    /// [`Daemon::apply`] with `applying` held; `reload`: a new configuration (whose success
+    /// clears the record of a failed reload), not the one in effect again.
+    async fn apply_locked(&self, loaded: Loaded, reload: bool) -> Result<(), String> {
         let keys = reconcile::listed_keys(&self.minter).await;
         let mut state = self.state.lock().await;
         match reconcile::plan(self, &state, loaded, keys) {
             Ok(plan) => {
                 reconcile::commit(self, &mut state, plan);
-                state.reload_error = None;
+                if reload {
+                    state.reload_error = None;
+                }
                 Ok(())
             }
             Err(e) => {
@@ -146,9 +159,16 @@ impl Daemon {
     /// Applies the configuration in effect again (after keys were added or removed: which
     /// profiles the ECS endpoint serves depends on the keyring).
     pub async fn reapply(&self) -> Result<(), String> {
+        let _applying = self.applying.lock().await;
+        self.reapply_locked().await
+    }
+
+    /// [`Daemon::reapply`] with `applying` held. A failed reload stays on record: the
+    /// configuration in effect is still not the file's.
+    async fn reapply_locked(&self) -> Result<(), String> {
         let loaded = self.state.lock().await.loaded.clone();
         match loaded {
-            Some(l) => self.apply(l).await,
+            Some(l) => self.apply_locked(l, false).await,
             None => Ok(()),
         }
     }

@@ -205,16 +205,22 @@ impl Refresher {
         }
     }
 
-    /// Mints when the profile is warm or was used within the idle window; else goes idle.
+    /// Mints when the profile is warm or was used within the idle window; else goes (or stays)
+    /// idle. Whether it is idle now does not matter: a `Refresh` after a login, a new key or an
+    /// unlock must not mint every idle profile that shares the source.
     async fn mint_or_idle(&mut self) {
-        if self
-            .idle_at()
-            .is_none_or(|at| at > OffsetDateTime::now_utc())
-        {
+        if self.warm || self.used_until() > OffsetDateTime::now_utc() {
             self.mint().await;
         } else {
             self.go_idle();
         }
+    }
+
+    /// The end of the idle window that the last use opened (the epoch when never used).
+    fn used_until(&self) -> OffsetDateTime {
+        let last = self.cell.last_use().unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        last + time::Duration::try_from(self.policy.settings.idle_after)
+            .unwrap_or(time::Duration::MAX)
     }
 
     /// When an on-demand profile goes idle if nobody asks for it before (`None`: never; warm,
@@ -223,11 +229,7 @@ impl Refresher {
         if self.warm || self.idle || self.locked {
             return None;
         }
-        let last = self.cell.last_use().unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        Some(
-            last + time::Duration::try_from(self.policy.settings.idle_after)
-                .unwrap_or(time::Duration::MAX),
-        )
+        Some(self.used_until())
     }
 
     /// Waits for the next event: the wake time, the idle time, a reminder, a request for an

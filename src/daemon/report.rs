@@ -130,6 +130,7 @@ fn route_status(r: RouteStat) -> RouteStatus {
     RouteStatus {
         from,
         uid,
+        unit: (r.unit != r.profile).then_some(r.unit),
         profile: r.profile,
         served: r.served,
         refused: r.refused,

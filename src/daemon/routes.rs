@@ -80,6 +80,8 @@ pub(crate) struct Routed<T> {
     pub from: RouteFrom,
     /// The profile they get.
     pub profile: String,
+    /// What serves them: the profile, or its scoped session (the route's `policy`).
+    pub unit: String,
     /// Its requests.
     pub counts: Arc<Counts>,
     /// What the handler serves them (IMDS: the role; ECS agent: nothing more than the profile).
@@ -100,6 +102,8 @@ pub(crate) struct RouteStat {
     pub from: RouteFrom,
     /// The profile they get.
     pub profile: String,
+    /// What serves them: the profile, or its scoped session.
+    pub unit: String,
     /// Credentials handed out.
     pub served: u64,
     /// Requests refused.
@@ -137,6 +141,7 @@ impl<T> RouteTable<T> {
                 .map(|r| Routed {
                     from: r.from,
                     profile: r.profile.clone(),
+                    unit: r.unit(),
                     counts: kept(r),
                     target: target(r),
                 })
@@ -183,6 +188,7 @@ impl<T> RouteTable<T> {
                 RouteStat {
                     from: r.from,
                     profile: r.profile.clone(),
+                    unit: r.unit.clone(),
                     served,
                     refused,
                 }

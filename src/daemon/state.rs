@@ -284,8 +284,11 @@ impl ProfileCell {
 
     /// Records a use of the profile at `at`.
     pub fn touch(&self, at: OffsetDateTime) {
-        self.last_use
-            .fetch_max(at.unix_timestamp(), Ordering::Relaxed);
+        // Written at most once a second: every other request only reads the shared line.
+        let t = at.unix_timestamp();
+        if self.last_use.load(Ordering::Relaxed) < t {
+            self.last_use.fetch_max(t, Ordering::Relaxed);
+        }
     }
 
     /// When credentials were last asked for.
@@ -381,13 +384,15 @@ impl ProfileCell {
 
     /// Drops the credentials of a profile nobody uses (refresher only); the next request mints.
     pub fn idle(&self) {
-        self.current.send_replace(None);
+        // The phase first: a request that finds no credentials must find `Idle` and ask for a
+        // mint, not an old `Fresh` with nothing to wait for.
         let mut s = self.status.lock().expect("status lock");
         s.phase = Phase::Idle;
         s.last_error = None;
         s.next_refresh = None;
         s.minting_since = None;
         drop(s);
+        self.current.send_replace(None);
         self.settled.notify_waiters();
     }
 

@@ -6,21 +6,39 @@
 use std::io::Write as _;
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
+
 use crate::support::clients::{Client, Sdk};
 use crate::support::daemon::{Setup, phase_is, stderr, stdout};
 use crate::support::moto::Moto;
 use crate::support::sts_proxy::{Mode, StsProxy};
 use crate::support::toml::Toml;
 
-/// An AWS config with `base` (keys in the keyring) and `n` role profiles `r000`.. assumed from it.
+/// An AWS config with `base` (keys in the keyring) and `n` role profiles `r000`.. assumed from it,
+/// each with 900 s sessions named after the profile (so the proxy's log says whose call it was).
 fn role_profiles(endpoint: &str, role_arn: &str, n: usize) -> String {
     let mut config = format!("[profile base]\nregion = us-east-1\nendpoint_url = {endpoint}\n");
     for i in 0..n {
         config.push_str(&format!(
-            "[profile r{i:03}]\nregion = us-east-1\nendpoint_url = {endpoint}\nrole_arn = {role_arn}\nsource_profile = base\n"
+            "[profile r{i:03}]\nregion = us-east-1\nendpoint_url = {endpoint}\nrole_arn = {role_arn}\nsource_profile = base\nduration_seconds = 900\nrole_session_name = s{i:03}\n"
         ));
     }
     config
+}
+
+/// `[refresh]` settings under which every minted 900 s session rotates exactly 20 s after it was
+/// minted (lead capped at lifetime - min_interval; jitter cannot move it earlier than that).
+const ROTATE_EVERY_20S: &str =
+    "[refresh]\nidle_after_seconds = 60\nmargin_seconds = 870\nmin_interval_seconds = 20\n";
+
+/// AssumeRole calls the proxy saw for the profile whose sessions are named `session`.
+fn assumed(proxy: &StsProxy, session: &str) -> usize {
+    let field = format!("RoleSessionName={session}");
+    proxy
+        .requests()
+        .iter()
+        .filter(|(action, req)| action == "AssumeRole" && req.contains(&field))
+        .count()
 }
 
 /// The variables that point a container client at the ECS endpoint for `profile`, written by
@@ -43,9 +61,11 @@ fn ecs_client(setup: &Setup, ecs: std::net::SocketAddr, profile: &str) -> Client
 }
 
 /// 200 role profiles and no client: only the IMDS listener's profile is minted (one STS call);
-/// the first boto3 request over ECS for another one gets credentials (one more call); a minute
-/// after its last use that profile is idle: nothing held, no rotation scheduled, no further STS
-/// call, and `status` says so. The total over more than a minute stays at 2 calls.
+/// the first boto3 request over ECS for another one gets credentials (one more call); while in
+/// use it rotates (every 20 s here); a minute after its last use it is idle: nothing held, no
+/// rotation scheduled, `status` says so, and it makes no further STS call while the prewarmed
+/// profile rotates twice more (two of the intervals it would have rotated in). No other profile
+/// is ever minted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_profiles_cost_one_sts_call_until_used_and_go_idle_after_use() {
     let moto = Moto::shared();
@@ -59,20 +79,24 @@ async fn two_hundred_profiles_cost_one_sts_call_until_used_and_go_idle_after_use
         &Toml::new()
             .imds("r000")
             .ecs_all()
-            .section("[refresh]\nidle_after_seconds = 60\n")
+            .section(ROTATE_EVERY_20S)
             .build(),
     );
     let daemon = setup.start();
     setup.wait_status("r000", "fresh", phase_is("fresh")).await;
+    setup.wait_status("r150", "idle", phase_is("idle")).await;
     let r150 = setup.profile_status("r150").unwrap();
-    assert_eq!(r150["phase"], "idle", "{r150}");
     assert_eq!(r150["on_demand"], true, "{r150}");
-    assert_eq!(proxy.requests().len(), 1, "only r000 is minted");
+    assert_eq!(
+        proxy.count("AssumeRole"),
+        assumed(&proxy, "s000"),
+        "only r000 is minted"
+    );
 
     // The first request for r150 mints it and is answered.
     let who = ecs_client(&setup, daemon.ecs(), "r150").expect_whoami(Sdk::Boto3, &moto.url);
     assert!(who.arn.contains(":assumed-role/"), "{}", who.arn);
-    assert_eq!(proxy.count("AssumeRole"), 2);
+    assert!(assumed(&proxy, "s150") >= 1);
     let used = setup.wait_status("r150", "fresh", phase_is("fresh")).await;
     assert!(
         used["last_use"].is_string() && used["next_refresh"].is_string(),
@@ -80,11 +104,18 @@ async fn two_hundred_profiles_cost_one_sts_call_until_used_and_go_idle_after_use
     );
     let in_use = std::fs::read_to_string(setup.state_dir().join("in-use.json")).unwrap();
     assert!(in_use.contains("\"r150\""), "{in_use}");
+    // In use, it rotates.
+    setup
+        .wait_status_within("r150", "rotated", Duration::from_secs(60), |p| {
+            p["refreshes"].as_u64() >= Some(2)
+        })
+        .await;
 
     // A minute without requests: idle.
     let idle = setup
         .wait_status_within("r150", "idle", Duration::from_secs(120), phase_is("idle"))
         .await;
+    let calls_at_idle = assumed(&proxy, "s150");
     assert!(
         idle["access_key_id"].is_null() && idle["next_refresh"].is_null(),
         "{idle}"
@@ -101,15 +132,95 @@ async fn two_hundred_profiles_cost_one_sts_call_until_used_and_go_idle_after_use
         text.contains("r151  idle (not used since the daemon started"),
         "{text}"
     );
-    // More than a minute after start: r000 and the one use, nothing else.
-    assert_eq!(proxy.requests().len(), 2, "{:?}", proxy.requests());
+    // r000 rotates twice more (at least 20 s, a whole interval of r150's): r150 does not.
+    let r000 = assumed(&proxy, "s000");
+    assert!(
+        proxy
+            .wait_count(
+                "AssumeRole",
+                proxy.count("AssumeRole") + 2,
+                Duration::from_secs(90)
+            )
+            .await
+    );
+    assert!(assumed(&proxy, "s000") >= r000 + 2);
+    assert_eq!(
+        assumed(&proxy, "s150"),
+        calls_at_idle,
+        "an idle profile rotated"
+    );
+    // Nobody else was ever minted.
+    let others = proxy.count("AssumeRole") - assumed(&proxy, "s000") - assumed(&proxy, "s150");
+    assert_eq!(others, 0, "{:?}", proxy.requests());
     // `refresh` with no profile leaves idle profiles idle.
     assert!(setup.cli(&["refresh"]).status.success());
+    let before = setup.profile_status("r000").unwrap()["refreshes"]
+        .as_u64()
+        .unwrap();
     setup
-        .wait_status("r000", "fresh again", |p| p["refreshes"] == 2)
+        .wait_status("r000", "fresh again", |p| {
+            p["refreshes"].as_u64() > Some(before) && p["phase"] == "fresh"
+        })
         .await;
     assert_eq!(setup.profile_status("r150").unwrap()["phase"], "idle");
-    assert_eq!(proxy.count("AssumeRole"), 3);
+    assert_eq!(assumed(&proxy, "s150"), calls_at_idle);
+}
+
+/// What refreshes every profile sharing a source (a new key stored with `add`, `lock` then
+/// `refresh`) mints the profiles in use and leaves idle ones idle: one STS call for the
+/// prewarmed profile each time, none for the 20 idle ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_keys_and_unlock_leave_idle_profiles_idle() {
+    let moto = Moto::shared();
+    let proxy = StsProxy::start(&moto.url).await;
+    let setup = Setup::new();
+    let user = moto.user("lazykeys").await;
+    let role_arn = moto.role("lazykeys", &[&user.arn], None).await;
+    setup.write_aws_config(&role_profiles(&proxy.url(), &role_arn, 21));
+    setup.store_key("base", &user.key);
+    setup.write_toml(&Toml::new().imds("r000").ecs_all().build());
+    let _daemon = setup.start();
+    setup.wait_status("r000", "fresh", phase_is("fresh")).await;
+    setup.wait_status("r020", "idle", phase_is("idle")).await;
+    assert_eq!(proxy.count("AssumeRole"), 1);
+
+    // The same key stored again: the daemon re-reads it and refreshes what uses it.
+    let out = setup.cli_stdin(
+        &[
+            "add",
+            "base",
+            "--access-key-id",
+            &user.key.access_key_id,
+            "--secret-stdin",
+            "--no-verify",
+            "--force",
+        ],
+        &format!("{}\n", user.key.secret_access_key.expose_secret()),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    setup
+        .wait_status("r000", "re-minted with the new key", |p| {
+            p["refreshes"] == 2 && p["phase"] == "fresh"
+        })
+        .await;
+    // `lock`, then `refresh`: the prewarmed profile mints, idle ones go back to idle.
+    assert!(setup.cli(&["lock"]).status.success());
+    setup
+        .wait_status("r020", "locked", phase_is("locked"))
+        .await;
+    assert!(setup.cli(&["refresh"]).status.success());
+    setup
+        .wait_status("r000", "unlocked", |p| {
+            p["refreshes"] == 3 && p["phase"] == "fresh"
+        })
+        .await;
+    for i in 1..21 {
+        let name = format!("r{i:03}");
+        setup
+            .wait_status(&name, "idle again", phase_is("idle"))
+            .await;
+    }
+    assert_eq!(proxy.count("AssumeRole"), 3, "{:?}", proxy.requests());
 }
 
 /// `exec` of an idle profile mints before the child starts: with STS then holding every call,

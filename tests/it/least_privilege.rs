@@ -138,6 +138,21 @@ async fn exec_policy_mints_a_separate_scoped_session_and_reuses_it() {
         last.contains("PolicyArns.member.1.arn=arn%3Aaws%3Aiam%3A%3Aaws%3Apolicy%2FReadOnlyAccess"),
         "{last}"
     );
+
+    // Four first `exec`s of one new policy at once (`make -j`): each child is served, by one
+    // session.
+    let parallel = POLICY.replace("credvendScopeTest", "credvendScopeParallel");
+    let calls = proxy.count("AssumeRole");
+    let keys: Vec<serde_json::Value> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| exec_whoami(&setup, &moto, &["dev", "--policy", &parallel])))
+            .collect();
+        runs.into_iter()
+            .map(|r| r.join().unwrap()["access_key_id"].clone())
+            .collect()
+    });
+    assert!(keys.iter().all(|k| *k == keys[0]), "{keys:?}");
+    assert_eq!(proxy.count("AssumeRole"), calls + 1);
 }
 
 /// Scopes that cannot be served are refused with the reason, before any STS call: a
@@ -237,4 +252,54 @@ async fn listener_and_route_policies_scope_what_imds_serves() {
     let text = stdout(&setup.cli(&["status"]));
     assert!(text.contains("[scoped: session policy"), "{text}");
     setup.wait_status("dev", "fresh", phase_is("fresh")).await;
+}
+
+/// `credvend env dev` (IMDS) where the listener serving `dev` to this user serves a scoped session
+/// of it (the listener's `policy`, or this user's route's): it points at that listener and warms
+/// the scoped session, never the unscoped profile; `status` names a route's scoped session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_points_at_the_listener_serving_a_scoped_session() {
+    let moto = Moto::shared();
+    let me = unsafe { libc::getuid() };
+    let listener_policy = format!("policy_arns = [\"{READ_ONLY}\"]\n");
+    let route = format!(
+        "[[imds]]\nlisten = \"127.0.0.1:0\"\nroutes = [{{ uid = {me}, profile = \"dev\", policy_arns = [\"{READ_ONLY}\"] }}]\n"
+    );
+    for (name, toml) in [
+        (
+            "scopeenv1",
+            Toml::new().imds_with("dev", &listener_policy).build(),
+        ),
+        ("scopeenv2", Toml::new().section(&route).build()),
+    ] {
+        let proxy = StsProxy::start(&moto.url).await;
+        let setup = setup_roles(&moto, &proxy, name).await;
+        setup.write_toml(&toml);
+        let daemon = setup.start();
+        let out = setup.cli(&["env", "dev"]);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        let text = stdout(&out);
+        assert!(
+            text.contains(&format!(
+                "AWS_EC2_METADATA_SERVICE_ENDPOINT=http://{}/",
+                daemon.ready.imds[0]
+            )),
+            "{name}: {text}"
+        );
+        let scoped = proxy
+            .requests()
+            .iter()
+            .filter(|(_, body)| body.contains("PolicyArns.member.1.arn"))
+            .count();
+        assert_eq!(scoped, 1, "{name}: {:?}", proxy.requests());
+        assert_eq!(
+            proxy.count("AssumeRole"),
+            1,
+            "{name}: the unscoped dev was minted"
+        );
+        if name == "scopeenv2" {
+            let status = stdout(&setup.cli(&["status"]));
+            assert!(status.contains("dev (scoped session dev~"), "{status}");
+        }
+    }
 }

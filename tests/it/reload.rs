@@ -31,6 +31,22 @@ async fn sighup_with_a_broken_file_keeps_serving_and_a_fixed_file_adds_a_listene
         daemon.log()
     );
     assert_eq!(http::imds_creds(first, "role").await["Code"], "Success");
+    // The failure stays on record through what re-applies the configuration in effect (a key
+    // stored: which profiles the ECS endpoint serves depends on the keyring; `add` returns after
+    // the daemon re-applied).
+    let reload_error = || {
+        let out = setup.cli(&["status", "--json"]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["reload_error"].clone()
+    };
+    assert!(reload_error().is_object(), "{}", reload_error());
+    setup.store_key(
+        "other",
+        &credvend::creds::LongTermKey {
+            access_key_id: "AKIAOTHEREXAMPLE".into(),
+            secret_access_key: secrecy::SecretString::from("other-secret"),
+        },
+    );
+    assert!(reload_error().is_object(), "{}", reload_error());
 
     setup.write_toml(
         "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"role\"\n\
