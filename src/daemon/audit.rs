@@ -137,6 +137,11 @@ impl ConnAudit {
             _ => "vended credentials over ECS",
         };
         let user_agent = truncate(user_agent);
+        // The same answer as this connection's last one: its first vend was decided then, so
+        // the daemon-wide ledger (a lock and two allocations) stays off the hot path.
+        if self.repeat(event, profile, user_agent, key_id) {
+            return;
+        }
         let key = LedgerKey {
             listener: self.listener,
             profile: profile.to_owned(),
@@ -200,17 +205,28 @@ impl ConnAudit {
         self.record(event, profile, truncate(user_agent), &what);
     }
 
-    fn record(&self, event: &'static str, profile: &str, user_agent: &str, what: &str) {
+    /// Counts the answer as a repeat of the connection's last one, if it is.
+    fn repeat(&self, event: &'static str, profile: &str, user_agent: &str, what: &str) -> bool {
         let mut last = self.last.lock().expect("audit lock");
-        if let Some((a, repeats)) = last.as_mut()
-            && a.event == event
-            && a.profile == profile
-            && a.user_agent == user_agent
-            && a.what == what
-        {
-            *repeats += 1;
+        match last.as_mut() {
+            Some((a, repeats))
+                if a.event == event
+                    && a.profile == profile
+                    && a.user_agent == user_agent
+                    && a.what == what =>
+            {
+                *repeats += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn record(&self, event: &'static str, profile: &str, user_agent: &str, what: &str) {
+        if self.repeat(event, profile, user_agent, what) {
             return;
         }
+        let mut last = self.last.lock().expect("audit lock");
         if let Some((prev, repeats)) = last.take() {
             self.summarise(&prev, repeats);
         }

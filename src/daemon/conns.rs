@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -109,6 +110,8 @@ const REFUSED_SHARE: usize = 4;
 pub(crate) struct Registry {
     max: usize,
     me: u32,
+    /// What idle times count from.
+    epoch: Instant,
     inner: Mutex<Inner>,
 }
 
@@ -122,8 +125,8 @@ struct Inner {
 #[derive(Debug)]
 struct Slot {
     key: PeerKey,
-    /// Since when the connection waits for a request (`None` while one is answered).
-    idle_since: Option<Instant>,
+    /// Since when the connection waits for a request, shared with its ticket (see [`Ticket`]).
+    idle_since: Arc<AtomicU64>,
     evict: Arc<Notify>,
 }
 
@@ -132,6 +135,10 @@ struct Slot {
 pub(crate) struct Ticket {
     registry: Arc<Registry>,
     id: u64,
+    /// Nanoseconds from the registry's epoch (plus one) since which the connection waits for a
+    /// request; 0 while it answers one. An atomic the connection sets without the registry's
+    /// lock: twice per request, on every connection of the listener.
+    idle_since: Arc<AtomicU64>,
     /// Notified when the connection must close to make room.
     pub evicted: Arc<Notify>,
 }
@@ -142,6 +149,7 @@ impl Registry {
         Arc::new(Registry {
             max: max.max(1),
             me,
+            epoch: Instant::now(),
             inner: Mutex::new(Inner::default()),
         })
     }
@@ -175,11 +183,12 @@ impl Registry {
         inner.next += 1;
         let id = inner.next;
         let evict = Arc::new(Notify::new());
+        let idle_since = Arc::new(AtomicU64::new(self.now()));
         inner.conns.insert(
             id,
             Slot {
                 key,
-                idle_since: Some(Instant::now()),
+                idle_since: idle_since.clone(),
                 evict: evict.clone(),
             },
         );
@@ -187,8 +196,16 @@ impl Registry {
         Some(Ticket {
             registry: self.clone(),
             id,
+            idle_since,
             evicted: evict,
         })
+    }
+
+    /// Now, as an idle stamp (never 0).
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
     }
 
     /// Connections held now.
@@ -206,7 +223,10 @@ impl Inner {
             .conns
             .iter()
             .filter(|(_, s)| which(s.key))
-            .filter_map(|(id, s)| s.idle_since.map(|t| (t, *id)))
+            .filter_map(|(id, s)| match s.idle_since.load(Ordering::Relaxed) {
+                0 => None,
+                t => Some((t, *id)),
+            })
             .min();
         let Some((_, id)) = oldest else {
             return false;
@@ -232,19 +252,13 @@ impl Inner {
 impl Ticket {
     /// The connection is answering a request: not evictable.
     pub fn busy(&self) {
-        self.set_idle(None);
+        self.idle_since.store(0, Ordering::Relaxed);
     }
 
     /// The connection waits for a request: evictable.
     pub fn idle(&self) {
-        self.set_idle(Some(Instant::now()));
-    }
-
-    fn set_idle(&self, since: Option<Instant>) {
-        let mut inner = self.registry.inner.lock().expect("registry lock");
-        if let Some(slot) = inner.conns.get_mut(&self.id) {
-            slot.idle_since = since;
-        }
+        self.idle_since
+            .store(self.registry.now(), Ordering::Relaxed);
     }
 }
 

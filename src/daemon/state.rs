@@ -253,6 +253,9 @@ impl ProfileCell {
     /// request finds credentials.
     pub async fn warm(&self, timeout: Duration) -> Option<Arc<Vended>> {
         self.touch(OffsetDateTime::now_utc());
+        if let Some(v) = self.current() {
+            return Some(v);
+        }
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Some(v) = self.current() {
