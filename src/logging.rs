@@ -7,6 +7,9 @@
 //! `SecretString`s, whose `Debug` prints `[REDACTED]`, and no code formats them for output except
 //! the response writers.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::fmt::format::Writer;
@@ -130,8 +133,12 @@ pub fn init(format: LogFormat, default: &str, report_drops: bool) -> Guard {
         .finish(std::io::stderr());
     let not_audit = filter_fn(|m| m.target() != AUDIT_TARGET);
     let only_audit = filter_fn(|m| m.target() == AUDIT_TARGET);
+    // The watch sits behind the main layer's filter: it sees exactly the lines that went to the
+    // lossy queue, right after each was queued or dropped.
+    let watch = report_drops.then(|| DropWatch::spawn(dropped));
     let layers: Vec<Boxed> = vec![
         layer(format, journal, ansi, main)
+            .and_then(watch)
             .with_filter(filter.and(not_audit))
             .boxed(),
         layer(format, journal, ansi, audit)
@@ -139,33 +146,65 @@ pub fn init(format: LogFormat, default: &str, report_drops: bool) -> Guard {
             .boxed(),
     ];
     let _ = tracing_subscriber::registry().with(layers).try_init();
-    if report_drops {
-        std::thread::Builder::new()
-            .name("credvend-log-drops".into())
-            .spawn(move || report_dropped(dropped))
-            .ok();
-    }
     Guard {
         _main: main_guard,
         _audit: audit_guard,
     }
 }
 
-/// Every few seconds, records how many ordinary log lines were dropped since the last report.
-fn report_dropped(counter: tracing_appender::non_blocking::ErrorCounter) {
-    let mut reported = 0;
-    loop {
-        std::thread::sleep(std::time::Duration::from_secs(5));
-        let now = counter.dropped_lines();
-        if now > reported {
-            tracing::warn!(
-                target: AUDIT_TARGET,
-                dropped = now - reported,
-                total_dropped = now,
-                "{} log lines were dropped because the log reader fell behind",
-                now - reported
-            );
-            reported = now;
+/// Records, on the audit path, how many ordinary log lines were dropped.
+///
+/// The reporting thread sleeps until a line is dropped (an idle daemon has no timer to wake it)
+/// and then reports at most once per [`DropWatch::EVERY`]. A drop is noticed when the next
+/// ordinary line is logged, which under the load that causes drops is immediately.
+struct DropWatch {
+    counter: tracing_appender::non_blocking::ErrorCounter,
+    /// The total the reporter has seen; the layer wakes it only when the counter moved past it.
+    seen: Arc<AtomicUsize>,
+    reporter: std::thread::Thread,
+}
+
+impl DropWatch {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+    /// Starts the reporting thread; `None` if the thread cannot be started.
+    fn spawn(counter: tracing_appender::non_blocking::ErrorCounter) -> Option<Self> {
+        let seen = Arc::new(AtomicUsize::new(0));
+        let (thread_counter, thread_seen) = (counter.clone(), seen.clone());
+        let handle = std::thread::Builder::new()
+            .name("credvend-log-drops".into())
+            .spawn(move || Self::report(&thread_counter, &thread_seen))
+            .ok()?;
+        Some(Self {
+            counter,
+            seen,
+            reporter: handle.thread().clone(),
+        })
+    }
+
+    fn report(counter: &tracing_appender::non_blocking::ErrorCounter, seen: &AtomicUsize) {
+        loop {
+            std::thread::park();
+            let now = counter.dropped_lines();
+            let reported = seen.swap(now, Ordering::Relaxed);
+            if now > reported {
+                tracing::warn!(
+                    target: AUDIT_TARGET,
+                    dropped = now - reported,
+                    total_dropped = now,
+                    "{} log lines were dropped because the log reader fell behind",
+                    now - reported
+                );
+                std::thread::sleep(Self::EVERY);
+            }
+        }
+    }
+}
+
+impl<S: Subscriber> Layer<S> for DropWatch {
+    fn on_event(&self, _: &Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if self.counter.dropped_lines() > self.seen.load(Ordering::Relaxed) {
+            self.reporter.unpark();
         }
     }
 }
