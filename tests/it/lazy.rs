@@ -92,6 +92,12 @@ async fn two_hundred_profiles_cost_one_sts_call_until_used_and_go_idle_after_use
         assumed(&proxy, "s000"),
         "only r000 is minted"
     );
+    assert_eq!(
+        proxy.requests().len(),
+        proxy.count("AssumeRole"),
+        "no other STS call: {:?}",
+        proxy.requests()
+    );
 
     // The first request for r150 mints it and is answered.
     let who = ecs_client(&setup, daemon.ecs(), "r150").expect_whoami(Sdk::Boto3, &moto.url);
@@ -152,6 +158,7 @@ async fn two_hundred_profiles_cost_one_sts_call_until_used_and_go_idle_after_use
     // Nobody else was ever minted.
     let others = proxy.count("AssumeRole") - assumed(&proxy, "s000") - assumed(&proxy, "s150");
     assert_eq!(others, 0, "{:?}", proxy.requests());
+    assert_eq!(proxy.requests().len(), proxy.count("AssumeRole"));
     // `refresh` with no profile leaves idle profiles idle.
     assert!(setup.cli(&["refresh"]).status.success());
     let before = setup.profile_status("r000").unwrap()["refreshes"]

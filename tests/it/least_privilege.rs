@@ -6,7 +6,7 @@
 use crate::support::daemon::{Setup, phase_is, stderr, stdout};
 use crate::support::http;
 use crate::support::moto::{Moto, venv_bin};
-use crate::support::sts_proxy::StsProxy;
+use crate::support::sts_proxy::{StsProxy, form_param};
 use crate::support::toml::Toml;
 
 /// A pretty-printed policy with a marker to find in the STS request.
@@ -47,6 +47,24 @@ fn exec_whoami(setup: &Setup, moto: &Moto, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// What boto3's default chain loaded in the child of `exec ARGS` (method, access_key_id), with
+/// no STS call of the child's own.
+fn exec_keys(setup: &Setup, args: &[&str]) -> serde_json::Value {
+    let python = venv_bin("python");
+    let load = "import boto3, json; c = boto3.Session().get_credentials(); \
+                print(json.dumps({'method': c.method, 'access_key_id': c.get_frozen_credentials().access_key}))";
+    let mut all = vec!["exec"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--", &python, "-c", load]);
+    let out = setup
+        .command(&all)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// `exec --policy FILE`: STS is asked for the policy, the child's credentials are not the
 /// profile's, a second `exec` with the same policy reuses the scoped session (no STS call), and
 /// the scoped session's ECS token and the profile's never unlock each other.
@@ -69,10 +87,11 @@ async fn exec_policy_mints_a_separate_scoped_session_and_reuses_it() {
     let bodies: Vec<String> = proxy.requests().into_iter().map(|(_, r)| r).collect();
     assert_eq!(bodies.len(), 1, "{bodies:?}");
     assert!(bodies[0].contains("Action=AssumeRole"), "{}", bodies[0]);
-    assert!(
-        bodies[0].contains("credvendScopeTest"),
-        "the policy reached STS: {}",
-        bodies[0]
+    let sent = form_param(&bodies[0], "Policy").expect("a Policy parameter");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&sent).unwrap(),
+        serde_json::from_str::<serde_json::Value>(POLICY).unwrap(),
+        "the policy reached STS as the Policy parameter"
     );
 
     // The profile itself is another session.
@@ -80,7 +99,7 @@ async fn exec_policy_mints_a_separate_scoped_session_and_reuses_it() {
     assert_ne!(plain["access_key_id"], scoped["access_key_id"]);
     assert_eq!(proxy.count("AssumeRole"), 2);
     let dev_body = proxy.requests()[1].1.clone();
-    assert!(!dev_body.contains("Policy="), "{dev_body}");
+    assert_eq!(form_param(&dev_body, "Policy"), None, "{dev_body}");
 
     // The same policy again (as inline JSON this time): the cached scoped session.
     let again = exec_whoami(&setup, &moto, &["dev", "--policy", POLICY]);
@@ -155,6 +174,69 @@ async fn exec_policy_mints_a_separate_scoped_session_and_reuses_it() {
     assert_eq!(proxy.count("AssumeRole"), calls + 1);
 }
 
+/// A scoped session is refreshed like any profile: with 900 s sessions and a `[refresh]` margin
+/// that rotates them 20 s after minting, the scope's next AssumeRole carries the same policy and
+/// the scope's ECS token serves the new key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scoped_session_rotates_with_its_policy() {
+    let moto = Moto::shared();
+    let proxy = StsProxy::start(&moto.url).await;
+    let setup = setup_roles(&moto, &proxy, "scoperot").await;
+    let config = std::fs::read_to_string(setup.aws_config_path()).unwrap();
+    let role_line = config.lines().find(|l| l.starts_with("role_arn")).unwrap();
+    setup.append_aws_config(&format!(
+        "[profile short]\nregion = us-east-1\nendpoint_url = {}\n{role_line}\nsource_profile = base\nduration_seconds = 900\n",
+        proxy.url()
+    ));
+    setup.write_toml(
+        &Toml::new()
+            .ecs(&["short"])
+            .section("[refresh]\nidle_after_seconds = 120\nmargin_seconds = 870\nmin_interval_seconds = 20\n")
+            .build(),
+    );
+    let daemon = setup.start();
+    let first = exec_keys(&setup, &["short", "--policy", POLICY]);
+    assert_eq!(proxy.count("AssumeRole"), 1);
+
+    assert!(
+        proxy
+            .wait_count("AssumeRole", 2, std::time::Duration::from_secs(90))
+            .await,
+        "the scoped session was not refreshed"
+    );
+    let rotated = proxy.requests()[1].1.clone();
+    assert_eq!(
+        form_param(&rotated, "Policy")
+            .map(|p| serde_json::from_str::<serde_json::Value>(&p).unwrap()),
+        Some(serde_json::from_str::<serde_json::Value>(POLICY).unwrap()),
+        "the refresh keeps the policy: {rotated}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_slice(&setup.cli(&["status", "--json"]).stdout).unwrap();
+    let name = status["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|p| p["name"].as_str().filter(|n| n.starts_with("short~")))
+        .unwrap()
+        .to_owned();
+    let unit = setup
+        .wait_status_within(&name, "rotated", std::time::Duration::from_secs(30), |p| {
+            p["refreshes"].as_u64() >= Some(1)
+        })
+        .await;
+    let token = std::fs::read_to_string(unit["ecs_token_file"].as_str().unwrap()).unwrap();
+    let served = http::ecs_get(daemon.ecs(), &name, Some(&token)).await;
+    assert_eq!(served.status, 200);
+    let key = served.json()["AccessKeyId"].as_str().unwrap().to_owned();
+    assert_ne!(
+        key,
+        first["access_key_id"].as_str().unwrap(),
+        "the new key is served"
+    );
+    assert_eq!(Some(key.as_str()), unit["access_key_id"].as_str());
+}
+
 /// Scopes that cannot be served are refused with the reason, before any STS call: a
 /// GetSessionToken profile, a document that is not JSON, a file that cannot be read, a policy ARN
 /// that is not an ARN, no [ecs] endpoint.
@@ -197,6 +279,66 @@ async fn exec_policy_refusals_name_the_fix() {
         "{}",
         stderr(&out)
     );
+}
+
+/// A federation profile takes a session policy too: `exec --policy` asks GetFederationToken for
+/// a session carrying it (the `Policy` parameter) in a session of its own, not the profile's,
+/// and a second run reuses it. A profile that already
+/// sets `credvend_policy` is refused, because a second policy would replace the first rather
+/// than narrow it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_policy_scopes_a_federation_profile_and_refuses_a_second_policy() {
+    let moto = Moto::shared();
+    let proxy = StsProxy::start(&moto.url).await;
+    let setup = Setup::new();
+    let user = moto.user("scopefed").await;
+    setup.write_aws_config(&format!(
+        "[profile fed]\nregion = us-east-1\nendpoint_url = {p}\ncredvend_federation_name = ci-fed\n\
+         [profile narrow]\nregion = us-east-1\nendpoint_url = {p}\ncredvend_federation_name = ci-narrow\n\
+         credvend_policy = {{\"Version\": \"2012-10-17\", \"Statement\": [{{\"Effect\": \"Allow\", \"Action\": \"s3:*\", \"Resource\": \"*\"}}]}}\n",
+        p = proxy.url()
+    ));
+    setup.store_key("fed", &user.key);
+    setup.store_key("narrow", &user.key);
+    setup.write_toml(&Toml::new().ecs(&["fed", "narrow"]).build());
+    let _daemon = setup.start();
+
+    // moto (auth on) does not accept its own federation tokens, so the child only loads them.
+    let scoped = exec_keys(&setup, &["fed", "--policy", POLICY]);
+    assert_eq!(scoped["method"], "container-role", "{scoped}");
+    let calls: Vec<String> = proxy
+        .requests()
+        .into_iter()
+        .filter(|(action, _)| action == "GetFederationToken")
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    let sent = form_param(&calls[0], "Policy").expect("a Policy parameter");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&sent).unwrap(),
+        serde_json::from_str::<serde_json::Value>(POLICY).unwrap()
+    );
+
+    // The profile itself is another session (moto answers every GetFederationToken with the
+    // same key id, so the sessions are told apart by the calls, not by their keys).
+    let plain = exec_keys(&setup, &["fed"]);
+    assert_eq!(plain["method"], "container-role", "{plain}");
+    assert_eq!(proxy.count("GetFederationToken"), 2);
+    let unscoped = proxy.requests().last().unwrap().1.clone();
+    assert_eq!(form_param(&unscoped, "Policy"), None, "{unscoped}");
+    let again = exec_keys(&setup, &["fed", "--policy", POLICY]);
+    assert_eq!(again["access_key_id"], scoped["access_key_id"]);
+    assert_eq!(proxy.count("GetFederationToken"), 2, "reused, no STS call");
+
+    let before = proxy.requests().len();
+    let out = setup.cli(&["exec", "narrow", "--policy", POLICY, "--", "true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("already restricts its sessions with credvend_policy"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(proxy.requests().len(), before, "nothing reached STS");
 }
 
 /// `policy` on an `[[imds]]` listener and on one of its routes: the role served there is minted

@@ -320,3 +320,25 @@ impl StsProxy {
         self.count(action) >= n
     }
 }
+
+/// The value of `name` in the form-encoded body of `request` (as [`StsProxy::requests`] returns
+/// it), percent- and `+`-decoded; `None` when the body has no such parameter.
+pub fn form_param(request: &str, name: &str) -> Option<String> {
+    let body = request.split_once("\r\n\r\n").map_or(request, |(_, b)| b);
+    let raw = body
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))?;
+    let mut out = Vec::with_capacity(raw.len());
+    let mut bytes = raw.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex: String = bytes.by_ref().take(2).map(char::from).collect();
+                out.push(u8::from_str_radix(&hex, 16).expect("a percent escape"));
+            }
+            b => out.push(b),
+        }
+    }
+    Some(String::from_utf8(out).expect("UTF-8"))
+}
