@@ -24,7 +24,7 @@ use tracing_subscriber::{EnvFilter, Layer, Registry};
 pub enum LogFormat {
     /// Human-readable lines.
     Text,
-    /// One JSON object per line.
+    /// One JSON object per line; `target` tells audit lines (`credvend::audit`) from the rest.
     Json,
 }
 
@@ -92,7 +92,8 @@ fn layer(
         .with_ansi(ansi)
         .with_target(false);
     match (format, journal) {
-        (LogFormat::Json, _) => Box::new(fmt.json().flatten_event(true)),
+        // JSON lines name their target, so a log pipeline can pick out `credvend::audit`.
+        (LogFormat::Json, _) => Box::new(fmt.with_target(true).json().flatten_event(true)),
         (LogFormat::Text, true) => Box::new(
             fmt.event_format(SyslogPrefixed(
                 tracing_subscriber::fmt::format()

@@ -330,10 +330,12 @@ async fn fault_sts_and_process_returning_expired_credentials_do_not_loop() {
 }
 
 /// Under a flood of requests from another (allowed) user, with the daemon's stderr read at 2 ms
-/// per line (a journal that cannot keep up), a marked fetch by that user still appears in the
-/// audit trail, and the number of ordinary lines dropped is recorded.
+/// per line (a journal that cannot keep up), ordinary lines are being dropped (the drop count is
+/// recorded); a marked fetch by that user made while they are, still appears as an audit line
+/// (target `credvend::audit`, JSON logs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_keeps_first_vends_under_a_flood_and_a_slow_log_reader() {
+    use std::os::unix::process::CommandExt;
     let moto = Moto::shared();
     let setup = Setup::new();
     setup.role_profile(&moto).await;
@@ -343,19 +345,27 @@ async fn audit_keeps_first_vends_under_a_flood_and_a_slow_log_reader() {
             .ecs_with(&["role"], "allow_uids = [65534]\n")
             .build(),
     );
-    let daemon = setup.start_with_slow_log(Duration::from_millis(2));
+    let daemon = setup.start_with_slow_log(&["--log-format", "json"], Duration::from_millis(2));
     setup.wait_status("role", "fresh", phase_is("fresh")).await;
     let token = std::fs::read_to_string(setup.state_dir().join("ecs-token-role")).unwrap();
     let url = format!("http://{}/credentials/role", daemon.ecs());
-    // Thousands of requests with a wrong token, each on a connection of its own (a warning line
-    // each: refusals are folded per connection), and with the right one (folded access lines),
-    // from uid 65534.
+    // Requests with a wrong token, each on a connection of its own (a warning line each:
+    // refusals are folded per connection), from uid 65534, until stopped.
     let flood = format!(
         "for i in $(seq 1 40); do \
-           curl -s -o /dev/null -H 'Connection: close' -H 'Authorization: wrong' $(for j in $(seq 1 400); do echo {url}; done) & \
+           while :; do curl -s -o /dev/null -H 'Connection: close' -H 'Authorization: wrong' $(for j in $(seq 1 100); do echo {url}; done); done & \
          done; wait"
     );
-    let mut flooder = as_nobody("sh").args(["-c", &flood]).spawn().unwrap();
+    let flooder = as_nobody("sh")
+        .args(["-c", &flood])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let stop_flood = KillGroup(flooder);
+    assert!(
+        daemon.wait_for_log("log lines were dropped", Duration::from_secs(120)),
+        "the flood never made the daemon drop lines"
+    );
     let marker = format!("marker-{}", std::process::id());
     let fetch = as_nobody("curl")
         .args([
@@ -369,23 +379,35 @@ async fn audit_keeps_first_vends_under_a_flood_and_a_slow_log_reader() {
         .output()
         .unwrap();
     assert!(fetch.status.success(), "{}", stderr(&fetch));
-    let _ = flooder.wait();
+    drop(stop_flood);
     assert!(
         daemon.wait_for_log(&marker, Duration::from_secs(120)),
         "the marked fetch never reached the log"
     );
-    let line = daemon
+    let audit: Vec<serde_json::Value> = daemon
         .log()
         .lines()
-        .find(|l| l.contains(&marker))
-        .map(str::to_owned)
-        .unwrap();
-    assert!(
-        line.contains("vended credentials over ECS") && line.contains("peer_uid=65534"),
-        "{line}"
+        .filter(|l| l.contains(&marker))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["target"] == "credvend::audit")
+        .collect();
+    assert_eq!(
+        audit.len(),
+        1,
+        "one audit line for the marked fetch: {audit:?}"
     );
-    assert!(
-        daemon.wait_for_log("log lines were dropped", Duration::from_secs(120)),
-        "the drops were not recorded"
-    );
+    assert_eq!(audit[0]["message"], "vended credentials over ECS");
+    assert_eq!(audit[0]["peer_uid"], 65534);
+}
+
+/// A child started as a process-group leader; its whole group is killed and the child reaped
+/// when this is dropped (also when the test fails).
+struct KillGroup(std::process::Child);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) with a negative pid signals that process group; no memory involved.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
 }

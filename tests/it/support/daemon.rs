@@ -252,8 +252,8 @@ impl Setup {
 
     /// Starts `credvend serve` with its stderr read slowly: `per_line` between lines, like a
     /// journal that cannot keep up.
-    pub fn start_with_slow_log(&self, per_line: Duration) -> Daemon {
-        Daemon::spawn(self.serve_command(&[]), Some(per_line))
+    pub fn start_with_slow_log(&self, global_args: &[&str], per_line: Duration) -> Daemon {
+        Daemon::spawn(self.serve_command(global_args), Some(per_line))
     }
 
     /// The `credvend [global_args] [--config FILE] serve` command of this setup.
