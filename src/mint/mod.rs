@@ -957,6 +957,43 @@ fn assume(role: &RoleStep) -> StsRequest {
 mod tests {
     use super::*;
 
+    /// A short MFA session (900 s, the shortest STS allows) is used until a quarter of it is
+    /// left, not thrown away after the first role refresh; a long one until 15 minutes are left.
+    #[test]
+    fn cached_sessions_are_reused_until_a_quarter_of_their_length_is_left() {
+        let m = Minter::new(
+            Keys::lazy(crate::keystore::OpenOptions::default()),
+            ClientOptions::default(),
+        );
+        let now = OffsetDateTime::now_utc();
+        let session = CacheKey::Session {
+            profile: "mfa".into(),
+            serial: "arn:aws:iam::123456789012:mfa/u".into(),
+        };
+        m.cache(
+            session.clone(),
+            None,
+            &TemporaryCredentials::sample("S900", now + time::Duration::seconds(900)),
+        );
+        let at = |s: i64| now + time::Duration::seconds(s);
+        for (elapsed, reused) in [
+            (0, true),
+            (300, true),
+            (600, true),
+            (674, true),
+            (676, false),
+        ] {
+            assert_eq!(
+                m.cached(&session, None, at(elapsed), 900).is_some(),
+                reused,
+                "900 s session, {elapsed} s in"
+            );
+        }
+        let long = TemporaryCredentials::sample("S12H", now + time::Duration::hours(12));
+        assert!(reusable(&long, at(43_200 - 901), 43_200));
+        assert!(!reusable(&long, at(43_200 - 899), 43_200));
+    }
+
     #[test]
     fn the_link_cache_replaces_stale_links_and_forgets_by_whole_profile_name() {
         let m = Minter::new(
