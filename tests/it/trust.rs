@@ -29,24 +29,9 @@ fn as_nobody(program: &str) -> Command {
     cmd
 }
 
-/// Without `XDG_RUNTIME_DIR` the state directory falls back to `$TMPDIR/credvend-UID`. Another
-/// user who made that directory first, with a socket listening in it, gets nothing from any
-/// command: each refuses with a message naming the path, and nothing connects to the socket.
-/// `serve` refuses the directory too.
-#[tokio::test]
-async fn trust_a_squatted_fallback_state_dir_is_refused_by_every_command() {
-    let setup = Setup::new();
-    setup.write_aws_config(
-        "[profile p]\nregion = us-east-1\nmfa_serial = arn:aws:iam::123456789012:mfa/p\n",
-    );
-    let tmp = setup.home().join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
-    std::fs::set_permissions(setup.home(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777)).unwrap();
-    let squatted = tmp.join(format!("credvend-{}", me()));
-    let record = tmp.join("received");
-    // The attacker: a directory of its own, mode 0700, with a listening control socket that
-    // records whatever reaches it.
+/// The attacker (uid 65534): makes directory `dir` (mode 0700) with a listening `control.sock`
+/// in it that appends to `record` whatever reaches it. Returns once it listens.
+fn recording_listener(dir: &std::path::Path, record: &std::path::Path) -> std::process::Child {
     let listener = concat!(
         "import os, socket, sys\n",
         "d, rec = sys.argv[1], sys.argv[2]\n",
@@ -67,8 +52,8 @@ async fn trust_a_squatted_fallback_state_dir_is_refused_by_every_command() {
     );
     let mut attacker = as_nobody("/usr/bin/python3")
         .args(["-c", listener])
-        .arg(&squatted)
-        .arg(&record)
+        .arg(dir)
+        .arg(record)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -77,6 +62,28 @@ async fn trust_a_squatted_fallback_state_dir_is_refused_by_every_command() {
         .read_line(&mut line)
         .unwrap();
     assert_eq!(line.trim(), "listening");
+    attacker
+}
+
+/// Without `XDG_RUNTIME_DIR` the state directory falls back to `$TMPDIR/credvend-UID`. Another
+/// user who made that directory first, with a socket listening in it, gets nothing from any
+/// command: each refuses with a message naming the path, and nothing connects to the socket.
+/// `serve` refuses the directory too.
+#[tokio::test]
+async fn trust_a_squatted_fallback_state_dir_is_refused_by_every_command() {
+    let setup = Setup::new();
+    setup.write_aws_config(
+        "[profile p]\nregion = us-east-1\nmfa_serial = arn:aws:iam::123456789012:mfa/p\n",
+    );
+    let tmp = setup.home().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    std::fs::set_permissions(setup.home(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let squatted = tmp.join(format!("credvend-{}", me()));
+    let record = tmp.join("received");
+    // The attacker: a directory of its own, mode 0700, with a listening control socket that
+    // records whatever reaches it.
+    let mut attacker = recording_listener(&squatted, &record);
 
     let victim = |args: &[&str], stdin: &str| {
         let mut cmd = setup.command(args);
@@ -129,6 +136,60 @@ async fn trust_a_squatted_fallback_state_dir_is_refused_by_every_command() {
         !record.exists(),
         "the attacker's socket received: {}",
         std::fs::read_to_string(&record).unwrap_or_default()
+    );
+}
+
+/// In the user's own state directory (mode 0700), a control socket that is not the daemon's: a
+/// socket file owned by another uid is refused before connecting; one owned by the user but
+/// listened on by another uid's process (SO_PEERCRED) is refused before anything is sent.
+#[tokio::test]
+async fn trust_a_control_socket_of_another_uid_is_refused_in_the_own_state_dir() {
+    let setup = Setup::new();
+    let tmp = setup.home().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    std::fs::set_permissions(setup.home(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let record = tmp.join("received");
+    let mut attacker = recording_listener(&tmp.join("attacker"), &record);
+    let state = setup.state_dir();
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let socket = state.join("control.sock");
+    std::fs::rename(tmp.join("attacker").join("control.sock"), &socket).unwrap();
+
+    // Still owned by the attacker.
+    let out = setup.cli(&["credential-process", "p"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "it is not a socket of yours (owner uid {NOBODY}, you are uid {})",
+            me()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!record.exists(), "nothing connected to it");
+
+    // The file made the user's: the process behind it is still the attacker's.
+    std::os::unix::fs::chown(&socket, Some(me()), Some(me())).unwrap();
+    for args in [&["credential-process", "p"][..], &["status"]] {
+        let out = setup.cli(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!(
+                "the process listening on it runs as uid {NOBODY}, not as you"
+            )),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(stdout(&out).is_empty(), "{args:?}: {}", stdout(&out));
+    }
+    let _ = attacker.kill();
+    let _ = attacker.wait();
+    let received = std::fs::read_to_string(&record).unwrap_or_default();
+    assert!(
+        received.lines().all(|l| l == "connection" || l == "b''"),
+        "the attacker's socket received: {received}"
     );
 }
 
