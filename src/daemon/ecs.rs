@@ -112,14 +112,22 @@ impl EcsHandler {
 impl EcsHandler {
     /// Answers one request that passed the guards.
     pub async fn handle(&self, head: Head) -> Reply {
+        let user_agent = head.header("user-agent").unwrap_or("-");
         let Some(name) = profile_of(&head.path) else {
+            head.audit
+                .refused_request("ECS", "-", user_agent, "UnknownPath", &head.path);
             return json_error(
                 StatusCode::NOT_FOUND,
                 "NotFound",
                 "unknown path; credentials are served under /credentials/PROFILE (see `credvend env PROFILE --container`)",
             );
         };
+        let refused = |reason| {
+            head.audit
+                .refused_request("ECS", &name, user_agent, reason, &head.path)
+        };
         if !matches!(head.method, Method::GET | Method::HEAD) {
+            refused("MethodNotAllowed");
             return json_error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "MethodNotAllowed",
@@ -127,11 +135,6 @@ impl EcsHandler {
             )
             .with_header(ALLOW, HeaderValue::from_static("GET, HEAD"));
         }
-        let user_agent = head.header("user-agent").unwrap_or("-");
-        let refused = |reason| {
-            head.audit
-                .refused_request("ECS", &name, user_agent, reason, &head.path)
-        };
         let Some(presented) = head.headers.get(hyper::header::AUTHORIZATION) else {
             refused("NoToken");
             return json_error(StatusCode::UNAUTHORIZED, "Unauthorized", NO_TOKEN_MESSAGE);

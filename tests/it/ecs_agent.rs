@@ -269,9 +269,26 @@ async fn ecs_refusals_are_logged_with_peer_uid_and_path() {
         http::ecs_get(s.ecs(), "role", Some(&wrong)).await.status,
         403
     );
+    assert_eq!(
+        http::request(s.ecs(), "GET", "/latest/meta-data/", &[])
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        http::request(s.ecs(), "POST", "/credentials/role", &[])
+            .await
+            .status,
+        405
+    );
     let uid = my_uid();
-    for reason in ["NoToken", "WrongToken"] {
-        let want = format!("{reason} /credentials/role");
+    for (reason, path) in [
+        ("NoToken", "/credentials/role"),
+        ("WrongToken", "/credentials/role"),
+        ("UnknownPath", "/latest/meta-data/"),
+        ("MethodNotAllowed", "/credentials/role"),
+    ] {
+        let want = format!("{reason} {path}");
         assert!(
             s.daemon.wait_for_log(&want, Duration::from_secs(5)),
             "{}",
@@ -283,7 +300,11 @@ async fn ecs_refusals_are_logged_with_peer_uid_and_path() {
             line.contains("refused an ECS request")
                 && line.contains("peer=127.0.0.1:")
                 && line.contains(&format!("peer_uid={uid}"))
-                && line.contains("profile=\"role\"")
+                && line.contains(if reason == "UnknownPath" {
+                    "profile=\"-\""
+                } else {
+                    "profile=\"role\""
+                })
                 && line.contains("WARN"),
             "{line}"
         );

@@ -281,7 +281,8 @@ async fn each_reason_a_profile_is_not_served_names_its_fix() {
         &Toml::new()
             .imds("dve")
             .imds("nokey2")
-            .ecs(&["dev", "nokey2"])
+            .imds("ghost")
+            .ecs(&["dev", "nokey2", "dve"])
             .build(),
     );
     let daemon = setup.start();
@@ -336,15 +337,31 @@ async fn each_reason_a_profile_is_not_served_names_its_fix() {
             .contains("credvend add nokey2"),
         "{nokey}"
     );
-    let token = std::fs::read_to_string(setup.state_dir().join("ecs-token-nokey2")).unwrap();
-    let ecs = http::ecs_get(daemon.ecs(), "nokey2", Some(&token)).await;
-    assert_eq!(ecs.status, 403);
+    let ghost = http::imds_creds(daemon.ready.imds[2], "ghost").await;
     assert!(
-        ecs.json()["message"]
+        ghost["Message"]
             .as_str()
             .unwrap()
-            .contains("credvend add nokey2")
+            .contains("is not defined in the AWS config"),
+        "{ghost}"
     );
+    for (profile, fix) in [
+        ("nokey2", "credvend add nokey2"),
+        ("dve", "did you mean `dev`?"),
+    ] {
+        let token = std::fs::read_to_string(setup.state_dir().join(format!("ecs-token-{profile}")))
+            .unwrap();
+        let ecs = http::ecs_get(daemon.ecs(), profile, Some(&token)).await;
+        assert!(ecs.status >= 400, "{profile}: {}", ecs.status);
+        let message = ecs.json()["message"].as_str().unwrap().to_owned();
+        assert!(message.contains(fix), "{profile}: {message}");
+    }
+    // A profile the ECS endpoint does not serve has no token: it is refused like a wrong one,
+    // without telling a client which profile names exist.
+    let token = std::fs::read_to_string(setup.state_dir().join("ecs-token-dev")).unwrap();
+    let other = http::ecs_get(daemon.ecs(), "other", Some(&token)).await;
+    assert_eq!(other.status, 403);
+    assert!(!other.body.contains("other"), "{}", other.body);
 }
 
 /// `credvend remove carol` tells the running daemon: by the time it returns the ECS endpoint refuses
