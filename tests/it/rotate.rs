@@ -97,6 +97,9 @@ fn assert_no_secret(text: &str, keys: &[&LongTermKey]) {
     }
 }
 
+/// `rotate` against moto: IAM ends with only the new key, the keyring holds it, STS accepts it,
+/// and the daemon answers every request with credentials while `rotate` runs and while it
+/// switches to credentials minted from the new key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotate_replaces_the_key_and_the_daemon_keeps_serving() {
     let moto = Moto::shared();
@@ -117,7 +120,23 @@ async fn rotate_replaces_the_key_and_the_daemon_keeps_serving() {
     let before = http::imds_creds(daemon.imds(), "role").await;
     assert_eq!(before["Code"], "Success", "{before}");
 
-    let out = setup.cli(&["rotate", "dev"]);
+    // While `rotate` runs, the daemon keeps answering with credentials.
+    let mut rotating = setup
+        .command(&["rotate", "dev"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut answers = 0;
+    loop {
+        let during = http::imds_creds(daemon.imds(), "role").await;
+        assert_eq!(during["Code"], "Success", "during the rotation: {during}");
+        answers += 1;
+        if rotating.try_wait().unwrap().is_some() {
+            break;
+        }
+    }
+    let out = rotating.wait_with_output().unwrap();
     let err = stderr(&out);
     assert!(out.status.success(), "rotate failed: {err}");
     let new = assert_rotated(&setup, &moto, &user, &stdout(&out)).await;
@@ -141,11 +160,19 @@ async fn rotate_replaces_the_key_and_the_daemon_keeps_serving() {
         err.contains("the daemon mints new credentials for role"),
         "{err}"
     );
-    setup
-        .wait_status("role", "refreshed from the new key", |p| {
-            p["phase"] == "fresh" && p["refreshes"].as_u64() > Some(1)
-        })
-        .await;
+    // And while it switches to credentials minted from the new key.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let during = http::imds_creds(daemon.imds(), "role").await;
+        assert_eq!(during["Code"], "Success", "while switching: {during}");
+        answers += 1;
+        let p = setup.profile_status("role").unwrap();
+        if p["phase"] == "fresh" && p["refreshes"].as_u64() > Some(1) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never refreshed: {p}");
+    }
+    eprintln!("{answers} answers while rotating and switching");
     let after = http::imds_creds(daemon.imds(), "role").await;
     assert_eq!(after["Code"], "Success", "{after}");
     assert_ne!(after["AccessKeyId"], before["AccessKeyId"]);
