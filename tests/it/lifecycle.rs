@@ -207,12 +207,18 @@ fn install_service_without_a_user_bus_explains_the_alternatives() {
 
 /// Socket activation exactly as systemd does it, through `systemd-socket-activate`, inside a
 /// private network namespace (so the fixed port it needs is ours alone). The daemon serves on the
-/// inherited socket (config says port 0; the ready line shows the inherited 9254) and reports
-/// READY=1 on NOTIFY_SOCKET.
+/// inherited sockets, matched by their names (config says port 0; the ready line shows the
+/// inherited 127.0.0.1:9254 for IMDS and 169.254.170.2:80 for the ECS agent endpoint, as the
+/// shipped socket units hand them over), and reports READY=1 on NOTIFY_SOCKET.
 #[test]
 fn socket_activation_serves_inherited_sockets_and_reports_ready() {
     let setup = Setup::new();
-    setup.write_toml(&Toml::new().imds("none").build());
+    // The ECS agent listener as `credvend-ecs-agent@.socket` hands it over: 169.254.170.2:80 on
+    // `lo`, named `ecs-agent` (the config's port-0 address matches neither socket: the names do).
+    setup.write_toml(&format!(
+        "{}[ecs_agent]\nlisten = \"127.0.0.1:0\"\nprofiles = [\"none\"]\n",
+        Toml::new().imds("none").build()
+    ));
     let notify_path = setup.home().join("notify.sock");
     let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
     notify
@@ -222,7 +228,8 @@ fn socket_activation_serves_inherited_sockets_and_reports_ready() {
     let mut cmd = std::process::Command::new("unshare");
     setup.apply_env(&mut cmd);
     let script = format!(
-        "ip link set lo up && exec systemd-socket-activate -l 127.0.0.1:9254 --fdname=imds -E NOTIFY_SOCKET \
+        "ip link set lo up && ip address replace 169.254.170.2/32 dev lo && \
+         exec systemd-socket-activate -l 127.0.0.1:9254 -l 169.254.170.2:80 --fdname=imds:ecs-agent -E NOTIFY_SOCKET \
          -E HOME -E CREDVEND_STATE_DIR -E CREDVEND_KEYSTORE -E CREDVEND_KEYRING_SERVICE -E AWS_CONFIG_FILE -E PATH \
          {BIN} --config {} serve",
         toml.display()
@@ -284,6 +291,30 @@ fn socket_activation_serves_inherited_sockets_and_reports_ready() {
         vec!["127.0.0.1:9254".parse().unwrap()],
         "served on the inherited socket"
     );
+    assert_eq!(
+        ready.ecs_agent,
+        Some("169.254.170.2:80".parse().unwrap()),
+        "the ECS agent listener on its inherited socket"
+    );
+    // It answers there (an unknown ID: 400 from the daemon, not a refused peer).
+    let out = std::process::Command::new("nsenter")
+        .args([
+            "-t",
+            &pid,
+            "-n",
+            "curl",
+            "-s",
+            "-m",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg("http://169.254.170.2/v2/credentials/0000")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "400");
     // SAFETY: kill(2) on our child.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     let _ = child.wait();

@@ -179,6 +179,55 @@ fn netns_link_local_default_address() {
     });
 }
 
+/// The ECS agent endpoint's own address without root: 169.254.170.2:80 on `lo` (what
+/// `credvend-ecs-agent@.socket` sets up), no `allow` list. The container clients with exactly
+/// what `env --container` prints (the relative URI) find it and call STS with the role's
+/// credentials: the peer address of such local connections is 169.254.170.2 itself, which the
+/// daemon recognises as local.
+#[test]
+fn netns_ecs_agent_on_lo_default_address() {
+    in_private_netns("netns_ecs_agent_on_lo_default_address", || async {
+        run(Command::new("ip").args(["addr", "add", "169.254.170.2/32", "dev", "lo"]));
+        let (moto, setup, scenario, daemon) = serve(
+            "127.0.0.1",
+            "[ecs]\nenabled = false\n[ecs_agent]\nlisten = \"169.254.170.2:80\"\nprofiles = [\"role\"]\n",
+        )
+        .await;
+        allow_s3(&moto.moto, &scenario).await;
+        let agent: SocketAddr = "169.254.170.2:80".parse().unwrap();
+        assert_eq!(daemon.ecs_agent(), agent);
+        let out = setup.cli(&["env", "role", "--container"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            crate::support::daemon::stderr(&out)
+        );
+        let lines = crate::support::daemon::stdout(&out);
+        assert!(
+            lines.contains("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI="),
+            "{lines}"
+        );
+        let prefix = assumed_role_prefix(&scenario.role_arn);
+        for sdk in Sdk::CONTAINER {
+            let client = Client::new()
+                .eval(&lines)
+                .env("AWS_EC2_METADATA_DISABLED", "true");
+            let who = whoami(client, sdk, &moto.moto.url)
+                .await
+                .unwrap_or_else(|e| panic!("{e}\ndaemon log:\n{}", daemon.log()));
+            assert!(
+                who.arn.starts_with(&prefix),
+                "{sdk:?}: signed by {}, expected a session of {prefix}...",
+                who.arn
+            );
+            if let Some(method) = &who.method {
+                assert_eq!(method, "container-role", "{sdk:?}: credential provider");
+            }
+        }
+        assert_eq!(daemon.terminate().code(), Some(0));
+    });
+}
+
 /// Builds the two "container" namespaces (tests/netns/topology.sh).
 fn topology() {
     run(Command::new("bash").arg(concat!(
