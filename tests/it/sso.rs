@@ -254,10 +254,20 @@ async fn device_code_login_serves_the_sso_role_and_a_chained_role() {
         "nothing is sent before a sign-in"
     );
 
-    let out = device_login(&f.setup, "dev", &[]);
+    // No DISPLAY or WAYLAND_DISPLAY (a server, an ssh session): `login` without
+    // `--device-code` chooses the device-code flow by itself.
+    let out = f.setup.cli(&["login", "dev"]);
+    assert!(out.status.success(), "login failed: {}", stderr(&out));
+    let out = stderr(&out);
     assert!(
         out.contains("confirm the code") && out.contains(&format!("{}/device", f.standin.url)),
         "{out}"
+    );
+    assert_eq!(
+        f.standin.stat("StartDeviceAuthorization").await,
+        1,
+        "{:?}",
+        f.standin.stats().await
     );
     assert!(
         out.contains("the daemon mints new credentials for"),
