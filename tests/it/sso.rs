@@ -754,16 +754,19 @@ async fn shared_sign_in_stays_in_step_with_the_aws_cli() {
 /// The default sign-in: the authorization-code flow with PKCE. The CLI prints the URL and opens a
 /// browser (a fake `xdg-open` on a fake display); the test plays the browser: fetches the URL and
 /// delivers the redirect to the CLI's loopback listener. A second sign-in reuses the registration.
+/// At trace level, no authorization code, PKCE verifier or token reaches a log or a file.
 #[tokio::test]
 async fn auth_code_login_with_the_test_as_browser() {
     let desktop = FakeDesktop::new();
     let f = fixture_with(
         Setup::new()
             .with_env("PATH", &desktop.path_var())
-            .with_env("DISPLAY", ":99"),
+            .with_env("DISPLAY", ":99")
+            .with_env("CREDVEND_LOG", "trace"),
         &[],
     )
     .await;
+    let mut cli_logs = String::new();
     f.setup.write_toml(&Toml::new().imds("dev").build());
     let daemon = f.setup.start();
     for round in 1..=2 {
@@ -796,6 +799,7 @@ async fn auth_code_login_with_the_test_as_browser() {
         assert!(page.text().await.unwrap().contains("Signed in"));
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "login: {}", stderr(&out));
+        cli_logs.push_str(&stderr(&out));
         assert!(
             stderr(&out).contains(&url),
             "the URL is printed: {}",
@@ -820,8 +824,34 @@ async fn auth_code_login_with_the_test_as_browser() {
         Some(&1),
         "the registration is reused: {stats:?}"
     );
-    assert_eq!(stored(&f.setup).await.unwrap().grant, Grant::AuthCode);
+    let token = stored(&f.setup).await.unwrap();
+    assert_eq!(token.grant, Grant::AuthCode);
     imds_key(&daemon, "dev").await;
+    // At trace level, neither the codes, the PKCE verifiers nor the tokens reach a log or a file.
+    let mut secrets = f.standin.issued().await;
+    assert_eq!(
+        secrets.len(),
+        4,
+        "two codes, two verifiers, no device code: {secrets:?}"
+    );
+    secrets.push(token.token.access_token.expose_secret().to_owned());
+    let logs = format!("{}\n{cli_logs}", daemon.log());
+    assert!(logs.contains("TRACE"), "trace level was on");
+    let files = files_under(f.setup.home());
+    for secret in &secrets {
+        assert!(
+            !logs.contains(secret.as_str()),
+            "a sign-in secret is in the logs"
+        );
+        for file in &files {
+            let bytes = std::fs::read(file).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(secret.as_str()),
+                "a sign-in secret is in {}",
+                file.display()
+            );
+        }
+    }
 }
 
 /// Every regular file under `dir`, recursively.
@@ -916,6 +946,9 @@ async fn no_sso_token_or_secret_in_logs_or_files() {
                 .to_owned(),
         ));
     }
+    let issued = f.standin.issued().await;
+    assert!(!issued.is_empty(), "the device code");
+    secrets.extend(issued.into_iter().map(|s| ("sign-in code", s)));
     let out = f.setup.cli(&["lock", "dev"]);
     assert!(out.status.success(), "{}", stderr(&out));
     cli_logs.push_str(&stderr(&out));

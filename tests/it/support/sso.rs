@@ -131,6 +131,17 @@ impl SsoStandin {
         self.control("settings", changes).await
     }
 
+    /// The one-time secrets of the sign-ins so far: device codes, authorization codes and the
+    /// PKCE verifiers that redeemed them.
+    pub async fn issued(&self) -> Vec<String> {
+        let v = self.control("issued", serde_json::json!({})).await;
+        ["device_codes", "auth_codes", "code_verifiers"]
+            .iter()
+            .flat_map(|k| v[*k].as_array().cloned().unwrap_or_default())
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect()
+    }
+
     /// Approves the device sign-in showing `user_code`.
     pub async fn approve(&self, user_code: &str) {
         self.control("approve", serde_json::json!({ "user_code": user_code }))

@@ -479,6 +479,7 @@ class Handler(BaseHTTPRequestHandler):
         grant = self.state.auth_codes.get(body["code"])
         if grant is None or grant["client_id"] != body["clientId"] or grant["used"]:
             raise OidcError("InvalidGrantException", "Invalid authorization code provided")
+        grant["verifier"] = body["codeVerifier"]
         grant["used"] = True
         if now >= grant["expires_at"]:
             raise OidcError("InvalidGrantException", "Authorization code has expired")
@@ -659,6 +660,14 @@ class Handler(BaseHTTPRequestHandler):
                         e["expires_at"] = now
                         n += 1
             self._send(200, {"expired": n})
+        elif path == "/_standin/issued":
+            # The one-time secrets of the sign-ins so far, for tests that look for leaks.
+            with st.lock:
+                self._send(200, {
+                    "device_codes": list(st.device_codes),
+                    "auth_codes": list(st.auth_codes),
+                    "code_verifiers": [g["verifier"] for g in st.auth_codes.values() if "verifier" in g],
+                })
         elif path == "/_standin/reset":
             st.reset()
             self._send(200, {"reset": True})
