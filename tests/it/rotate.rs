@@ -395,6 +395,33 @@ async fn rotate_killed_while_verifying_the_pending_key_finishes_with_it() {
     assert_eq!(p.moto.created_access_keys(&p.user.name).await.len(), 2);
 }
 
+/// IAM is eventually consistent: STS may not know a new key for seconds. When the verification
+/// of the new key is answered `InvalidClientTokenId` (injected once by the proxy), `rotate` says
+/// so, asks again, and completes with the new key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_rotate_waits_for_the_new_key_to_propagate() {
+    let p = Proxied::new("k7").await;
+    // GetCallerIdentity #1 checks the stored key; #2 verifies the new one.
+    p.proxy.hold_nth("GetCallerIdentity", 2);
+    let child = p.spawn_rotate();
+    assert!(
+        p.proxy
+            .wait_count("GetCallerIdentity", 2, Duration::from_secs(30))
+            .await
+    );
+    p.proxy.release(Mode::InvalidToken);
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("(IAM propagation); asking again in"), "{err}");
+    assert_eq!(p.proxy.count("GetCallerIdentity"), 3, "{err}");
+    let new = assert_rotated(&p.setup, &p.moto, &p.user, &stdout(&out)).await;
+    assert!(
+        err.contains(&format!("STS accepts {}", new.access_key_id)),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_rotate_killed_after_storing_the_new_key_before_delete_reaches_iam() {
     let p = Proxied::new("k5").await;

@@ -20,6 +20,8 @@ pub enum Mode {
     Fail500,
     /// Answer 400 Throttling.
     Throttle,
+    /// Answer 403 InvalidClientTokenId, as STS does for a key IAM has not propagated yet.
+    InvalidToken,
     /// Answer 200 with a body that is not XML.
     Garbage,
     /// Accept and never answer.
@@ -217,6 +219,14 @@ impl StsProxy {
                         Mode::Throttle => {
                             let _ = sock
                                 .write_all(canned("400 Bad Request", &err("Throttling")).as_bytes())
+                                .await;
+                        }
+                        Mode::InvalidToken => {
+                            let _ = sock
+                                .write_all(
+                                    canned("403 Forbidden", &err("InvalidClientTokenId"))
+                                        .as_bytes(),
+                                )
                                 .await;
                         }
                         Mode::Garbage => {
