@@ -83,7 +83,8 @@ async fn status_json_reflects_fresh_erroring_and_needs_mfa_profiles() {
     );
 }
 
-/// Needs-MFA becomes fresh with `login --code-stdin`; after a restart the MFA session cached in the
+/// Needs-MFA becomes fresh with `login` typed at its terminal prompt (without a terminal it names
+/// `--code-stdin`); after a restart the MFA session cached in the
 /// keyring is reused: no second GetSessionToken, no new code. A desktop notification (a fake
 /// `notify-send` on PATH) tells the user when the code is needed.
 #[tokio::test]
@@ -132,20 +133,46 @@ async fn login_turns_needs_mfa_into_fresh_and_the_session_survives_a_restart() {
 
     let out = setup.cli(&["login", "dev", "--code", "12345"]);
     assert_eq!(out.status.code(), Some(1), "a code has 6 digits");
-    // The code read from stdin, out of sight of `ps`.
-    let out = setup.cli_stdin(&["login", "dev", "--code-stdin"], "123456\n");
+    // No code and no terminal to prompt on: the fix is named.
+    let out = setup.cli_stdin(&["login", "dev"], "");
+    assert_eq!(out.status.code(), Some(1));
     assert!(
-        out.status.success(),
-        "login: {}\n{}",
-        stderr(&out),
-        daemon.log()
-    );
-    assert!(
-        stderr(&out).contains("MFA session for `dev` valid until"),
+        stderr(&out).contains("no terminal to prompt on: pass --code-stdin"),
         "{}",
         stderr(&out)
     );
-    assert!(!stderr(&out).contains("123456"));
+    // The code typed at the prompt on a terminal (a pty from `script`), out of sight of `ps`.
+    // (Whether it is echoed cannot be told here: `script` types it before the prompt turns
+    // echo off.)
+    let line = format!("{} login dev", env!("CARGO_BIN_EXE_credvend"));
+    let mut script = std::process::Command::new("script");
+    setup.apply_env(&mut script);
+    let out = script
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(b"123456\n")?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    let typed = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        out.status.success(),
+        "login at the prompt: {typed}\n{}",
+        daemon.log()
+    );
+    assert!(
+        typed.contains("MFA code for arn:aws:iam::123456789012:mfa/dev: "),
+        "{typed}"
+    );
+    assert!(
+        typed.contains("MFA session for `dev` valid until"),
+        "{typed}"
+    );
     setup.wait_status("dev", "fresh", phase_is("fresh")).await;
     assert_eq!(proxy.count("GetSessionToken"), 1);
 
