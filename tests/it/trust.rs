@@ -482,3 +482,32 @@ impl Drop for KillGroup {
         let _ = self.0.wait();
     }
 }
+
+/// A profile name from the AWS config (a file other tools and users write) carrying a terminal
+/// escape sequence: `status` and the errors of `refresh` print it escaped, `list` leaves it out,
+/// none prints it raw.
+#[tokio::test]
+async fn trust_escape_sequences_in_profile_names_are_printed_escaped() {
+    let setup = Setup::new();
+    let evil = "dev\u{1b}[2J\u{1b}[31m\u{7}";
+    setup.write_aws_config(&format!(
+        "[profile {evil}]\nregion = us-east-1\nmfa_serial = arn:aws:iam::123456789012:mfa/x\n"
+    ));
+    setup.write_toml(
+        "[[imds]]\nlisten = \"127.0.0.1:0\"\nprofile = \"dev\\u001b[2J\\u001b[31m\\u0007\"\n",
+    );
+    let _daemon = setup.start();
+    for args in [&["status"][..], &["list"], &["refresh", evil]] {
+        let out = setup.cli(args);
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "{args:?} printed a raw control character: {text:?}"
+        );
+        // (`list` does not show it: such a name is not a profile the config parser accepts.)
+        assert!(
+            args == ["list"] || text.contains("dev\\u{1b}[2J"),
+            "{args:?}: {text:?}"
+        );
+    }
+}
