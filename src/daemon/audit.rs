@@ -12,7 +12,8 @@
 //!   folded per connection. The first answer on a connection is logged in full; identical
 //!   answers that follow on the same keep-alive connection are counted and summarised in one line
 //!   when the connection closes or the answer changes. Refusals (a user or host not allowed, no
-//!   credentials to give, a missing or wrong ECS token, an unknown ECS-agent ID, an unknown path
+//!   credentials to give, a missing or wrong IMDS session token or ECS token, an unknown ECS-agent
+//!   ID, an unknown path
 //!   or method on the container endpoints) are access lines, at WARN.
 
 use std::collections::HashMap;

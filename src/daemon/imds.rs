@@ -198,6 +198,14 @@ impl ImdsHandler {
         text(token).with_header(HeaderName::from_static(TTL_HEADER), HeaderValue::from(ttl))
     }
 
+    /// Counts and logs (an access line at WARN, folded per connection) a request refused for
+    /// its session token.
+    fn refused(head: &Head, reason: &'static str) {
+        let user_agent = head.header("user-agent").unwrap_or("-");
+        head.audit
+            .refused_request("IMDS", "-", user_agent, reason, &head.path);
+    }
+
     /// `None` when the request may proceed; otherwise the 401.
     fn check_token(&self, head: &Head) -> Option<Reply> {
         match head.headers.get(TOKEN_HEADER) {
@@ -210,13 +218,13 @@ impl ImdsHandler {
                     })
                     .unwrap_or(false);
                 (!ok).then(|| {
-                    head.audit.count_refused(RefusedReason::BadToken);
+                    Self::refused(head, "WrongToken");
                     page(StatusCode::UNAUTHORIZED)
                 })
             }
             None if self.imds_v1 => None,
             None => {
-                head.audit.count_refused(RefusedReason::MissingToken);
+                Self::refused(head, "NoToken");
                 Some(page(StatusCode::UNAUTHORIZED))
             }
         }

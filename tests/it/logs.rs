@@ -8,6 +8,45 @@ use crate::support::moto::{Moto, secret_of};
 use crate::support::served::{ROLE_CREDS, Served};
 use crate::support::toml::Toml;
 
+/// A request refused for its IMDS session token (none, or a forged one) gets 401 and an access
+/// line at WARN naming the client's address, uid, the reason and the path; the token itself is
+/// not logged.
+#[tokio::test]
+async fn imds_token_refusals_are_logged_with_peer_uid_and_path() {
+    let s = Served::start(&Toml::new().imds("role").build()).await;
+    // SAFETY: getuid has no preconditions.
+    let me = unsafe { libc::getuid() };
+    let forged = format!("1{:016x}{}", u64::MAX, "0".repeat(40));
+    let none = http::request(s.imds(), "GET", ROLE_CREDS, &[]).await;
+    assert_eq!(none.status, 401);
+    let wrong = http::request(
+        s.imds(),
+        "GET",
+        ROLE_CREDS,
+        &[("x-aws-ec2-metadata-token", &forged)],
+    )
+    .await;
+    assert_eq!(wrong.status, 401);
+    for reason in ["NoToken", "WrongToken"] {
+        let want = format!("{reason} {ROLE_CREDS}");
+        assert!(
+            s.daemon.wait_for_log(&want, Duration::from_secs(5)),
+            "{}",
+            s.daemon.log()
+        );
+        let log = s.daemon.log();
+        let line = log.lines().find(|l| l.contains(&want)).unwrap();
+        assert!(
+            line.contains("WARN")
+                && line.contains("refused an IMDS request")
+                && line.contains("peer=127.0.0.1:")
+                && line.contains(&format!("peer_uid={me}")),
+            "{line}"
+        );
+    }
+    assert!(!s.daemon.log().contains(&forged));
+}
+
 /// The audit line of a vend names the uid that owns the client's socket: this test's own for its
 /// request, 65534 for a curl run as nobody (whom `allow_uids` lets in).
 #[tokio::test]
