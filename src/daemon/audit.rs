@@ -13,8 +13,7 @@
 //!   answers that follow on the same keep-alive connection are counted and summarised in one line
 //!   when the connection closes or the answer changes. Refusals (a user or host not allowed, no
 //!   credentials to give, a missing or wrong IMDS session token or ECS token, an unknown ECS-agent
-//!   ID, an unknown path
-//!   or method on the container endpoints) are access lines, at WARN.
+//!   ID, an unknown path or method on the container endpoints) are access lines, at WARN.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
