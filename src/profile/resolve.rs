@@ -704,6 +704,22 @@ impl<'a> Resolver<'a> {
             .get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
             .or_else(|| self.setting(p, "ignore_configured_endpoint_urls"))
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        if let Some(name) = self.setting(p, "services").filter(|_| !ignore)
+            && !self.set.services.contains_key(name)
+        {
+            // As botocore: a missing section is an error, not a fall-back to another endpoint
+            // (which, for a local STS, would be AWS itself).
+            let hint = super::check::suggest(name, self.set.services.keys().map(String::as_str))
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            return Err(err(
+                ErrorKind::BadValue,
+                format!(
+                    "profile `{}`: services = {name} names no [services {name}] section{hint}: add the section or fix the name",
+                    p.name
+                ),
+            ));
+        }
         let services_url = || {
             let services = self.setting(p, "services")?;
             self.set.services.get(services)?.sub("sts", "endpoint_url")
@@ -1648,6 +1664,22 @@ mod tests {
             assert!(e.message.contains(needle), "{cfg:?}: {e}");
             assert!(!e.message.contains('\n'));
         }
+    }
+
+    #[test]
+    fn a_services_name_without_its_section_is_an_error_with_a_suggestion() {
+        let cfg = "[profile a]\nregion = eu-west-2\nservices = locl\n\
+                   [services local]\nsts =\n  endpoint_url = http://services:2\n";
+        let e = res(cfg, "a").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::BadValue);
+        assert!(
+            e.message.contains(
+                "services = locl names no [services locl] section (did you mean `local`?)"
+            ),
+            "{e}"
+        );
+        let ignored = Env::from_pairs(&[("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")]);
+        assert!(resolve(&set(cfg), "a", &ignored, &no_files).is_ok());
     }
 
     #[test]
