@@ -662,6 +662,28 @@ impl<'a> Resolver<'a> {
     }
 
     /// A setting of `p`, falling back to the served profile.
+    /// Checks that the `[services NAME]` section profile `p`'s `services` names exists. As in
+    /// botocore a missing one is an error, not a fall-back to another endpoint (which, for a
+    /// local STS, would be AWS itself).
+    fn services_section_exists(&self, p: &'a Section) -> Result<(), ResolveError> {
+        match self.setting(p, "services") {
+            Some(name) if !self.set.services.contains_key(name) => {
+                let hint =
+                    super::check::suggest(name, self.set.services.keys().map(String::as_str))
+                        .map(|s| format!(" (did you mean `{s}`?)"))
+                        .unwrap_or_default();
+                Err(err(
+                    ErrorKind::BadValue,
+                    format!(
+                        "profile `{}`: services = {name} names no [services {name}] section{hint}: add the section or fix the name",
+                        p.name
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn setting(&self, p: &'a Section, key: &str) -> Option<&'a str> {
         p.get(key)
             .or_else(|| self.leaf.get(key))
@@ -704,21 +726,8 @@ impl<'a> Resolver<'a> {
             .get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
             .or_else(|| self.setting(p, "ignore_configured_endpoint_urls"))
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        if let Some(name) = self.setting(p, "services").filter(|_| !ignore)
-            && !self.set.services.contains_key(name)
-        {
-            // As botocore: a missing section is an error, not a fall-back to another endpoint
-            // (which, for a local STS, would be AWS itself).
-            let hint = super::check::suggest(name, self.set.services.keys().map(String::as_str))
-                .map(|s| format!(" (did you mean `{s}`?)"))
-                .unwrap_or_default();
-            return Err(err(
-                ErrorKind::BadValue,
-                format!(
-                    "profile `{}`: services = {name} names no [services {name}] section{hint}: add the section or fix the name",
-                    p.name
-                ),
-            ));
+        if !ignore {
+            self.services_section_exists(p)?;
         }
         let services_url = || {
             let services = self.setting(p, "services")?;

@@ -218,6 +218,7 @@ impl<'a> Resolver<'a> {
         if ignore {
             return Ok(None);
         }
+        self.services_section_exists(p)?;
         let services_url = || {
             let services = self.setting(p, "services")?;
             self.set
@@ -396,6 +397,11 @@ mod tests {
     #[test]
     fn mistakes_are_named() {
         for (cfg, kind, needle) in [
+            (
+                format!("{SESSION}[profile p]\nsso_session = corp\nsso_account_id = 123456789012\nsso_role_name = R\nservices = locl\n[services local]\nsso =\n  endpoint_url = http://portal:2\n"),
+                ErrorKind::BadValue,
+                "services = locl names no [services locl] section (did you mean `local`?)",
+            ),
             (
                 "[profile p]\nsso_session = ghost\nsso_account_id = 123456789012\nsso_role_name = R\n".to_owned(),
                 ErrorKind::Missing,
