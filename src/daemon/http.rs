@@ -397,15 +397,18 @@ struct Conn<H> {
 impl<H: Handler> Conn<H> {
     async fn run(self, stream: tokio::net::TcpStream, limits: Limits) {
         let _alive = self.shared.alive.clone();
+        let evicted = self.ticket.evicted.clone();
         if self.who.uid() != Some(self.shared.me) {
             let mut first = [0u8; 1];
-            match tokio::time::timeout(FIRST_BYTE, stream.peek(&mut first)).await {
-                Ok(Ok(1..)) => {}
-                _ => return,
+            tokio::select! {
+                first = tokio::time::timeout(FIRST_BYTE, stream.peek(&mut first)) => match first {
+                    Ok(Ok(1..)) => {}
+                    _ => return,
+                },
+                _ = evicted.notified() => return,
             }
         }
         let mut shutdown = self.shared.shutdown.clone();
-        let evicted = self.ticket.evicted.clone();
         let this = Arc::new(self);
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
             let this = this.clone();
@@ -422,7 +425,10 @@ impl<H: Handler> Conn<H> {
         tokio::select! {
             _ = conn.as_mut() => return,
             _ = shutdown.wait() => {}
-            _ = evicted.notified() => {}
+            // Evicted while idle (between requests, or a head still arriving): closed at once.
+            // A graceful shutdown would wait out a slow client's header timeout, and under a
+            // flood those connections, their buffers and sockets would pile up meanwhile.
+            _ = evicted.notified() => return,
         }
         conn.as_mut().graceful_shutdown();
         let _ = conn.await;

@@ -297,6 +297,10 @@ async fn trust_a_connection_flood_from_another_user_does_not_stop_service() {
         .output()
         .unwrap();
     let rss = rss_kib(s.daemon.pid());
+    assert!(
+        flood.try_wait().unwrap().is_none(),
+        "the flood stopped before the fetches ended"
+    );
     drop(flood.stdin.take());
     let _ = flood.wait();
     let result: serde_json::Value = serde_json::from_slice(&out.stdout)

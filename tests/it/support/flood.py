@@ -11,7 +11,6 @@ connections were open at that moment), then runs until its stdin closes.
 import argparse
 import os
 import resource
-import select
 import socket
 import sys
 import threading
@@ -66,10 +65,12 @@ def main():
             s, target, slow, offset = c
             dead = False
             try:
-                r, _, _ = select.select([s], [], [], 0)
-                if r and s.recv(4096, socket.MSG_DONTWAIT) == b"":
-                    dead = True
-                elif slow and offset < len(head):
+                # A non-blocking read, not select(): select() cannot watch descriptors >= 1024.
+                try:
+                    dead = s.recv(4096, socket.MSG_DONTWAIT) == b""
+                except BlockingIOError:
+                    pass
+                if not dead and slow and offset < len(head):
                     s.send(head[offset:offset + 1])
                     c[3] = offset + 1
             except (BlockingIOError, InterruptedError):
