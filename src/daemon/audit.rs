@@ -116,7 +116,8 @@ impl ConnAudit {
         })
     }
 
-    /// Counts a refusal that has no access line of its own (an IMDS token refusal).
+    /// Counts a refusal that has no access line of its own: a proxied IMDS token request (the
+    /// handler logs it itself), an unknown path or method on the metrics listener.
     pub fn count_refused(&self, reason: RefusedReason) {
         self.stats.refused(reason);
     }
@@ -181,12 +182,12 @@ impl ConnAudit {
         self.record("refused a request", "-", "-", &what);
     }
 
-    /// Records a request an endpoint refused by its own checks: a missing or wrong ECS token, an
-    /// unknown ECS-agent ID, a path it does not serve, a client no route names or asking for
-    /// another route's role or ID. `reason` is a short code (`NoToken`,
-    /// `WrongToken`, `UnknownId`...), `profile` the one the path names (`-` when none); `path`
-    /// must have every secret redacted by the caller (an ECS-agent ID is one). Like every access
-    /// line it is written once per connection, repeats folded.
+    /// Records a request an endpoint refused by its own checks: a missing or wrong IMDS session
+    /// token or ECS token, an unknown ECS-agent ID, a path or method it does not serve, a client
+    /// no route names or asking for another route's role or ID. `reason` is a short code
+    /// (`NoToken`, `WrongToken`, `UnknownId`...), `profile` the one the path names (`-` when
+    /// none); `path` is logged with ECS-agent IDs and other long segments redacted. Like every
+    /// access line it is written once per connection, repeats folded.
     pub fn refused_request(
         &self,
         endpoint: &'static str,
@@ -201,7 +202,12 @@ impl ConnAudit {
             "IMDS" => "refused an IMDS request",
             _ => "refused an ECS request",
         };
-        let what = format!("{reason} {}", truncate(path));
+        // Redacted on every endpoint: a client pointed at the wrong listener may send an ECS
+        // agent ID in its path.
+        let what = format!(
+            "{reason} {}",
+            truncate(&super::ecs_agent::redacted_path(path))
+        );
         self.record(event, profile, truncate(user_agent), &what);
     }
 

@@ -214,14 +214,14 @@ impl EcsAgentHandler {
     }
 }
 
-/// Logs the refusal of `head` (its ID redacted from the path) for `reason`.
+/// Logs the refusal of `head` for `reason` (the audit redacts the ID from the path).
 fn audit_refusal(head: &Head, reason: &'static str, profile: &str) {
     head.audit.refused_request(
         ENDPOINT_ECS_AGENT,
         profile,
         head.header("user-agent").unwrap_or("-"),
         reason,
-        &redacted_path(&head.path),
+        &head.path,
     )
 }
 
