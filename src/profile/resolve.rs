@@ -726,7 +726,11 @@ impl<'a> Resolver<'a> {
             .get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
             .or_else(|| self.setting(p, "ignore_configured_endpoint_urls"))
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        if !ignore {
+        // botocore reads the [services] section only when no endpoint variable is set.
+        if !ignore
+            && self.env.get("AWS_ENDPOINT_URL_STS").is_none()
+            && self.env.get("AWS_ENDPOINT_URL").is_none()
+        {
             self.services_section_exists(p)?;
         }
         let services_url = || {
@@ -1687,8 +1691,14 @@ mod tests {
             ),
             "{e}"
         );
-        let ignored = Env::from_pairs(&[("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")]);
-        assert!(resolve(&set(cfg), "a", &ignored, &no_files).is_ok());
+        for env in [
+            ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true"),
+            ("AWS_ENDPOINT_URL_STS", "http://env:1"),
+            ("AWS_ENDPOINT_URL", "http://env:2"),
+        ] {
+            // As botocore, which does not read the section then.
+            assert!(resolve(&set(cfg), "a", &Env::from_pairs(&[env]), &no_files).is_ok());
+        }
     }
 
     #[test]

@@ -269,8 +269,10 @@ async fn ecs_refusals_are_logged_with_peer_uid_and_path() {
         http::ecs_get(s.ecs(), "role", Some(&wrong)).await.status,
         403
     );
+    // An agent-style path sent to the ECS endpoint by mistake: 404, its ID redacted in the log.
+    let id = "ab".repeat(32);
     assert_eq!(
-        http::request(s.ecs(), "GET", "/latest/meta-data/", &[])
+        http::request(s.ecs(), "GET", &format!("/v2/credentials/{id}"), &[])
             .await
             .status,
         404
@@ -285,7 +287,7 @@ async fn ecs_refusals_are_logged_with_peer_uid_and_path() {
     for (reason, path) in [
         ("NoToken", "/credentials/role"),
         ("WrongToken", "/credentials/role"),
-        ("UnknownPath", "/latest/meta-data/"),
+        ("UnknownPath", "/v2/credentials/[REDACTED]"),
         ("MethodNotAllowed", "/credentials/role"),
     ] {
         let want = format!("{reason} {path}");
@@ -310,4 +312,5 @@ async fn ecs_refusals_are_logged_with_peer_uid_and_path() {
         );
     }
     assert!(!s.daemon.log().contains(&wrong));
+    assert!(!s.daemon.log().contains(&id));
 }

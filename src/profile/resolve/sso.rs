@@ -218,7 +218,10 @@ impl<'a> Resolver<'a> {
         if ignore {
             return Ok(None);
         }
-        self.services_section_exists(p)?;
+        // botocore reads the [services] section only when no endpoint variable is set.
+        if self.env.get(service.env).is_none() && self.env.get("AWS_ENDPOINT_URL").is_none() {
+            self.services_section_exists(p)?;
+        }
         let services_url = || {
             let services = self.setting(p, "services")?;
             self.set
