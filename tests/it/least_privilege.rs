@@ -204,7 +204,13 @@ async fn a_scoped_session_rotates_with_its_policy() {
             .await,
         "the scoped session was not refreshed"
     );
-    let rotated = proxy.requests()[1].1.clone();
+    let rotated = proxy
+        .requests()
+        .into_iter()
+        .filter(|(action, _)| action == "AssumeRole")
+        .nth(1)
+        .unwrap()
+        .1;
     assert_eq!(
         form_param(&rotated, "Policy")
             .map(|p| serde_json::from_str::<serde_json::Value>(&p).unwrap()),
