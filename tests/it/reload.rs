@@ -180,6 +180,69 @@ async fn sighup_applies_to_open_keep_alive_connections() {
     assert_eq!(raw::send_on(&mut conn, &put).await.status(), Some(403));
 }
 
+/// With `[ecs_agent]`, the last fallible step of a reload is writing a new profile's agent ID
+/// file: when it fails (a directory squats its path), the ECS token step before it has already
+/// succeeded, and still nothing changes: the new profile is served on neither endpoint, and the
+/// agent endpoint serves its profile under the same ID.
+#[tokio::test]
+async fn sighup_failing_at_the_agent_id_write_keeps_everything_served_before() {
+    let moto = Moto::shared();
+    let setup = Setup::new();
+    setup.role_profile(&moto).await;
+    let agent = |profiles: &str| {
+        format!("[ecs_agent]\nlisten = \"127.0.0.1:0\"\nprofiles = [{profiles}]\n")
+    };
+    setup.write_toml(&format!(
+        "{}{}",
+        Toml::new().imds("role").ecs(&["role"]).build(),
+        agent("\"role\"")
+    ));
+    let daemon = setup.start();
+    setup.wait_status("role", "fresh", phase_is("fresh")).await;
+    let id = std::fs::read_to_string(setup.state_dir().join("ecs-agent-id-role")).unwrap();
+    let path = format!("/v2/credentials/{id}");
+    let before = http::request(daemon.ecs_agent(), "GET", &path, &[]).await;
+    assert_eq!(before.status, 200);
+
+    std::fs::create_dir(setup.state_dir().join("ecs-agent-id-newp")).unwrap();
+    setup.write_toml(&format!(
+        "{}{}",
+        Toml::new().imds("role").ecs(&["role", "newp"]).build(),
+        agent("\"role\", \"newp\"")
+    ));
+    daemon.signal(libc::SIGHUP);
+    assert!(
+        daemon.wait_for_log(
+            "reload failed, the previous configuration keeps serving: cannot write the ECS agent ID file of `newp`",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        daemon.log()
+    );
+    let status: serde_json::Value =
+        serde_json::from_slice(&setup.cli(&["status", "--json"]).stdout).unwrap();
+    let names: Vec<&str> = status["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["role"]);
+    // The token file written before the failing step is left for a later reload to reuse, but
+    // does not open the endpoint to `newp`.
+    let token = std::fs::read_to_string(setup.state_dir().join("ecs-token-newp"))
+        .expect("the ECS token step ran before the failing one");
+    assert_eq!(
+        http::ecs_get(daemon.ecs(), "newp", Some(&token))
+            .await
+            .status,
+        403
+    );
+    let after = http::request(daemon.ecs_agent(), "GET", &path, &[]).await;
+    assert_eq!(after.status, 200, "the same ID still serves");
+    assert_eq!(after.json()["AccessKeyId"], before.json()["AccessKeyId"]);
+}
+
 /// A reload whose last fallible step fails (the token file of a newly served ECS profile cannot
 /// be written: a directory squats its path) changes nothing: every listener and profile served
 /// before is still served, with the same keys and tokens, and no half-written file is left.
