@@ -161,6 +161,16 @@ async fn add_refuses_overwrite_and_unverifiable_keys() {
         "{}",
         stderr(&out)
     );
+    // The diagnosis says what was checked (the clock, from STS's Date header; the region and
+    // endpoint signed for) and what is left: the secret.
+    assert!(
+        stderr(&out).contains("STS knows the access key id but not the signature")
+            && stderr(&out).contains("the clock is fine (")
+            && stderr(&out).contains("signed for region `us-east-1`")
+            && stderr(&out).contains("So the secret is probably wrong"),
+        "{}",
+        stderr(&out)
+    );
     assert!(stderr(&out).contains("--no-verify"), "{}", stderr(&out));
     assert!(!stderr(&out).contains("wrong-secret"));
     let list: serde_json::Value =
