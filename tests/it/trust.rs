@@ -343,7 +343,7 @@ async fn fault_sts_and_process_returning_expired_credentials_do_not_loop() {
         format!(
             "#!/bin/sh\necho run >> {c}\nif [ $(wc -l < {c}) -eq 1 ]; then exp=$(date -u -d '+2 hours' +%Y-%m-%dT%H:%M:%SZ); \
              else exp=$(date -u -d '-1 hour' +%Y-%m-%dT%H:%M:%SZ); fi\n\
-             echo '{{\"Version\": 1, \"AccessKeyId\": \"ASIAPROCESSVALID0001\", \"SecretAccessKey\": \"s\", \"SessionToken\": \"t\", \"Expiration\": \"'$exp'\"}}'\n",
+             echo '{{\"Version\": 1, \"AccessKeyId\": \"ASIAPROCESS00EXAMPLE\", \"SecretAccessKey\": \"s\", \"SessionToken\": \"t\", \"Expiration\": \"'$exp'\"}}'\n",
             c = counter.display()
         ),
     )
@@ -415,7 +415,7 @@ async fn fault_sts_and_process_returning_expired_credentials_do_not_loop() {
         Some(&std::fs::read_to_string(setup.state_dir().join("ecs-token-proc")).unwrap()),
     )
     .await;
-    assert_eq!(ecs.json()["AccessKeyId"], "ASIAPROCESSVALID0001");
+    assert_eq!(ecs.json()["AccessKeyId"], "ASIAPROCESS00EXAMPLE");
 }
 
 /// Under a flood of requests from another (allowed) user, with the daemon's stderr read at 2 ms

@@ -90,7 +90,7 @@ fn expired_answer() -> String {
         .unwrap();
     let body = format!(
         "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleResult>\
-         <Credentials><AccessKeyId>ASIAEXPIREDEXPIRED01</AccessKeyId><SecretAccessKey>expired</SecretAccessKey>\
+         <Credentials><AccessKeyId>ASIAEXPIRED00EXAMPLE</AccessKeyId><SecretAccessKey>expired</SecretAccessKey>\
          <SessionToken>expired-token</SessionToken><Expiration>{expired}</Expiration></Credentials>\
          <AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/r/s</Arn><AssumedRoleId>AROA:s</AssumedRoleId></AssumedRoleUser>\
          </AssumeRoleResult><ResponseMetadata><RequestId>proxy</RequestId></ResponseMetadata></AssumeRoleResponse>"
