@@ -136,7 +136,7 @@ pub fn init(format: LogFormat, default: &str, report_drops: bool) -> Guard {
     let only_audit = filter_fn(|m| m.target() == AUDIT_TARGET);
     // The watch sits behind the main layer's filter: it sees exactly the lines that went to the
     // lossy queue, right after each was queued or dropped.
-    let watch = report_drops.then(|| DropWatch::spawn(dropped));
+    let watch = report_drops.then(|| DropWatch::spawn(dropped)).flatten();
     let layers: Vec<Boxed> = vec![
         layer(format, journal, ansi, main)
             .and_then(watch)

@@ -112,20 +112,15 @@ impl EcsHandler {
 impl EcsHandler {
     /// Answers one request that passed the guards.
     pub async fn handle(&self, head: Head) -> Reply {
-        let user_agent = head.header("user-agent").unwrap_or("-");
         let Some(name) = profile_of(&head.path) else {
-            head.audit
-                .refused_request("ECS", "-", user_agent, "UnknownPath", &head.path);
+            head.refused("ECS", "-", "UnknownPath");
             return json_error(
                 StatusCode::NOT_FOUND,
                 "NotFound",
                 "unknown path; credentials are served under /credentials/PROFILE (see `credvend env PROFILE --container`)",
             );
         };
-        let refused = |reason| {
-            head.audit
-                .refused_request("ECS", &name, user_agent, reason, &head.path)
-        };
+        let refused = |reason| head.refused("ECS", &name, reason);
         if !matches!(head.method, Method::GET | Method::HEAD) {
             refused("MethodNotAllowed");
             return json_error(
@@ -152,7 +147,7 @@ impl EcsHandler {
         let asker = Asker {
             cold_start: CONTAINER_COLD_START_WAIT,
             audit: Some((&head.audit, "ECS")),
-            user_agent,
+            user_agent: head.header("user-agent").unwrap_or("-"),
         };
         served_reply(&profile.cell.serve(&asker).await, &profile.cell.name)
     }

@@ -126,7 +126,7 @@ impl EcsAgentHandler {
 
     /// Answers one request that passed the guards.
     pub async fn handle(&self, head: Head) -> Reply {
-        let refused = |reason, profile: &str| audit_refusal(&head, reason, profile);
+        let refused = |reason, profile: &str| head.refused(ENDPOINT_ECS_AGENT, profile, reason);
         let id = match head.path.strip_prefix(PATH_PREFIX) {
             Some(id) => id,
             None if head.path == PATH_PREFIX.trim_end_matches('/') => "",
@@ -163,7 +163,7 @@ impl EcsAgentHandler {
     /// listener has routes, only those of the peer's route's profile.
     async fn credentials(&self, head: &Head, id: &str) -> Reply {
         let user_agent = head.header("user-agent").unwrap_or("-");
-        let refused = |reason, profile: &str| audit_refusal(head, reason, profile);
+        let refused = |reason, profile: &str| head.refused(ENDPOINT_ECS_AGENT, profile, reason);
         let route: Option<&Routed<()>> = match &self.routes {
             None => None,
             Some(table) => match table.pick(head.who) {
@@ -212,17 +212,6 @@ impl EcsAgentHandler {
     pub fn refuse(&self, refusal: Refusal) -> Reply {
         refusal_reply(refusal)
     }
-}
-
-/// Logs the refusal of `head` for `reason` (the audit redacts the ID from the path).
-fn audit_refusal(head: &Head, reason: &'static str, profile: &str) {
-    head.audit.refused_request(
-        ENDPOINT_ECS_AGENT,
-        profile,
-        head.header("user-agent").unwrap_or("-"),
-        reason,
-        &head.path,
-    )
 }
 
 #[cfg(test)]

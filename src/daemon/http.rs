@@ -57,6 +57,14 @@ impl Head {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
+
+    /// Records this request as refused by `endpoint`'s own checks for `reason` (counted, and an
+    /// access line with its User-Agent and path: see `ConnAudit::refused_request`).
+    pub fn refused(&self, endpoint: &'static str, profile: &str, reason: &'static str) {
+        let user_agent = self.header("user-agent").unwrap_or("-");
+        self.audit
+            .refused_request(endpoint, profile, user_agent, reason, &self.path);
+    }
 }
 
 /// A response before the common headers are added.

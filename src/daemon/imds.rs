@@ -198,14 +198,6 @@ impl ImdsHandler {
         text(token).with_header(HeaderName::from_static(TTL_HEADER), HeaderValue::from(ttl))
     }
 
-    /// Counts and logs (an access line at WARN, folded per connection) a request refused for
-    /// its session token.
-    fn refused(head: &Head, reason: &'static str) {
-        let user_agent = head.header("user-agent").unwrap_or("-");
-        head.audit
-            .refused_request("IMDS", "-", user_agent, reason, &head.path);
-    }
-
     /// `None` when the request may proceed; otherwise the 401.
     fn check_token(&self, head: &Head) -> Option<Reply> {
         match head.headers.get(TOKEN_HEADER) {
@@ -218,13 +210,13 @@ impl ImdsHandler {
                     })
                     .unwrap_or(false);
                 (!ok).then(|| {
-                    Self::refused(head, "WrongToken");
+                    head.refused("IMDS", "-", "WrongToken");
                     page(StatusCode::UNAUTHORIZED)
                 })
             }
             None if self.imds_v1 => None,
             None => {
-                Self::refused(head, "NoToken");
+                head.refused("IMDS", "-", "NoToken");
                 Some(page(StatusCode::UNAUTHORIZED))
             }
         }
@@ -260,13 +252,7 @@ impl ImdsHandler {
         if pick.counts.is_some() {
             pick.refused();
             if self.roles.targets().any(|r| r.role_name == asked) {
-                head.audit.refused_request(
-                    "IMDS",
-                    &pick.target.cell.name,
-                    head.header("user-agent").unwrap_or("-"),
-                    "OtherRoutesRole",
-                    &head.path,
-                );
+                head.refused("IMDS", &pick.target.cell.name, "OtherRoutesRole");
             }
         }
         page(StatusCode::NOT_FOUND)
@@ -340,13 +326,7 @@ impl ImdsHandler {
         }
         // Everything but the token depends on who asks (on a routed listener).
         let Some(pick) = self.roles.pick(head.who) else {
-            head.audit.refused_request(
-                "IMDS",
-                "-",
-                head.header("user-agent").unwrap_or("-"),
-                "NoRoute",
-                &head.path,
-            );
+            head.refused("IMDS", "-", "NoRoute");
             return self.refuse(Refusal::NoRoute);
         };
         let role = pick.target;

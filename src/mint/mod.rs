@@ -957,14 +957,19 @@ fn assume(role: &RoleStep) -> StsRequest {
 mod tests {
     use super::*;
 
+    /// A minter that never opens the keyring (these tests only use its caches).
+    fn minter() -> Minter {
+        Minter::new(
+            Keys::lazy(crate::keystore::OpenOptions::default()),
+            ClientOptions::default(),
+        )
+    }
+
     /// A short MFA session (900 s, the shortest STS allows) is used until a quarter of it is
     /// left, not thrown away after the first role refresh; a long one until 15 minutes are left.
     #[test]
     fn cached_sessions_are_reused_until_a_quarter_of_their_length_is_left() {
-        let m = Minter::new(
-            Keys::lazy(crate::keystore::OpenOptions::default()),
-            ClientOptions::default(),
-        );
+        let m = minter();
         let now = OffsetDateTime::now_utc();
         let session = CacheKey::Session {
             profile: "mfa".into(),
@@ -996,10 +1001,7 @@ mod tests {
 
     #[test]
     fn the_link_cache_replaces_stale_links_and_forgets_by_whole_profile_name() {
-        let m = Minter::new(
-            Keys::lazy(crate::keystore::OpenOptions::default()),
-            ClientOptions::default(),
-        );
+        let m = minter();
         let now = OffsetDateTime::now_utc();
         let creds = |id: &str| TemporaryCredentials::sample(id, now + time::Duration::hours(1));
         let link = |profile: &str| CacheKey::Link {

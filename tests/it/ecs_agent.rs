@@ -290,14 +290,7 @@ async fn ecs_refusals_are_logged_with_peer_uid_and_path() {
         ("UnknownPath", "/v2/credentials/[REDACTED]"),
         ("MethodNotAllowed", "/credentials/role"),
     ] {
-        let want = format!("{reason} {path}");
-        assert!(
-            s.daemon.wait_for_log(&want, Duration::from_secs(5)),
-            "{}",
-            s.daemon.log()
-        );
-        let log = s.daemon.log();
-        let line = log.lines().find(|l| l.contains(&want)).unwrap();
+        let line = s.daemon.log_line(&format!("{reason} {path}"));
         assert!(
             line.contains("refused an ECS request")
                 && line.contains("peer=127.0.0.1:")

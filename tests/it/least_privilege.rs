@@ -47,6 +47,16 @@ fn exec_whoami(setup: &Setup, moto: &Moto, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The `status --json` entry of the scoped session `exec --policy` made of `profile`.
+fn scope_of(setup: &Setup, profile: &str) -> serde_json::Value {
+    let prefix = format!("{profile}~");
+    setup
+        .profiles()
+        .into_iter()
+        .find(|p| p["name"].as_str().is_some_and(|n| n.starts_with(&prefix)))
+        .unwrap_or_else(|| panic!("no scoped session of {profile}"))
+}
+
 /// What boto3's default chain loaded in the child of `exec ARGS` (method, access_key_id), with
 /// no STS call of the child's own.
 fn exec_keys(setup: &Setup, args: &[&str]) -> serde_json::Value {
@@ -111,15 +121,7 @@ async fn exec_policy_mints_a_separate_scoped_session_and_reuses_it() {
     );
 
     // Tokens: the scoped unit's and the profile's are separate capabilities.
-    let status: serde_json::Value =
-        serde_json::from_slice(&setup.cli(&["status", "--json"]).stdout).unwrap();
-    let unit = status["profiles"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"].as_str().unwrap().starts_with("dev~"))
-        .unwrap()
-        .clone();
+    let unit = scope_of(&setup, "dev");
     assert!(
         unit["source"]
             .as_str()
@@ -217,13 +219,8 @@ async fn a_scoped_session_rotates_with_its_policy() {
         Some(serde_json::from_str::<serde_json::Value>(POLICY).unwrap()),
         "the refresh keeps the policy: {rotated}"
     );
-    let status: serde_json::Value =
-        serde_json::from_slice(&setup.cli(&["status", "--json"]).stdout).unwrap();
-    let name = status["profiles"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find_map(|p| p["name"].as_str().filter(|n| n.starts_with("short~")))
+    let name = scope_of(&setup, "short")["name"]
+        .as_str()
         .unwrap()
         .to_owned();
     let unit = setup

@@ -205,6 +205,15 @@ fn install_service_without_a_user_bus_explains_the_alternatives() {
     );
 }
 
+/// `curl -s -m 5 ARGS` in the network namespace of process `pid`.
+fn curl_in(pid: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("nsenter")
+        .args(["-t", pid, "-n", "curl", "-s", "-m", "5"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 /// Socket activation exactly as systemd does it, through `systemd-socket-activate`, inside a
 /// private network namespace (so the fixed port it needs is ours alone). The daemon serves on the
 /// inherited sockets, matched by their names (config says port 0; the ready line shows the
@@ -246,23 +255,16 @@ fn socket_activation_serves_inherited_sockets_and_reports_ready() {
     let pid = child.id().to_string();
     let deadline = Instant::now() + Duration::from_secs(20);
     let body = loop {
-        let out = std::process::Command::new("nsenter")
-            .args([
-                "-t",
-                &pid,
-                "-n",
-                "curl",
-                "-s",
-                "-m",
-                "5",
+        let out = curl_in(
+            &pid,
+            &[
                 "-X",
                 "PUT",
                 "-H",
                 "x-aws-ec2-metadata-token-ttl-seconds: 60",
                 "http://127.0.0.1:9254/latest/api/token",
-            ])
-            .output()
-            .unwrap();
+            ],
+        );
         if out.status.success() && out.stdout.len() == 57 {
             break String::from_utf8_lossy(&out.stdout).into_owned();
         }
@@ -297,23 +299,16 @@ fn socket_activation_serves_inherited_sockets_and_reports_ready() {
         "the ECS agent listener on its inherited socket"
     );
     // It answers there (an unknown ID: 400 from the daemon, not a refused peer).
-    let out = std::process::Command::new("nsenter")
-        .args([
-            "-t",
-            &pid,
-            "-n",
-            "curl",
-            "-s",
-            "-m",
-            "5",
+    let out = curl_in(
+        &pid,
+        &[
             "-o",
             "/dev/null",
             "-w",
             "%{http_code}",
-        ])
-        .arg("http://169.254.170.2/v2/credentials/0000")
-        .output()
-        .unwrap();
+            "http://169.254.170.2/v2/credentials/0000",
+        ],
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "400");
     // SAFETY: kill(2) on our child.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };

@@ -154,6 +154,34 @@ async fn assert_role_over_imds(sdk: Sdk, who: &Whoami, scenario: &RoleProfile, i
     }
 }
 
+/// What `credvend env role --container` prints (it must succeed).
+fn container_env(setup: &Setup) -> String {
+    let out = setup.cli(&["env", "role", "--container"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        crate::support::daemon::stderr(&out)
+    );
+    crate::support::daemon::stdout(&out)
+}
+
+/// Checks that `who` signed with the role's session key `served`, found as container
+/// credentials.
+fn assert_role_over_container(sdk: Sdk, who: &Whoami, scenario: &RoleProfile, served: &str) {
+    let prefix = assumed_role_prefix(&scenario.role_arn);
+    assert!(
+        who.arn.starts_with(&prefix),
+        "{sdk:?}: signed by {}, expected a session of {prefix}...",
+        who.arn
+    );
+    if let Some(key) = &who.access_key_id {
+        assert_eq!(key, served, "{sdk:?}: access key");
+    }
+    if let Some(method) = &who.method {
+        assert_eq!(method, "container-role", "{sdk:?}: credential provider");
+    }
+}
+
 /// boto3, the AWS CLI and the Rust SDK with no metadata variable at all find a daemon listening
 /// on 169.254.169.254:80 (an address on `lo` of the test's namespace) and call STS on a moto in
 /// the same namespace. No `allow` list: the peer address of such local connections is
@@ -196,18 +224,19 @@ fn netns_ecs_agent_on_lo_default_address() {
         allow_s3(&moto.moto, &scenario).await;
         let agent: SocketAddr = "169.254.170.2:80".parse().unwrap();
         assert_eq!(daemon.ecs_agent(), agent);
-        let out = setup.cli(&["env", "role", "--container"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            crate::support::daemon::stderr(&out)
-        );
-        let lines = crate::support::daemon::stdout(&out);
-        assert!(
-            lines.contains("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI="),
-            "{lines}"
-        );
-        let prefix = assumed_role_prefix(&scenario.role_arn);
+        let lines = container_env(&setup);
+        let relative = crate::support::clients::shell_env(&lines)
+            .into_iter()
+            .rev()
+            .find(|(k, _)| k == "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+            .and_then(|(_, v)| v)
+            .unwrap_or_else(|| panic!("no relative URI: {lines}"));
+        let served = crate::support::http::request(agent, "GET", &relative, &[])
+            .await
+            .json()["AccessKeyId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         for sdk in Sdk::CONTAINER {
             let client = Client::new()
                 .eval(&lines)
@@ -215,14 +244,7 @@ fn netns_ecs_agent_on_lo_default_address() {
             let who = whoami(client, sdk, &moto.moto.url)
                 .await
                 .unwrap_or_else(|e| panic!("{e}\ndaemon log:\n{}", daemon.log()));
-            assert!(
-                who.arn.starts_with(&prefix),
-                "{sdk:?}: signed by {}, expected a session of {prefix}...",
-                who.arn
-            );
-            if let Some(method) = &who.method {
-                assert_eq!(method, "container-role", "{sdk:?}: credential provider");
-            }
+            assert_role_over_container(sdk, &who, &scenario, &served);
         }
         assert_eq!(daemon.terminate().code(), Some(0));
     });
@@ -434,13 +456,7 @@ fn netns_ecs_agent_relative_uri() {
             .wait_status("role", "fresh", crate::support::daemon::phase_is("fresh"))
             .await;
 
-        let out = setup.cli(&["env", "role", "--container"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            crate::support::daemon::stderr(&out)
-        );
-        let lines = crate::support::daemon::stdout(&out);
+        let lines = container_env(&setup);
         let vars = crate::support::clients::shell_env(&lines);
         let mut exported: Vec<&str> = vars
             .iter()
@@ -495,18 +511,7 @@ fn netns_ecs_agent_relative_uri() {
             let who = whoami(client, sdk, &moto.moto.url)
                 .await
                 .unwrap_or_else(|e| panic!("{e}\ndaemon log:\n{}", daemon.log()));
-            let prefix = assumed_role_prefix(&scenario.role_arn);
-            assert!(
-                who.arn.starts_with(&prefix),
-                "{sdk:?}: signed by {}, expected a session of {prefix}...",
-                who.arn
-            );
-            if let Some(key) = &who.access_key_id {
-                assert_eq!(*key, served, "{sdk:?}: access key");
-            }
-            if let Some(method) = &who.method {
-                assert_eq!(method, "container-role", "{sdk:?}: credential provider");
-            }
+            assert_role_over_container(sdk, &who, &scenario, &served);
         }
         // The first vend to the container is logged (the test's own request above came from the
         // host). Lines are written by a background thread: wait for it, bounded.
@@ -544,19 +549,13 @@ fn netns_ecs_agent_relative_uri() {
             ],
         );
         assert_eq!((code, body.as_str()), (Some(0), "400"));
-        let refused = "refused an ECS agent endpoint request";
-        assert!(
-            daemon.wait_for_log(refused, std::time::Duration::from_secs(5)),
-            "{}",
-            daemon.log()
-        );
-        let log = daemon.log();
-        let line = log.lines().find(|l| l.contains(refused)).unwrap();
+        let line = daemon.log_line("refused an ECS agent endpoint request");
         assert!(
             line.contains("peer=198.18.1.2:")
                 && line.contains("UnknownId /v2/credentials/[REDACTED]"),
             "{line}"
         );
+        let log = daemon.log();
         assert!(
             !log.contains(&wrong) && !log.contains(id),
             "an ID in the log"

@@ -219,15 +219,7 @@ async fn sighup_failing_at_the_agent_id_write_keeps_everything_served_before() {
         "{}",
         daemon.log()
     );
-    let status: serde_json::Value =
-        serde_json::from_slice(&setup.cli(&["status", "--json"]).stdout).unwrap();
-    let names: Vec<&str> = status["profiles"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["role"]);
+    assert_eq!(setup.profile_names(), ["role"]);
     // The token file written before the failing step is left for a later reload to reuse, but
     // does not open the endpoint to `newp`.
     let token = std::fs::read_to_string(setup.state_dir().join("ecs-token-newp"))
@@ -254,10 +246,7 @@ async fn sighup_failing_at_the_last_step_keeps_everything_served_before() {
     setup.write_toml(&Toml::new().imds("role").ecs(&["role"]).build());
     let daemon = setup.start();
     setup.wait_status("role", "fresh", phase_is("fresh")).await;
-    let status_before = setup.cli(&["status", "--json"]);
-    let listeners_before = serde_json::from_slice::<serde_json::Value>(&status_before.stdout)
-        .unwrap()["listeners"]
-        .clone();
+    let listeners_before = setup.status_json()["listeners"].clone();
     let imds_key = http::imds_creds(daemon.imds(), "role").await["AccessKeyId"].clone();
     let token_file = setup.state_dir().join("ecs-token-role");
     let ecs_token = std::fs::read_to_string(&token_file).unwrap();
@@ -286,19 +275,12 @@ async fn sighup_failing_at_the_last_step_keeps_everything_served_before() {
         daemon.log()
     );
 
-    let status_after: serde_json::Value =
-        serde_json::from_slice(&setup.cli(&["status", "--json"]).stdout).unwrap();
     assert_eq!(
-        status_after["listeners"], listeners_before,
+        setup.status_json()["listeners"],
+        listeners_before,
         "no listener added or lost"
     );
-    let names: Vec<&str> = status_after["profiles"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["role"]);
+    assert_eq!(setup.profile_names(), ["role"]);
     assert_eq!(
         http::imds_creds(daemon.imds(), "role").await["AccessKeyId"],
         imds_key,

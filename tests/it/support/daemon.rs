@@ -193,13 +193,29 @@ impl Setup {
 
     /// The entry of `name` in `credvend status --json`, when the daemon answers and serves it.
     pub fn profile_status(&self, name: &str) -> Option<serde_json::Value> {
-        let out = self.cli(&["status", "--json"]);
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        report["profiles"]
-            .as_array()?
-            .iter()
-            .find(|p| p["name"] == name)
+        self.profiles().into_iter().find(|p| p["name"] == name)
+    }
+
+    /// `credvend status --json` (`Null` when the daemon does not answer).
+    pub fn status_json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.cli(&["status", "--json"]).stdout)
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The profiles `status --json` lists (none when the daemon does not answer).
+    pub fn profiles(&self) -> Vec<serde_json::Value> {
+        self.status_json()["profiles"]
+            .as_array()
             .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The names of the profiles `status --json` lists.
+    pub fn profile_names(&self) -> Vec<String> {
+        self.profiles()
+            .iter()
+            .filter_map(|p| p["name"].as_str().map(str::to_owned))
+            .collect()
     }
 
     /// Polls `credvend status --json` (bounded, 30 s) until `pred` holds for profile `name`; the
@@ -401,6 +417,21 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
         false
+    }
+
+    /// The first log line containing `needle`, waited for (bounded: 5 s); panics with the log
+    /// when it never comes.
+    pub fn log_line(&self, needle: &str) -> String {
+        assert!(
+            self.wait_for_log(needle, Duration::from_secs(5)),
+            "no log line with {needle:?}:\n{}",
+            self.log()
+        );
+        self.log()
+            .lines()
+            .find(|l| l.contains(needle))
+            .expect("found above")
+            .to_owned()
     }
 
     /// SIGTERM and wait; returns the exit status.
